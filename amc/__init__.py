@@ -1,0 +1,3 @@
+"""amc: AutoML model compression. The core imports torch and torch-pruning only, never gymnasium or SB3."""
+
+__version__ = "0.1.0"

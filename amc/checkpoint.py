@@ -1,0 +1,74 @@
+"""Checkpoints as plain dicts that `torch.load(..., weights_only=True)` reads: no pickled objects."""
+
+from __future__ import annotations
+
+import pickle
+import platform
+import zipfile
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from amc.errors import AmcError
+
+FORMAT = "amc-checkpoint"
+FORMAT_VERSION = 1
+
+
+def package_versions() -> dict[str, str]:
+    import torchvision
+
+    from amc import __version__
+
+    return {
+        "amc": __version__,
+        "torch": str(torch.__version__),
+        "torchvision": str(torchvision.__version__),
+        "python": platform.python_version(),
+    }
+
+
+def save_checkpoint(path: str | Path, payload: dict) -> None:
+    """Write atomically (temp file then rename), so an interruption never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = {"format": FORMAT, "format_version": FORMAT_VERSION, "versions": package_versions(), **payload}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(blob, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read an amc checkpoint; a missing, corrupt or foreign file raises a one-line `AmcError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise AmcError(f"checkpoint {path} does not exist")
+    try:
+        # TorchVersion is a str subclass that amc 0.1.0 wrote into "versions"; harmless to allow.
+        with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as exc:
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0][:120]
+        raise AmcError(
+            f"checkpoint {path} is corrupt or truncated ({first_line}); re-create or re-download it"
+        ) from exc
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise AmcError(f"{path} is not an amc checkpoint; create one with `amc train-teacher` or `amc apply`")
+    return blob
+
+
+def model_from_checkpoint(blob: dict) -> nn.Module:
+    """Rebuild a teacher (architecture spec + state_dict) from a loaded checkpoint."""
+    from amc.models import create_from_spec
+
+    if blob.get("kind", "teacher") != "teacher":
+        from amc.student import student_from_checkpoint
+
+        return student_from_checkpoint(blob)
+    model = create_from_spec(blob["arch"])
+    try:
+        model.load_state_dict(blob["state_dict"])
+    except RuntimeError as exc:
+        raise AmcError(f"checkpoint weights do not fit architecture {blob['arch']['name']}: {str(exc)[:200]}") from exc
+    return model.eval()

@@ -1,0 +1,238 @@
+"""File-level workflows behind the core `amc` subcommands: apply, baseline, finetune, profile-latency.
+
+Each takes one typed config (which is also the subcommand's --help) and returns a dict for reporting.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch.nn as nn
+
+from amc.baselines import random_policy, uniform
+from amc.budget import Budget
+from amc.checkpoint import load_checkpoint, model_from_checkpoint
+from amc.cost import count_macs, count_params, measure_latency, size_bytes
+from amc.cost_model import CostModel
+from amc.distill import FinetuneSettings, finetune, recalibrate_bn
+from amc.errors import AmcError
+from amc.evaluation import load_data_for
+from amc.latency import build_latency_table
+from amc.models import create_model
+from amc.policy import CompressionPolicy, model_fingerprint
+from amc.student import apply_policy, save_student, student_from_checkpoint
+from amc.training import doc, evaluate_accuracy, resolve_device
+
+
+def input_shape_of(blob: dict) -> tuple[int, ...]:
+    return tuple(blob["dataset"]["input_shape"])
+
+
+def cost_ratios(student: nn.Module, teacher: nn.Module, input_shape) -> dict:
+    return {
+        "flops": count_macs(student, input_shape),
+        "params": count_params(student),
+        "size_bytes": size_bytes(student),
+        "flops_ratio": count_macs(student, input_shape) / count_macs(teacher, input_shape),
+        "params_ratio": count_params(student) / count_params(teacher),
+        "size_ratio": size_bytes(student) / size_bytes(teacher),
+    }
+
+
+def check_policy_matches(policy: CompressionPolicy, blob: dict, teacher: nn.Module) -> None:
+    name = blob["arch"]["name"]
+    if policy.architecture and policy.architecture != name:
+        raise AmcError(f"policy is for {policy.architecture}, the teacher is {name}; use a policy searched on it")
+    if policy.num_classes is not None and policy.num_classes != blob["arch"]["num_classes"]:
+        raise AmcError(f"policy is for {policy.num_classes} classes, the teacher has {blob['arch']['num_classes']}")
+
+
+# ----------------------------------------------------------------------------- apply
+
+
+@dataclass
+class ApplyConfig:
+    """Apply a compression policy to a teacher and save the student."""
+
+    teacher: str = doc("teacher.pt", "teacher checkpoint")
+    policy: str = doc("policy.json", "policy JSON (from `amc baseline` or `amc search`)")
+    out: str = doc("student.pt", "student checkpoint to write")
+    recalibrate_bn: int = doc(0, "re-estimate BatchNorm statistics from this many training batches (0: off)")
+    data_dir: str | None = doc(None, "data for BN recalibration (default: the teacher's)")
+    json: bool = doc(False, "print one JSON object as the last line of stdout")
+
+
+def apply_command(cfg: ApplyConfig) -> dict:
+    blob = load_checkpoint(cfg.teacher)
+    teacher = model_from_checkpoint(blob)
+    policy = CompressionPolicy.load(cfg.policy)
+    check_policy_matches(policy, blob, teacher)
+    shape = input_shape_of(blob)
+    student = apply_policy(teacher, policy, shape)
+    if cfg.recalibrate_bn:
+        recalibrate_bn(student, load_data_for(blob, None, cfg.data_dir, None), batches=cfg.recalibrate_bn)
+    result = cost_ratios(student, teacher, shape)
+    save_student(cfg.out, student, blob, policy, metrics=result)
+    return {"out": cfg.out, **result}
+
+
+# ----------------------------------------------------------------------------- baseline
+
+
+@dataclass
+class BaselineConfig:
+    """Write a hand-crafted policy (uniform or random) that meets a budget."""
+
+    method: str = doc("uniform", "uniform or random", positional=True)
+    teacher: str = doc("teacher.pt", "teacher checkpoint")
+    flops: float | None = doc(None, "FLOPs budget as a ratio of the teacher's")
+    params: float | None = doc(None, "parameter budget as a ratio of the teacher's")
+    size: float | None = doc(None, "size budget as a ratio of the teacher's")
+    round_to: int = doc(1, "round kept channels to a multiple of this")
+    seed: int = doc(0, "seed of the random policy")
+    out: str = doc("policy.json", "policy JSON to write")
+    json: bool = doc(False, "print one JSON object as the last line of stdout")
+
+
+def baseline_command(cfg: BaselineConfig) -> dict:
+    blob = load_checkpoint(cfg.teacher)
+    teacher = model_from_checkpoint(blob)
+    budget = Budget(flops=cfg.flops, params=cfg.params, size=cfg.size)
+    cost_model = CostModel(teacher, input_shape_of(blob))
+    if cfg.method == "uniform":
+        policy = uniform(cost_model, budget, round_to=cfg.round_to)
+    elif cfg.method == "random":
+        policy = random_policy(cost_model, budget, np.random.default_rng(cfg.seed), round_to=cfg.round_to)
+    else:
+        raise AmcError(f"unknown baseline {cfg.method!r}; use uniform or random")
+    predicted = cost_model.ratios(cost_model.predict(policy.keep_ratios, round_to=cfg.round_to))
+    policy.architecture = blob["arch"]["name"]
+    policy.num_classes = blob["arch"]["num_classes"]
+    policy.fingerprint = model_fingerprint(teacher)
+    policy.metadata.update({"budget": dict(budget.items()), "predicted": predicted, "seed": cfg.seed})
+    policy.save(cfg.out)
+    return {"out": cfg.out, **{f"{k}_ratio": v for k, v in predicted.items()}}
+
+
+# ----------------------------------------------------------------------------- finetune
+
+
+@dataclass
+class FinetuneConfig(FinetuneSettings):
+    """KD fine-tune a student against its teacher; checkpoint every epoch."""
+
+    student: str = doc("student.pt", "student checkpoint (from `amc apply`)")
+    teacher: str = doc("teacher.pt", "teacher checkpoint")
+    out: str = doc("student_ft.pt", "fine-tuned student checkpoint; rewritten after every epoch")
+    data_dir: str | None = doc(None, "data (default: the teacher's)")
+    tb_dir: str | None = doc(None, "TensorBoard folder (default: <out without suffix>.tb)")
+    device: str = doc("auto", "auto, cpu or cuda")
+    resume: bool = doc(False, "continue from the checkpoint at --out")
+    json: bool = doc(False, "print one JSON object as the last line of stdout")
+
+
+def finetune_command(cfg: FinetuneConfig) -> dict:
+    from torch.utils.tensorboard import SummaryWriter
+
+    teacher_blob = load_checkpoint(cfg.teacher)
+    teacher = model_from_checkpoint(teacher_blob)
+    source = cfg.out if cfg.resume else cfg.student
+    student_blob = load_checkpoint(source)
+    if student_blob.get("kind") != "student":
+        raise AmcError(f"{source} is not a student checkpoint; create one with `amc apply`")
+    if student_blob["structure"]["teacher_fingerprint"] != model_fingerprint(teacher):
+        raise AmcError(f"{source} was not compressed from {cfg.teacher}; pass the teacher it came from")
+    student = student_from_checkpoint(student_blob)
+    resume_state = student_blob.get("train_state") if cfg.resume else None
+    if cfg.resume and resume_state is None:
+        raise AmcError(f"{cfg.out} holds a finished fine-tune; run again without --resume")
+    data = load_data_for(teacher_blob, None, cfg.data_dir, None)
+    settings = FinetuneSettings(**{k: getattr(cfg, k) for k in FinetuneSettings.__dataclass_fields__})
+    before = student_blob["metrics"].get("accuracy_before_finetune")
+    if before is None:
+        before = evaluate_accuracy(student, data, "test")
+    policy = CompressionPolicy.from_dict(student_blob["policy"])
+    writer = SummaryWriter(cfg.tb_dir or str(Path(cfg.out).with_suffix(".tb")))
+
+    def save(epoch: int, state: dict) -> None:
+        save_student(
+            cfg.out,
+            student,
+            teacher_blob,
+            policy,
+            metrics={"accuracy_before_finetune": before, "epoch": epoch},
+            train_state=state,
+        )
+
+    device = resolve_device(cfg.device)
+    stats = finetune(
+        student, teacher, data, settings, writer=writer, on_epoch_end=save, resume_state=resume_state, device=device
+    )
+    writer.close()
+    student = student.cpu()
+    result = {
+        "accuracy_before_finetune": before,
+        "accuracy": evaluate_accuracy(student, data, "test"),
+        "val_accuracy": evaluate_accuracy(student, data, "val"),
+        "teacher_accuracy": teacher_blob.get("metrics", {}).get("accuracy"),
+        "finetune_seconds": stats["seconds"],
+        "settings": asdict(settings),
+    }
+    save_student(cfg.out, student, teacher_blob, policy, metrics=result)
+    return result
+
+
+# ----------------------------------------------------------------------------- profile-latency
+
+
+@dataclass
+class ProfileLatencyConfig:
+    """Build a per-layer latency lookup table and report its error on random students."""
+
+    model: str = doc("teacher.pt", "checkpoint, or a registry name with --input-shape", positional=True)
+    out: str = doc("lut.json", "latency table to write")
+    input_shape: str = doc("3,32,32", "input shape C,H,W when MODEL is a registry name")
+    batch_size: int = doc(1, "batch size the table is built for")
+    threads: int = doc(1, "CPU threads used for every measurement")
+    grid_points: int = doc(6, "channel-count grid points per dimension")
+    check: int = doc(20, "random students to measure prediction error on (0: skip)")
+    seed: int = doc(0, "seed of the random students")
+    json: bool = doc(False, "print one JSON object as the last line of stdout")
+
+
+def profile_latency_command(cfg: ProfileLatencyConfig) -> dict:
+    if Path(cfg.model).is_file():
+        blob = load_checkpoint(cfg.model)
+        model, shape = model_from_checkpoint(blob), input_shape_of(blob)
+    else:
+        model, shape = create_model(cfg.model).eval(), tuple(int(v) for v in cfg.input_shape.split(","))
+    table = build_latency_table(
+        model, shape, batch_size=cfg.batch_size, threads=cfg.threads, grid_points=cfg.grid_points
+    )
+    errors = []
+    if cfg.check:
+        from tqdm.auto import tqdm
+
+        cost_model = CostModel(model, shape)
+        rng = np.random.default_rng(cfg.seed)
+        for _ in tqdm(range(cfg.check), desc="checking predictions", dynamic_ncols=True):
+            keep = {u.name: float(rng.uniform(0.2, 1.0)) for u in cost_model.units}
+            student = apply_policy(model, CompressionPolicy(keep_ratios=keep), shape, validate=False)
+            measured = measure_latency(student, shape, cfg.batch_size, threads=cfg.threads, repeats=30)
+            errors.append(abs(table.predict_model(student) - measured) / measured)
+    table.metadata["prediction_error"] = {
+        "students": len(errors),
+        "median": statistics.median(errors) if errors else None,
+        "max": max(errors) if errors else None,
+    }
+    table.save(cfg.out)
+    return {
+        "out": cfg.out,
+        "teacher_ms": table.teacher_ms,
+        "layers": len(table.layers),
+        "median_error": table.metadata["prediction_error"]["median"],
+        "max_error": table.metadata["prediction_error"]["max"],
+    }

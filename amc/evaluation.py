@@ -1,0 +1,70 @@
+"""`amc evaluate`: accuracy and hardware cost of a teacher or student checkpoint."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch.nn as nn
+
+from amc.checkpoint import load_checkpoint, model_from_checkpoint
+from amc.cost import count_macs, count_params, flop_counter_macs, measure_latency, size_bytes
+from amc.data import DataSplits, load_dataset
+from amc.training import doc, evaluate_accuracy
+
+
+@dataclass
+class EvaluateConfig:
+    """Report accuracy, MACs, params, size and CPU latency of a checkpoint."""
+
+    model: str = doc("teacher.pt", "teacher or student checkpoint", positional=True)
+    dataset: str | None = doc(None, "data set name (default: the one stored in the checkpoint)")
+    data_dir: str | None = doc(None, "data folder or .tar.gz (default: the one stored in the checkpoint)")
+    seed: int | None = doc(None, "val-split seed (default: the one the checkpoint was trained with)")
+    latency_repeats: int = doc(20, "timed repeats per batch size (median reported)")
+    threads: int | None = doc(None, "CPU threads for latency (default: torch's current setting)")
+    json: bool = doc(False, "print one JSON object as the last line of stdout")
+
+
+def cost_report(model: nn.Module, input_shape, *, latency_repeats: int = 20, threads: int | None = None) -> dict:
+    """MACs (checked against `torch.utils.flop_counter`), params, bytes and per-image latency at batch 1 and 128."""
+    macs = count_macs(model, input_shape)
+    checked = flop_counter_macs(model, input_shape)
+    if abs(checked - macs) > 0.01 * max(macs, 1):
+        warnings.warn(f"analytic MACs {macs} differ from torch.utils.flop_counter's {checked}", stacklevel=2)
+    return {
+        "flops": macs,
+        "params": count_params(model),
+        "size_bytes": size_bytes(model),
+        "latency_ms_b1": measure_latency(model, input_shape, 1, threads=threads, repeats=latency_repeats),
+        "latency_ms_b128": measure_latency(
+            model, input_shape, 128, threads=threads, repeats=max(3, latency_repeats // 4), warmup=2
+        ),
+    }
+
+
+def evaluate_report(model: nn.Module, data: DataSplits, **cost_kwargs) -> dict:
+    """The keys every reporting command shares: accuracy, val_accuracy, flops, params, size_bytes, latencies."""
+    return {
+        "accuracy": evaluate_accuracy(model, data, "test"),
+        "val_accuracy": evaluate_accuracy(model, data, "val"),
+        **cost_report(model, data.input_shape, **cost_kwargs),
+    }
+
+
+def load_data_for(blob: dict, dataset: str | None, data_dir: str | None, seed: int | None) -> DataSplits:
+    """The data a checkpoint was trained on, unless the user names another."""
+    stored = blob.get("dataset", {})
+    name = dataset or stored.get("name")
+    if data_dir is None and name == stored.get("name") and stored.get("source"):
+        data_dir = stored["source"]
+    if seed is None:
+        seed = blob.get("train_config", {}).get("seed", 0)
+    return load_dataset(name, data_dir, seed=seed)
+
+
+def evaluate_checkpoint(cfg: EvaluateConfig) -> dict:
+    blob = load_checkpoint(cfg.model)
+    model = model_from_checkpoint(blob)
+    data = load_data_for(blob, cfg.dataset, cfg.data_dir, cfg.seed)
+    return evaluate_report(model, data, latency_repeats=cfg.latency_repeats, threads=cfg.threads)

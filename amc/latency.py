@@ -1,0 +1,199 @@
+"""A per-layer latency lookup table: predicts a student's latency from its layer shapes, so latency
+budgets can be enforced without running the student (NetAdapt / HAQ style).
+
+Each conv/linear layer of the teacher (with the BatchNorm and ReLU that follow a conv) is timed alone on
+a grid of (input channels, output channels). A student's latency is the sum of bilinear interpolations
+over its layers plus the teacher's remaining overhead (adds, pooling, framework), scaled by the share
+of layers that remain.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from amc.cost import measure_latency
+from amc.errors import AmcError
+
+FORMAT = "amc-latency-table"
+
+
+@dataclass
+class LayerEntry:
+    kind: str
+    in_grid: list[int]
+    out_grid: list[int]
+    ms: list[list[float]]
+    """ms[i][j]: milliseconds per image with in_grid[i] inputs and out_grid[j] outputs."""
+
+    def predict(self, in_channels: int, out_channels: int) -> float:
+        return float(_bilinear(self.in_grid, self.out_grid, np.asarray(self.ms), in_channels, out_channels))
+
+
+@dataclass
+class LatencyTable:
+    batch_size: int
+    threads: int
+    layers: dict[str, LayerEntry]
+    overhead_ms: float
+    teacher_ms: float
+    metadata: dict = field(default_factory=dict)
+
+    def predict(self, shapes: dict[str, tuple[int, int]]) -> float:
+        """Milliseconds per image for a model whose remaining layers have these (in, out) channels."""
+        unknown = set(shapes) - set(self.layers)
+        if unknown:
+            raise AmcError(f"latency table has no entry for layers {sorted(unknown)[:3]}; was it built for this model?")
+        total = sum(self.layers[name].predict(cin, cout) for name, (cin, cout) in shapes.items())
+        return total + self.overhead_ms * len(shapes) / len(self.layers)
+
+    def predict_model(self, model: nn.Module) -> float:
+        return self.predict(layer_shapes(model))
+
+    def save(self, path: str | Path) -> None:
+        blob = {
+            "format": FORMAT,
+            "batch_size": self.batch_size,
+            "threads": self.threads,
+            "overhead_ms": self.overhead_ms,
+            "teacher_ms": self.teacher_ms,
+            "metadata": self.metadata,
+            "layers": {n: e.__dict__ for n, e in self.layers.items()},
+        }
+        Path(path).write_text(json.dumps(blob, indent=1))
+
+    @classmethod
+    def load(cls, path: str | Path) -> LatencyTable:
+        try:
+            blob = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise AmcError(f"cannot read latency table {path}: {exc}; build one with `amc profile-latency`") from exc
+        if blob.get("format") != FORMAT:
+            raise AmcError(f"{path} is not an amc latency table; build one with `amc profile-latency`")
+        layers = {n: LayerEntry(**e) for n, e in blob.pop("layers").items()}
+        blob.pop("format")
+        return cls(layers=layers, **blob)
+
+
+def layer_shapes(model: nn.Module) -> dict[str, tuple[int, int]]:
+    shapes = {}
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            shapes[name] = (m.in_channels, m.out_channels)
+        elif isinstance(m, nn.Linear):
+            shapes[name] = (m.in_features, m.out_features)
+    return shapes
+
+
+def _bilinear(xs: Sequence[int], ys: Sequence[int], grid: np.ndarray, x: float, y: float) -> float:
+    def locate(points: Sequence[int], v: float) -> tuple[int, int, float]:
+        points = list(points)
+        if len(points) == 1:
+            return 0, 0, 0.0
+        i = int(np.clip(np.searchsorted(points, v) - 1, 0, len(points) - 2))
+        return i, i + 1, (v - points[i]) / (points[i + 1] - points[i])
+
+    i0, i1, tx = locate(xs, x)
+    j0, j1, ty = locate(ys, y)
+    top = grid[i0, j0] * (1 - ty) + grid[i0, j1] * ty
+    bottom = grid[i1, j0] * (1 - ty) + grid[i1, j1] * ty
+    return top * (1 - tx) + bottom * tx
+
+
+def _channel_grid(channels: int, points: int) -> list[int]:
+    return sorted({max(1, round(channels * f)) for f in np.linspace(1.0 / points, 1.0, points)})
+
+
+def _layer_inputs(model: nn.Module, input_shape: Sequence[int]) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    hooks = [
+        m.register_forward_hook(lambda mod, i, o, n=name: shapes.setdefault(n, tuple(i[0].shape[1:])))
+        for name, m in model.named_modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.randn(1, *input_shape))
+    finally:
+        for h in hooks:
+            h.remove()
+    return shapes
+
+
+def _timed_layer(module: nn.Module, cin: int, cout: int) -> nn.Module:
+    if isinstance(module, nn.Linear):
+        return nn.Linear(cin, cout, bias=module.bias is not None)
+    groups = cin if module.groups > 1 and module.groups == module.in_channels else 1
+    if groups > 1:
+        cout = cin
+    conv = nn.Conv2d(
+        cin, cout, module.kernel_size, module.stride, module.padding, groups=groups, bias=module.bias is not None
+    )
+    return nn.Sequential(conv, nn.BatchNorm2d(cout), nn.ReLU())
+
+
+def build_latency_table(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    *,
+    batch_size: int = 1,
+    threads: int = 1,
+    grid_points: int = 6,
+    repeats: int = 15,
+) -> LatencyTable:
+    """Time every conv/linear layer of `model` on a (grid_points x grid_points) channel grid."""
+    model = model.cpu().eval()
+    inputs = _layer_inputs(model, input_shape)
+    layers: dict[str, LayerEntry] = {}
+    cache: dict[tuple, float] = {}
+    modules = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    for name, module in tqdm(modules, desc="profiling layers", dynamic_ncols=True):
+        conv = isinstance(module, nn.Conv2d)
+        full_in, full_out = (
+            (module.in_channels, module.out_channels) if conv else (module.in_features, module.out_features)
+        )
+        in_grid, out_grid = _channel_grid(full_in, grid_points), _channel_grid(full_out, grid_points)
+        spatial = inputs[name][1:]
+        ms = []
+        for cin in in_grid:
+            row = []
+            for cout in out_grid:
+                key = (
+                    type(module).__name__,
+                    cin,
+                    cout,
+                    spatial,
+                    getattr(module, "kernel_size", None),
+                    getattr(module, "stride", None),
+                    getattr(module, "groups", 1),
+                )
+                if key not in cache:
+                    cache[key] = measure_latency(
+                        _timed_layer(module, cin, cout),
+                        (cin, *spatial),
+                        batch_size,
+                        threads=threads,
+                        repeats=repeats,
+                        warmup=3,
+                    )
+                row.append(cache[key])
+            ms.append(row)
+        layers[name] = LayerEntry("conv" if conv else "linear", in_grid, out_grid, ms)
+    teacher_ms = measure_latency(model, input_shape, batch_size, threads=threads, repeats=repeats * 2)
+    full = sum(e.predict(e.in_grid[-1], e.out_grid[-1]) for e in layers.values())
+    return LatencyTable(
+        batch_size,
+        threads,
+        layers,
+        max(0.0, teacher_ms - full),
+        teacher_ms,
+        {"input_shape": list(input_shape), "grid_points": grid_points},
+    )

@@ -1,0 +1,221 @@
+"""The model registry: `create_model(name, num_classes=...)` builds any registered architecture.
+
+Names:
+- CIFAR ResNets `resnet20/32/44/56/110` (He et al. 2016), plus `resnet8` for quick tests and `plain20` (no shortcuts, AMC's CIFAR model);
+- `vgg16_cifar`; `digits_cnn`, a small CNN for 8x8 digits;
+- `tv:<name>`, any torchvision classification model (`small_input=True` adapts the stem to 32x32);
+- `path/to/file.py:ClassName`, a user's own module, called as `ClassName(num_classes=...)`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from amc.errors import AmcError
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    def decorator(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        _REGISTRY[name] = factory
+        return factory
+
+    return decorator
+
+
+def list_models() -> list[str]:
+    """Registered names, plus two torchvision examples of the `tv:` prefix."""
+    return sorted(_REGISTRY) + ["tv:mobilenet_v2", "tv:resnet18"]
+
+
+def create_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
+    """Build a fresh, randomly initialised model by registry name, `tv:<name>` or `file.py:Class`."""
+    if name in _REGISTRY:
+        return _REGISTRY[name](num_classes=num_classes, **kwargs)
+    if name.startswith("tv:"):
+        return _torchvision_model(name[3:], num_classes, **kwargs)
+    if ".py:" in name:
+        return _user_model(name, num_classes, **kwargs)
+    raise AmcError(f"unknown model {name!r}; choose one of {', '.join(list_models())} or path/to/file.py:ClassName")
+
+
+def model_spec(name: str, num_classes: int, **kwargs) -> dict:
+    """Architecture as plain data, stored in checkpoints and replayed through `create_model`."""
+    return {"name": name, "num_classes": num_classes, "kwargs": kwargs}
+
+
+def create_from_spec(spec: dict) -> nn.Module:
+    return create_model(spec["name"], num_classes=spec["num_classes"], **spec.get("kwargs", {}))
+
+
+# ----------------------------------------------------------------------------- CIFAR ResNets
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs; with `shortcut=True` the input is added back (1x1 projection when shapes change)."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: bool = True):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.has_shortcut = shortcut
+        self.downsample: nn.Module | None = None
+        if shortcut and (stride != 1 or in_planes != planes):
+            self.downsample = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.has_shortcut:
+            out = out + (x if self.downsample is None else self.downsample(x))
+        return self.relu(out)
+
+
+class CifarResNet(nn.Module):
+    """ResNet-(6n+2) for 32x32 inputs: 16/32/64 channels in three stages of n blocks."""
+
+    def __init__(self, depth: int, num_classes: int = 10, shortcut: bool = True, in_channels: int = 3):
+        super().__init__()
+        if (depth - 2) % 6 != 0:
+            raise AmcError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
+        n = (depth - 2) // 6
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.relu = nn.ReLU(inplace=True)
+        stages, in_planes = [], 16
+        for planes, stride in [(16, 1), (32, 2), (64, 2)]:
+            blocks = []
+            for i in range(n):
+                blocks.append(BasicBlock(in_planes, planes, stride if i == 0 else 1, shortcut))
+                in_planes = planes
+            stages.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3 = stages
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(64, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+for _depth in (8, 20, 32, 44, 56, 110):
+    register_model(f"resnet{_depth}")(lambda num_classes=10, _d=_depth, **kw: CifarResNet(_d, num_classes, **kw))
+
+
+@register_model("plain20")
+def plain20(num_classes: int = 10, **kwargs) -> nn.Module:
+    return CifarResNet(20, num_classes, shortcut=False, **kwargs)
+
+
+# ----------------------------------------------------------------------------- VGG and small CNNs
+
+_VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+
+
+class CifarVGG(nn.Module):
+    """VGG-16 with BatchNorm for 32x32 inputs and a single linear classifier."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for v in _VGG16:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2))
+            else:
+                layers += [
+                    nn.Conv2d(in_channels, v, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(v),
+                    nn.ReLU(inplace=True),
+                ]
+                in_channels = v
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(512, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+@register_model("vgg16_cifar")
+def vgg16_cifar(num_classes: int = 10, **kwargs) -> nn.Module:
+    return CifarVGG(num_classes, **kwargs)
+
+
+class DigitsCNN(nn.Module):
+    """A small CNN for 8x8 grayscale digits: three conv-BN-ReLU layers and a classifier."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 32):
+        super().__init__()
+
+        def conv(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
+            return [nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+
+        self.features = nn.Sequential(
+            *conv(in_channels, width), *conv(width, width), *conv(width, 2 * width, 2), *conv(2 * width, 2 * width)
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+
+
+@register_model("digits_cnn")
+def digits_cnn(num_classes: int = 10, **kwargs) -> nn.Module:
+    return DigitsCNN(num_classes, **kwargs)
+
+
+# ----------------------------------------------------------------------------- torchvision and user models
+
+
+def _torchvision_model(name: str, num_classes: int, small_input: bool = False, **kwargs) -> nn.Module:
+    import torchvision
+
+    if name not in torchvision.models.list_models(module=torchvision.models):
+        raise AmcError(f"unknown torchvision model {name!r}; see torchvision.models.list_models()")
+    model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
+    if small_input:
+        _shrink_stem(model)
+    return model
+
+
+def _shrink_stem(model: nn.Module) -> None:
+    """Adapt an ImageNet stem to 32x32 inputs: first conv at stride 1 (3x3 for 7x7 stems), no stem max-pool."""
+    first_name, first = next((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d))
+    if first.kernel_size == (7, 7):
+        replacement = nn.Conv2d(first.in_channels, first.out_channels, 3, 1, 1, bias=first.bias is not None)
+        parent_name, _, attr = first_name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, attr, replacement)
+    else:
+        first.stride = (1, 1)
+    if isinstance(getattr(model, "maxpool", None), nn.MaxPool2d):
+        model.maxpool = nn.Identity()
+
+
+def _user_model(name: str, num_classes: int, **kwargs) -> nn.Module:
+    file_name, _, class_name = name.rpartition(":")
+    path = Path(file_name)
+    if not path.is_file():
+        raise AmcError(f"model file {path} does not exist; use path/to/file.py:ClassName")
+    spec = importlib.util.spec_from_file_location(f"amc_user_model_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cls = getattr(module, class_name, None)
+    if cls is None or not callable(cls):
+        raise AmcError(f"{path} has no class {class_name!r}; use path/to/file.py:ClassName")
+    if "num_classes" in inspect.signature(cls).parameters:
+        kwargs["num_classes"] = num_classes
+    return cls(**kwargs)

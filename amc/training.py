@@ -1,0 +1,256 @@
+"""Training and evaluation loops shared by teacher training and student fine-tuning."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from amc.checkpoint import load_checkpoint, save_checkpoint
+from amc.data import DataSplits, load_dataset
+from amc.errors import AmcError
+from amc.models import create_model, model_spec
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def autocast(precision: str, device: torch.device):
+    """bf16 autocast (fast on CPUs with avx512_bf16 and on GPUs), or a no-op for fp32."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    raise AmcError(f"unknown precision {precision!r}; use bf16 or fp32")
+
+
+@torch.no_grad()
+def evaluate_accuracy(
+    model: nn.Module,
+    data: DataSplits,
+    split: str = "test",
+    *,
+    batch_size: int = 256,
+    precision: str = "fp32",
+    limit: int | None = None,
+    device: torch.device | None = None,
+) -> float:
+    """Top-1 accuracy (a fraction) on one split, in eval mode."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    with autocast(precision, device):
+        for x, y in data.batches(split, batch_size, limit=limit, channels_last=precision == "bf16"):
+            logits = model(x.to(device))
+            correct += (logits.argmax(1).cpu() == y).sum().item()
+            total += len(y)
+    model.train(was_training)
+    return correct / max(total, 1)
+
+
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""loss(logits, labels, images) -> scalar; the images let a distillation loss query its teacher."""
+
+
+def cross_entropy_loss(logits: torch.Tensor, labels: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, labels)
+
+
+def train_epoch(
+    model: nn.Module,
+    data: DataSplits,
+    loss_fn: LossFn,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    *,
+    batch_size: int,
+    precision: str,
+    generator: torch.Generator,
+    device: torch.device,
+    max_steps: int | None = None,
+    desc: str = "train",
+    progress: bool = True,
+) -> dict[str, float]:
+    """One pass over the training split (or `max_steps` batches); returns mean loss and train accuracy."""
+    model.train()
+    loader = data.batches("train", batch_size, train=True, generator=generator, channels_last=precision == "bf16")
+    total = min(len(loader), max_steps) if max_steps else len(loader)
+    loss_sum = correct = seen = 0.0
+    bar = tqdm(loader, total=total, desc=desc, leave=False, dynamic_ncols=True, disable=not progress)
+    for step, (x, y) in enumerate(bar):
+        if step >= total:
+            break
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with autocast(precision, device):
+            logits = model(x)
+            loss = loss_fn(logits, y, x)
+        if not torch.isfinite(loss):
+            raise AmcError(f"training loss became {loss.item()} at step {step} of {desc}; lower the learning rate")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        loss_sum += loss.item() * len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(y)
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+    bar.close()
+    return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1)}
+
+
+def make_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
+    """SGD with Nesterov momentum; no weight decay on BatchNorm and bias parameters."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, lr: float, total_steps: int):
+    if schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps, pct_start=0.15)
+    if schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+        )
+    raise AmcError(f"unknown schedule {schedule!r}; use onecycle or cosine")
+
+
+def doc(default, help: str, **kwargs):
+    """A dataclass field whose help text becomes the command line's --help."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **kwargs})
+    return field(default=default, metadata={"help": help, **kwargs})
+
+
+@dataclass
+class TrainConfig:
+    """Train a teacher network from scratch."""
+
+    model: str = doc("resnet20", "registry name, tv:<torchvision name> or path/to/file.py:ClassName")
+    dataset: str = doc("cifar10", "cifar10, digits, imagefolder or synthetic")
+    data_dir: str | None = doc(None, "data folder or ImageFolder .tar.gz (cifar10, imagefolder)")
+    download: bool = doc(False, "download CIFAR-10 through torchvision if it is missing")
+    epochs: int = doc(40, "training epochs")
+    batch_size: int = doc(128, "batch size")
+    lr: float = doc(0.2, "peak learning rate")
+    momentum: float = doc(0.9, "Nesterov momentum")
+    weight_decay: float = doc(5e-4, "weight decay on conv and linear weights")
+    schedule: str = doc("onecycle", "learning-rate schedule: onecycle or cosine")
+    precision: str = doc("bf16", "bf16 (autocast + channels_last) or fp32 for training; reports are fp32")
+    seed: int = doc(0, "seed for initialisation, the val split, shuffling and augmentation")
+    device: str = doc("auto", "auto, cpu or cuda")
+    out: str = doc("teacher.pt", "checkpoint path; rewritten after every epoch")
+    tb_dir: str | None = doc(None, "TensorBoard folder (default: <out without suffix>.tb)")
+    resume: bool = doc(False, "continue from the checkpoint at --out")
+
+
+def train_teacher(cfg: TrainConfig) -> dict:
+    """Train `cfg.model` on `cfg.dataset`; checkpoint every epoch; return the final metrics."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    device = resolve_device(cfg.device)
+    out = Path(cfg.out)
+    torch.manual_seed(cfg.seed)
+    data = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download, seed=cfg.seed)
+    in_channels = data.input_shape[0]
+    extra = {"in_channels": in_channels} if in_channels != 3 and not cfg.model.startswith(("tv:",)) else {}
+    if cfg.model.startswith("tv:"):
+        extra["small_input"] = data.input_shape[1] <= 64
+    spec = model_spec(cfg.model, data.num_classes, **extra)
+    model = create_model(cfg.model, data.num_classes, **extra).to(device)
+    if cfg.precision == "bf16":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
+    steps_per_epoch = len(data.batches("train", cfg.batch_size))
+    scheduler = make_scheduler(optimizer, cfg.schedule, cfg.lr, cfg.epochs * steps_per_epoch)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    start_epoch, history = 0, []
+
+    if cfg.resume:
+        blob = load_checkpoint(out)
+        state = blob.get("train_state")
+        if state is None:
+            raise AmcError(f"{out} holds a finished run with no training state; train again without --resume")
+        model.load_state_dict(blob["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        start_epoch, history = state["epoch"], state["history"]
+        print(f"resuming {out} at epoch {start_epoch}/{cfg.epochs}")
+
+    tb_dir = Path(cfg.tb_dir) if cfg.tb_dir else out.with_suffix(".tb")
+    writer = SummaryWriter(str(tb_dir))
+    if start_epoch == 0:
+        writer.add_text("hyperparameters", "\n".join(f"|{k}|{v}|" for k, v in asdict(cfg).items()))
+    payload = {"kind": "teacher", "arch": spec, "dataset": data.describe(), "train_config": asdict(cfg)}
+    started = time.time() - (history[-1]["seconds"] if history else 0.0)
+    for epoch in tqdm(
+        range(start_epoch, cfg.epochs),
+        desc=f"{cfg.model} on {cfg.dataset}",
+        initial=start_epoch,
+        total=cfg.epochs,
+        dynamic_ncols=True,
+    ):
+        stats = train_epoch(
+            model,
+            data,
+            cross_entropy_loss,
+            optimizer,
+            scheduler,
+            batch_size=cfg.batch_size,
+            precision=cfg.precision,
+            generator=generator,
+            device=device,
+            desc=f"epoch {epoch + 1}",
+        )
+        val = evaluate_accuracy(model, data, "val", precision=cfg.precision, device=device)
+        history.append({"epoch": epoch + 1, **stats, "val_accuracy": val, "seconds": time.time() - started})
+        writer.add_scalar("train/loss", stats["loss"], epoch + 1)
+        writer.add_scalar("train/accuracy", stats["accuracy"], epoch + 1)
+        writer.add_scalar("val/accuracy", val, epoch + 1)
+        writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], epoch + 1)
+        writer.flush()
+        train_state = {
+            "epoch": epoch + 1,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "generator": generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "history": history,
+        }
+        save_checkpoint(
+            out,
+            {**payload, "state_dict": _cpu_state(model), "metrics": {"val_accuracy": val}, "train_state": train_state},
+        )
+
+    model = model.to(memory_format=torch.contiguous_format)
+    metrics = {
+        "accuracy": evaluate_accuracy(model, data, "test", device=device),
+        "val_accuracy": evaluate_accuracy(model, data, "val", device=device),
+        "epochs": cfg.epochs,
+        "train_seconds": history[-1]["seconds"] if history else 0.0,
+    }
+    writer.add_scalar("test/accuracy", metrics["accuracy"], cfg.epochs)
+    writer.close()
+    save_checkpoint(out, {**payload, "state_dict": _cpu_state(model), "metrics": metrics, "history": history})
+    return metrics
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

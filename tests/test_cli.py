@@ -1,0 +1,119 @@
+"""The `amc` command end to end, in-process, on the synthetic data set."""
+
+import json
+
+import pytest
+import torch
+
+import amc.training
+from agents.cli import main
+from amc.checkpoint import load_checkpoint, model_from_checkpoint
+from amc.cost import flop_counter_macs
+
+TRAIN = ["train-teacher", "--model", "resnet8", "--dataset", "synthetic", "--lr", "0.05", "--precision", "fp32"]
+
+
+def run(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def last_json(out: str) -> dict:
+    return json.loads(out.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def teacher_path(tmp_path, capsys):
+    path = tmp_path / "teacher.pt"
+    code, _, _ = run([*TRAIN, "--epochs", "2", "--out", str(path)], capsys)
+    assert code == 0
+    return path
+
+
+def test_teacher_checkpoint_round_trip(teacher_path):
+    blob = torch.load(teacher_path, weights_only=True)
+    assert blob["arch"] == {"name": "resnet8", "num_classes": 4, "kwargs": {}}
+    assert blob["dataset"]["name"] == "synthetic"
+    assert set(blob["metrics"]) >= {"accuracy", "val_accuracy"}
+    assert set(blob["versions"]) >= {"amc", "torch"}
+    assert "train_state" not in blob
+    model = model_from_checkpoint(load_checkpoint(teacher_path))
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, blob["state_dict"][key])
+
+
+def test_evaluate_json_reports_every_key_and_flops_match_flop_counter(teacher_path, capsys):
+    code, out, _ = run(["evaluate", str(teacher_path), "--json", "--latency-repeats", "3"], capsys)
+    assert code == 0
+    report = last_json(out)
+    keys = {"accuracy", "val_accuracy", "flops", "params", "size_bytes", "latency_ms_b1", "latency_ms_b128"}
+    assert set(report) == keys
+    model = model_from_checkpoint(load_checkpoint(teacher_path))
+    assert report["flops"] == flop_counter_macs(model, (3, 16, 16))
+    assert report["latency_ms_b1"] > 0 and 0 <= report["accuracy"] <= 1
+
+
+def test_train_teacher_resumes_after_interruption(tmp_path, capsys, monkeypatch):
+    straight = tmp_path / "straight.pt"
+    assert run([*TRAIN, "--epochs", "3", "--out", str(straight)], capsys)[0] == 0
+
+    interrupted = tmp_path / "interrupted.pt"
+    real_evaluate = amc.training.evaluate_accuracy
+    calls = {"n": 0}
+
+    def evaluate_then_interrupt(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # during epoch 2, after epoch 1's checkpoint
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(amc.training, "evaluate_accuracy", evaluate_then_interrupt)
+    code, _, err = run([*TRAIN, "--epochs", "3", "--out", str(interrupted)], capsys)
+    assert code == 130 and "--resume" in err
+    assert load_checkpoint(interrupted)["train_state"]["epoch"] == 1
+    monkeypatch.setattr(amc.training, "evaluate_accuracy", real_evaluate)
+    assert run([*TRAIN, "--epochs", "3", "--out", str(interrupted), "--resume"], capsys)[0] == 0
+
+    a, b = load_checkpoint(straight)["state_dict"], load_checkpoint(interrupted)["state_dict"]
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
+
+
+def test_baseline_apply_finetune_evaluate(teacher_path, tmp_path, capsys):
+    policy, student, tuned = tmp_path / "p.json", tmp_path / "s.pt", tmp_path / "s_ft.pt"
+    code, out, _ = run(["baseline", "uniform", "--teacher", str(teacher_path), "--flops", "0.5", "--out", str(policy),
+                        "--json"], capsys)
+    assert code == 0 and 0.45 <= last_json(out)["flops_ratio"] <= 0.5
+    code, out, _ = run(["apply", "--teacher", str(teacher_path), "--policy", str(policy), "--out", str(student),
+                        "--recalibrate-bn", "2", "--json"], capsys)
+    applied = last_json(out)
+    assert code == 0 and 0.45 <= applied["flops_ratio"] <= 0.5
+    code, out, _ = run(["finetune", "--student", str(student), "--teacher", str(teacher_path), "--epochs", "1",
+                        "--out", str(tuned), "--precision", "fp32", "--json"], capsys)
+    assert code == 0 and "accuracy_before_finetune" in last_json(out)
+    code, out, _ = run(["evaluate", str(tuned), "--json", "--latency-repeats", "3"], capsys)
+    assert code == 0 and last_json(out)["flops"] == applied["flops"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["evaluate", "missing.pt"], "does not exist"),
+        (["train-teacher", "--model", "resnet21", "--dataset", "synthetic"], "unknown model"),
+        (["train-teacher", "--model", "nofile.py:Net", "--dataset", "synthetic"], "does not exist"),
+        (["train-teacher", "--dataset", "cifar10", "--data-dir", "/no/such/dir"], "not found"),
+    ],
+)
+def test_bad_input_gets_one_line_and_exit_code_2(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(argv, capsys)
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_truncated_checkpoint_is_refused(teacher_path, tmp_path, capsys):
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(teacher_path.read_bytes()[:2000])
+    code, _, err = run(["evaluate", str(broken)], capsys)
+    assert code == 2 and "corrupt or truncated" in err
+    assert len(err.strip().splitlines()) == 1

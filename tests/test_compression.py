@@ -1,0 +1,173 @@
+"""Policies applied to teachers: real pruning, removal, sparsity and quantization, and their costs."""
+
+import numpy as np
+import pytest
+import torch
+
+from amc.baselines import random_policy, uniform
+from amc.budget import Budget
+from amc.cost import count_macs, count_params, flop_counter_macs, layer_macs, size_bytes
+from amc.cost_model import CostModel
+from amc.errors import AmcError
+from amc.models import create_model, list_models
+from amc.policy import CompressionPolicy, model_fingerprint
+from amc.pruning import kept_channels
+from amc.student import apply_policy, load_student, save_student
+from conftest import model_input, model_kwargs
+
+
+def _teacher(name):
+    return create_model(name, num_classes=10, **model_kwargs(name)).eval()
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_analytic_macs_agree_with_torch_flop_counter(name):
+    model = _teacher(name)
+    assert count_macs(model, model_input(name)) == flop_counter_macs(model, model_input(name))
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_random_policy_gives_smaller_student_with_same_output(name):
+    teacher, shape = _teacher(name), model_input(name)
+    cost_model = CostModel(teacher, shape)
+    policy = random_policy(cost_model, Budget(flops=0.6), np.random.default_rng(0))
+    before = [p.clone() for p in teacher.parameters()]
+    student = apply_policy(teacher, policy, shape)
+    x = torch.randn(2, *shape)
+    assert student(x).shape == teacher(x).shape
+    assert count_macs(student, shape) < count_macs(teacher, shape)
+    assert count_params(student) < count_params(teacher)
+    assert count_macs(student, shape) == flop_counter_macs(student, shape)
+    assert count_macs(student, shape) <= 0.6 * count_macs(teacher, shape)
+    assert all(torch.equal(a, b) for a, b in zip(before, teacher.parameters(), strict=True)), "teacher modified"
+
+
+@pytest.mark.parametrize("name", ["resnet8", "plain20", "digits_cnn"])
+def test_cost_model_predicts_the_built_student_exactly(name):
+    teacher, shape = _teacher(name), model_input(name)
+    cost_model = CostModel(teacher, shape)
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        keep = {u.name: float(rng.uniform(0.2, 1.0)) for u in cost_model.units}
+        removed = [str(b) for b in rng.choice(cost_model.removable, size=min(2, len(cost_model.removable)), replace=False)]
+        layer = cost_model.layers[-1].name
+        policy = CompressionPolicy(keep_ratios=keep, removed_blocks=removed, bits={layer: 4}, round_to=2)
+        student = apply_policy(teacher, policy, shape)
+        predicted = cost_model.predict(keep, removed, policy.bits, round_to=2)
+        assert round(predicted.macs) == count_macs(student, shape)
+        assert round(predicted.params) == count_params(student)
+        assert round(predicted.size_bytes) == size_bytes(student)
+
+
+def test_applying_a_policy_twice_is_bit_identical(tiny_resnet):
+    policy = CompressionPolicy(keep_ratios={"conv1": 0.5, "layer2.0.conv1": 0.3}, sparsity={"fc": 0.5})
+    a = apply_policy(tiny_resnet, policy, (3, 32, 32))
+    b = apply_policy(tiny_resnet, policy, (3, 32, 32))
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert ka == kb and torch.equal(va, vb)
+
+
+def test_policy_json_round_trip_is_exact(tmp_path, tiny_resnet):
+    policy = CompressionPolicy(
+        keep_ratios={"conv1": 0.123456789}, sparsity={"fc": 0.25}, removed_blocks=["layer1.0"], bits={"fc": 4},
+        architecture="resnet8", fingerprint=model_fingerprint(tiny_resnet), num_classes=4, metadata={"budget": 0.5},
+    )
+    policy.save(tmp_path / "policy.json")
+    assert CompressionPolicy.load(tmp_path / "policy.json") == policy
+
+
+def test_policy_validation_names_the_offending_layer(tiny_resnet):
+    shape = (3, 32, 32)
+    with pytest.raises(AmcError, match="unknown pruning unit 'conv9'"):
+        apply_policy(tiny_resnet, CompressionPolicy(keep_ratios={"conv9": 0.5}), shape)
+    with pytest.raises(AmcError, match="keep ratio of 'conv1' is 1.5"):
+        apply_policy(tiny_resnet, CompressionPolicy(keep_ratios={"conv1": 1.5}), shape)
+    with pytest.raises(AmcError, match="bits of 'fc' is 9"):
+        apply_policy(tiny_resnet, CompressionPolicy(bits={"fc": 9}), shape)
+    with pytest.raises(AmcError, match="not a removable block"):
+        apply_policy(tiny_resnet, CompressionPolicy(removed_blocks=["layer2.0"]), shape)
+    other = CompressionPolicy(architecture="resnet20", fingerprint=model_fingerprint(create_model("resnet20")))
+    with pytest.raises(AmcError, match="another architecture"):
+        apply_policy(tiny_resnet, other, shape)
+
+
+def test_block_removal_removes_exactly_the_blocks_flops():
+    teacher, shape = _teacher("resnet20"), (3, 32, 32)
+    removed = ["layer1.1", "layer3.2"]
+    student = apply_policy(teacher, CompressionPolicy(removed_blocks=removed), shape)
+    per_layer = layer_macs(teacher, shape)
+    block_macs = sum(v for k, v in per_layer.items() if k.startswith(("layer1.1.", "layer3.2.")))
+    assert block_macs > 0
+    assert count_macs(student, shape) == count_macs(teacher, shape) - block_macs
+    x = torch.randn(2, *shape)
+    assert student(x).shape == (2, 10)
+
+
+def test_4_bit_quantization_is_about_an_eighth_of_float32():
+    teacher = _teacher("resnet20")
+    layers = [n for n, m in teacher.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    student = apply_policy(teacher, CompressionPolicy(bits={n: 4 for n in layers}), (3, 32, 32))
+    ratio = size_bytes(student) / size_bytes(teacher)
+    assert 0.125 < ratio < 0.15  # 1/8 plus per-channel scales and float BatchNorm
+    weight = dict(student.named_modules())["layer2.0.conv1"].weight
+    assert all(len(torch.unique(row)) <= 15 for row in weight.flatten(1))  # 2^4 - 1 levels per channel
+
+
+def test_sparsity_is_permanent_and_cheaper_to_store(synthetic):
+    teacher = create_model("resnet8", num_classes=4).eval()
+    student = apply_policy(teacher, CompressionPolicy(sparsity={"layer3.0.conv2": 0.9}), (3, 16, 16))
+    conv = dict(student.named_modules())["layer3.0.conv2"]
+    assert (conv.weight == 0).float().mean().item() == pytest.approx(0.9, abs=1e-3)
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.1)
+    student.train()
+    student(torch.randn(4, 3, 16, 16)).sum().backward()
+    optimizer.step()
+    assert (conv.weight == 0).float().mean().item() == pytest.approx(0.9, abs=1e-3)
+    assert size_bytes(student) < size_bytes(teacher)
+
+
+def test_student_save_load_gives_equal_predictions(tmp_path, tiny_resnet):
+    policy = CompressionPolicy(
+        keep_ratios={"conv1": 0.5, "layer3.0.conv1": 0.25}, removed_blocks=["layer1.0"], sparsity={"fc": 0.5},
+        bits={"layer2.0.conv2": 4},
+    )
+    student = apply_policy(tiny_resnet, policy, (3, 32, 32))
+    teacher_blob = {"arch": {"name": "resnet8", "num_classes": 4, "kwargs": {}}, "dataset": {"input_shape": [3, 32, 32]}}
+    save_student(tmp_path / "s.pt", student, teacher_blob, policy)
+    loaded = load_student(tmp_path / "s.pt")
+    x = torch.randn(3, 3, 32, 32)
+    assert torch.equal(student(x), loaded(x))
+    assert size_bytes(loaded) == size_bytes(student)
+
+
+def test_uniform_meets_the_budget_tightly():
+    cost_model = CostModel(_teacher("resnet20"), (3, 32, 32))
+    for resource in ("flops", "params", "size"):
+        policy = uniform(cost_model, Budget(**{resource: 0.5}))
+        assert len(set(policy.keep_ratios.values())) == 1
+        achieved = cost_model.ratios(cost_model.predict(policy.keep_ratios))[resource]
+        assert 0.47 <= achieved <= 0.5
+
+
+def test_random_policies_differ_but_all_meet_the_budget():
+    cost_model = CostModel(_teacher("resnet20"), (3, 32, 32))
+    rng = np.random.default_rng(0)
+    policies = [random_policy(cost_model, Budget(flops=0.5), rng) for _ in range(5)]
+    assert len({tuple(p.keep_ratios.values()) for p in policies}) == 5
+    for p in policies:
+        assert cost_model.ratios(cost_model.predict(p.keep_ratios))["flops"] <= 0.5
+
+
+def test_impossible_budget_is_refused():
+    cost_model = CostModel(_teacher("resnet8"), (3, 32, 32))
+    with pytest.raises(AmcError, match="cannot be met"):
+        uniform(cost_model, Budget(flops=0.001))
+    with pytest.raises(AmcError, match="must be a ratio"):
+        Budget(flops=1.5)
+
+
+def test_kept_channels_rounding():
+    assert kept_channels(64, 0.5) == 32
+    assert kept_channels(64, 0.5, round_to=8) == 32
+    assert kept_channels(64, 0.01, round_to=8) == 8
+    assert kept_channels(10, 0.01) == 1

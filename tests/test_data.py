@@ -1,0 +1,96 @@
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from amc.data import load_cifar10, load_dataset, load_digits, random_crop_flip
+from amc.errors import AmcError
+
+
+def _disjoint(a: torch.Tensor, b: torch.Tensor) -> bool:
+    rows_a = {bytes(x.numpy().tobytes()) for x in a}
+    return not any(bytes(x.numpy().tobytes()) in rows_a for x in b)
+
+
+def test_synthetic_splits_have_claimed_sizes_and_are_disjoint(synthetic):
+    assert (len(synthetic.train), len(synthetic.val), len(synthetic.test)) == (96, 32, 32)
+    assert _disjoint(synthetic.train.images, synthetic.val.images)
+    assert _disjoint(synthetic.train.images, synthetic.test.images)
+    assert synthetic.input_shape == (3, 16, 16)
+
+
+def test_digits_splits_cover_the_data_set_once():
+    data = load_digits()
+    assert len(data.train) + len(data.val) + len(data.test) == 1797
+    assert (len(data.val), len(data.test)) == (200, 360)
+    assert data.input_shape == (1, 8, 8)
+    assert data.train.images.dtype == torch.uint8
+
+
+def test_val_split_is_seeded():
+    a, b, c = load_digits(seed=0), load_digits(seed=0), load_digits(seed=1)
+    assert torch.equal(a.val.images, b.val.images)
+    assert not torch.equal(a.val.images, c.val.images)
+
+
+def test_batches_are_normalized_and_complete(synthetic):
+    loader = synthetic.batches("val", 10)
+    batches = list(loader)
+    assert len(batches) == len(loader) == 4
+    assert sum(len(y) for _, y in batches) == 32
+    x = torch.cat([b[0] for b in batches])
+    assert x.dtype == torch.float32 and abs(x.mean().item()) < 1.0
+
+
+def test_crop_flip_keeps_shape_and_is_seeded():
+    images = torch.randint(0, 255, (8, 3, 32, 32), dtype=torch.uint8)
+    a = random_crop_flip(images, 4, torch.Generator().manual_seed(0))
+    b = random_crop_flip(images, 4, torch.Generator().manual_seed(0))
+    assert a.shape == images.shape and torch.equal(a, b)
+    assert not torch.equal(a, images)
+
+
+def _write_imagefolder(root, classes=10, per_class=3, size=32):
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in range(classes):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(folder / f"{i:04d}.png")
+
+
+def test_cifar10_from_imagefolder_tar_gz_is_extracted_once(tmp_path):
+    _write_imagefolder(tmp_path / "tree")
+    archive = tmp_path / "tiny.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "tree" / "train", arcname="train")
+        tar.add(tmp_path / "tree" / "test", arcname="test")
+    data = load_cifar10(archive, val_size=5)
+    assert (len(data.train), len(data.val), len(data.test)) == (25, 5, 30)
+    assert data.input_shape == (3, 32, 32)
+    again = load_cifar10(archive, val_size=5)
+    assert torch.equal(again.train.images, data.train.images)
+
+
+def test_cifar10_from_imagefolder_tree(tmp_path):
+    _write_imagefolder(tmp_path)
+    assert len(load_cifar10(tmp_path, val_size=3).train) == 27
+
+
+def test_tar_gz_that_is_not_imagefolder_is_refused(tmp_path):
+    (tmp_path / "junk.txt").write_text("hello")
+    archive = tmp_path / "junk.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "junk.txt", arcname="junk.txt")
+    with pytest.raises(AmcError, match="not an ImageFolder"):
+        load_cifar10(archive)
+
+
+def test_missing_data_dir_is_refused(tmp_path):
+    with pytest.raises(AmcError, match="not found"):
+        load_dataset("cifar10", tmp_path / "nowhere")
+    with pytest.raises(AmcError, match="unknown data set"):
+        load_dataset("mnist")

@@ -1,0 +1,38 @@
+import pytest
+import torch
+
+from amc.errors import AmcError
+from amc.models import create_model, list_models
+from conftest import model_input, model_kwargs
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_registered_model_gives_the_right_output_shape(name):
+    model = create_model(name, num_classes=7, **model_kwargs(name)).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, *model_input(name)))
+    assert out.shape == (2, 7)
+    assert torch.isfinite(out).all()
+
+
+def test_user_model_from_file(tmp_path):
+    (tmp_path / "net.py").write_text(
+        "import torch.nn as nn\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self, num_classes=10):\n"
+        "        super().__init__()\n"
+        "        self.fc = nn.Linear(12, num_classes)\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(x.flatten(1))\n"
+    )
+    model = create_model(f"{tmp_path / 'net.py'}:Net", num_classes=3)
+    assert model(torch.randn(1, 3, 2, 2)).shape == (1, 3)
+    with pytest.raises(AmcError, match="has no class 'Missing'"):
+        create_model(f"{tmp_path / 'net.py'}:Missing")
+
+
+def test_unknown_model_names_are_refused():
+    with pytest.raises(AmcError, match="unknown model"):
+        create_model("resnet21")
+    with pytest.raises(AmcError, match="unknown torchvision model"):
+        create_model("tv:not_a_model")
