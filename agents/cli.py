@@ -49,18 +49,44 @@ def _print_result(result: dict, as_json: bool) -> None:
         print(json.dumps(result))
 
 
-def _commands() -> dict[str, tuple[type, Callable]]:
+def _search(args: argparse.Namespace) -> dict:
+    from agents.search import resume_config, run_search
+
+    if args.resume:
+        return run_search(resume_config(args.resume, args.set), resume_dir=args.resume)
+    from agents.config import load_config
+
+    return run_search(load_config(args.config, args.set))
+
+
+def _add_search_arguments(parser: argparse.ArgumentParser) -> None:
+    from agents.config import config_help
+
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = config_help()
+    parser.add_argument("--config", help="YAML file of SearchConfig fields (e.g. experiments/configs/*.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run in this folder")
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+
+
+def _commands() -> dict[str, tuple[str, Callable, Callable]]:
+    """name -> (help, add_arguments(parser), run(args))."""
     from amc import commands
     from amc.evaluation import EvaluateConfig, evaluate_checkpoint
     from amc.training import TrainConfig, train_teacher
 
+    def from_config(cls: type, fn: Callable) -> tuple[str, Callable, Callable]:
+        return cls.__doc__, lambda p: add_config_arguments(p, cls), lambda a: fn(config_from_args(cls, a))
+
     return {
-        "train-teacher": (TrainConfig, train_teacher),
-        "evaluate": (EvaluateConfig, evaluate_checkpoint),
-        "apply": (commands.ApplyConfig, commands.apply_command),
-        "baseline": (commands.BaselineConfig, commands.baseline_command),
-        "finetune": (commands.FinetuneConfig, commands.finetune_command),
-        "profile-latency": (commands.ProfileLatencyConfig, commands.profile_latency_command),
+        "train-teacher": from_config(TrainConfig, train_teacher),
+        "evaluate": from_config(EvaluateConfig, evaluate_checkpoint),
+        "apply": from_config(commands.ApplyConfig, commands.apply_command),
+        "baseline": from_config(commands.BaselineConfig, commands.baseline_command),
+        "finetune": from_config(commands.FinetuneConfig, commands.finetune_command),
+        "profile-latency": from_config(commands.ProfileLatencyConfig, commands.profile_latency_command),
+        "search": ("Search a per-layer compression policy under a budget.", _add_search_arguments, _search),
     }
 
 
@@ -68,20 +94,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="amc", description="AutoML model compression under a hardware budget.")
     sub = parser.add_subparsers(dest="command", required=True)
     commands = _commands()
-    for name, (cls, _) in commands.items():
-        add_config_arguments(sub.add_parser(name, help=cls.__doc__, description=cls.__doc__), cls)
+    for name, (help_text, add_arguments, _) in commands.items():
+        add_arguments(sub.add_parser(name, help=help_text, description=help_text))
     args = parser.parse_args(argv)
-    cls, run = commands[args.command]
     try:
-        result = run(config_from_args(cls, args))
+        result = commands[args.command][2](args)
     except AmcError as exc:
         print(f"amc {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(
-            f"amc {args.command}: interrupted; everything written so far is kept (resume with --resume)",
-            file=sys.stderr,
-        )
+        print(f"amc {args.command}: interrupted; everything written so far is kept (resume with --resume)",
+              file=sys.stderr)  # fmt: skip
         return 130
     if isinstance(result, dict):
         _print_result(result, getattr(args, "json", False))

@@ -20,6 +20,7 @@ class LayerCost:
     weight_params: int
     rows: int
     """Output channels (rows of the weight matrix)."""
+    in_channels: int
     bias: int
     out_unit: str | None
     in_unit: str | None
@@ -68,6 +69,7 @@ class CostModel:
                         macs.get(name, 0),
                         module.weight.numel(),
                         module.weight.shape[0],
+                        module.in_channels if isinstance(module, nn.Conv2d) else module.in_features,
                         0 if module.bias is None else module.bias.numel(),
                         out_unit.get(name),
                         in_unit.get(name),
@@ -100,6 +102,43 @@ class CostModel:
         channels = self.channels[unit]
         return kept_channels(channels, keep_ratios[unit], round_to) / channels
 
+    def _bypass_sources(self, removed: set[str]) -> dict[str, str | None]:
+        """Units whose consumers, once their blocks are removed, read another unit's channels instead."""
+        source = {}
+        for block in removed:
+            produced, fed = self.block_bypass.get(block, (None, None))
+            if produced is not None and produced != fed:
+                source[produced] = fed
+        for unit in list(source):
+            while source[unit] in source and source[unit] != unit:
+                source[unit] = source[source[unit]]
+        return source
+
+    def layer_fractions(
+        self, keep_ratios: dict[str, float], removed: Iterable[str] = (), round_to: int = 1
+    ) -> list[tuple[LayerCost, float, float]]:
+        """(layer, kept fraction of its inputs, kept fraction of its outputs) for every layer left."""
+        removed = set(removed)
+        source = self._bypass_sources(removed)
+        fractions = []
+        for layer in self.layers:
+            if layer.block in removed:
+                continue
+            out_frac = self.keep_fraction(keep_ratios, layer.out_unit, round_to)
+            in_unit = source.get(layer.in_unit, layer.in_unit)
+            in_frac = out_frac if layer.depthwise else self.keep_fraction(keep_ratios, in_unit, round_to)
+            fractions.append((layer, in_frac, out_frac))
+        return fractions
+
+    def layer_shapes(
+        self, keep_ratios: dict[str, float], removed: Iterable[str] = (), round_to: int = 1
+    ) -> dict[str, tuple[int, int]]:
+        """(input, output) channels of every remaining conv/linear layer: what a latency table needs."""
+        return {
+            layer.name: (round(layer.in_channels * in_frac), round(layer.rows * out_frac))
+            for layer, in_frac, out_frac in self.layer_fractions(keep_ratios, removed, round_to)
+        }
+
     def predict(
         self,
         keep_ratios: dict[str, float],
@@ -110,23 +149,12 @@ class CostModel:
     ) -> Costs:
         removed = set(removed)
         bits, sparsity = bits or {}, sparsity or {}
-        source = {}  # unit whose channels now feed the consumers of a removed block's output unit
-        for block in removed:
-            produced, fed = self.block_bypass.get(block, (None, None))
-            if produced is not None and produced != fed:
-                source[produced] = fed
-        for unit in list(source):
-            while source[unit] in source and source[unit] != unit:
-                source[unit] = source[source[unit]]
         macs = params = size_bits = 0.0
-        for layer in self.layers:
-            if layer.block in removed:
-                continue
-            out_frac = self.keep_fraction(keep_ratios, layer.out_unit, round_to)
-            in_unit = source.get(layer.in_unit, layer.in_unit)
-            in_frac = 1.0 if layer.depthwise else self.keep_fraction(keep_ratios, in_unit, round_to)
-            macs += layer.macs * out_frac * in_frac
-            weights = layer.weight_params * out_frac * in_frac
+        for layer, in_frac, out_frac in self.layer_fractions(keep_ratios, removed, round_to):
+            # A depthwise conv's per-output cost does not depend on its (tied) input count.
+            scale = out_frac if layer.depthwise else out_frac * in_frac
+            macs += layer.macs * scale
+            weights = layer.weight_params * scale
             rows = layer.rows * out_frac
             params += weights + layer.bias * out_frac
             b = bits.get(layer.name, 32)
@@ -134,6 +162,7 @@ class CostModel:
             size_bits += sparse_weight_bits(round(weights), nnz, b, round(rows)) + layer.bias * out_frac * 32
             if b < 32:
                 size_bits += rows * 32
+        source = self._bypass_sources(removed)
         for _, channels, unit, block in self.norms:
             if block in removed:
                 continue

@@ -1,7 +1,8 @@
 """The model registry: `create_model(name, num_classes=...)` builds any registered architecture.
 
 Names:
-- CIFAR ResNets `resnet20/32/44/56/110` (He et al. 2016), plus `resnet8` for quick tests and `plain20` (no shortcuts, AMC's CIFAR model);
+- CIFAR ResNets `resnet8/20/32/44/56/110` (He et al. 2016; ResNet-8 for quick tests) and `plain20`
+  (no shortcuts, AMC's CIFAR model);
 - `vgg16_cifar`; `digits_cnn`, a small CNN for 8x8 digits;
 - `tv:<name>`, any torchvision classification model (`small_input=True` adapts the stem to 32x32);
 - `path/to/file.py:ClassName`, a user's own module, called as `ClassName(num_classes=...)`.

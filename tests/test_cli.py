@@ -81,15 +81,45 @@ def test_train_teacher_resumes_after_interruption(tmp_path, capsys, monkeypatch)
 
 def test_baseline_apply_finetune_evaluate(teacher_path, tmp_path, capsys):
     policy, student, tuned = tmp_path / "p.json", tmp_path / "s.pt", tmp_path / "s_ft.pt"
-    code, out, _ = run(["baseline", "uniform", "--teacher", str(teacher_path), "--flops", "0.5", "--out", str(policy),
-                        "--json"], capsys)
+    code, out, _ = run(
+        ["baseline", "uniform", "--teacher", str(teacher_path), "--flops", "0.5", "--out", str(policy), "--json"],
+        capsys,
+    )
     assert code == 0 and 0.45 <= last_json(out)["flops_ratio"] <= 0.5
-    code, out, _ = run(["apply", "--teacher", str(teacher_path), "--policy", str(policy), "--out", str(student),
-                        "--recalibrate-bn", "2", "--json"], capsys)
+    code, out, _ = run(
+        [
+            "apply",
+            "--teacher",
+            str(teacher_path),
+            "--policy",
+            str(policy),
+            "--out",
+            str(student),
+            "--recalibrate-bn",
+            "2",
+            "--json",
+        ],
+        capsys,
+    )
     applied = last_json(out)
     assert code == 0 and 0.45 <= applied["flops_ratio"] <= 0.5
-    code, out, _ = run(["finetune", "--student", str(student), "--teacher", str(teacher_path), "--epochs", "1",
-                        "--out", str(tuned), "--precision", "fp32", "--json"], capsys)
+    code, out, _ = run(
+        [
+            "finetune",
+            "--student",
+            str(student),
+            "--teacher",
+            str(teacher_path),
+            "--epochs",
+            "1",
+            "--out",
+            str(tuned),
+            "--precision",
+            "fp32",
+            "--json",
+        ],
+        capsys,
+    )
     assert code == 0 and "accuracy_before_finetune" in last_json(out)
     code, out, _ = run(["evaluate", str(tuned), "--json", "--latency-repeats", "3"], capsys)
     assert code == 0 and last_json(out)["flops"] == applied["flops"]

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import model_input, model_kwargs
 
 from amc.baselines import random_policy, uniform
 from amc.budget import Budget
@@ -13,7 +14,6 @@ from amc.models import create_model, list_models
 from amc.policy import CompressionPolicy, model_fingerprint
 from amc.pruning import kept_channels
 from amc.student import apply_policy, load_student, save_student
-from conftest import model_input, model_kwargs
 
 
 def _teacher(name):
@@ -49,7 +49,9 @@ def test_cost_model_predicts_the_built_student_exactly(name):
     rng = np.random.default_rng(1)
     for _ in range(3):
         keep = {u.name: float(rng.uniform(0.2, 1.0)) for u in cost_model.units}
-        removed = [str(b) for b in rng.choice(cost_model.removable, size=min(2, len(cost_model.removable)), replace=False)]
+        removed = [
+            str(b) for b in rng.choice(cost_model.removable, size=min(2, len(cost_model.removable)), replace=False)
+        ]
         layer = cost_model.layers[-1].name
         policy = CompressionPolicy(keep_ratios=keep, removed_blocks=removed, bits={layer: 4}, round_to=2)
         student = apply_policy(teacher, policy, shape)
@@ -69,8 +71,14 @@ def test_applying_a_policy_twice_is_bit_identical(tiny_resnet):
 
 def test_policy_json_round_trip_is_exact(tmp_path, tiny_resnet):
     policy = CompressionPolicy(
-        keep_ratios={"conv1": 0.123456789}, sparsity={"fc": 0.25}, removed_blocks=["layer1.0"], bits={"fc": 4},
-        architecture="resnet8", fingerprint=model_fingerprint(tiny_resnet), num_classes=4, metadata={"budget": 0.5},
+        keep_ratios={"conv1": 0.123456789},
+        sparsity={"fc": 0.25},
+        removed_blocks=["layer1.0"],
+        bits={"fc": 4},
+        architecture="resnet8",
+        fingerprint=model_fingerprint(tiny_resnet),
+        num_classes=4,
+        metadata={"budget": 0.5},
     )
     policy.save(tmp_path / "policy.json")
     assert CompressionPolicy.load(tmp_path / "policy.json") == policy
@@ -128,11 +136,16 @@ def test_sparsity_is_permanent_and_cheaper_to_store(synthetic):
 
 def test_student_save_load_gives_equal_predictions(tmp_path, tiny_resnet):
     policy = CompressionPolicy(
-        keep_ratios={"conv1": 0.5, "layer3.0.conv1": 0.25}, removed_blocks=["layer1.0"], sparsity={"fc": 0.5},
+        keep_ratios={"conv1": 0.5, "layer3.0.conv1": 0.25},
+        removed_blocks=["layer1.0"],
+        sparsity={"fc": 0.5},
         bits={"layer2.0.conv2": 4},
     )
     student = apply_policy(tiny_resnet, policy, (3, 32, 32))
-    teacher_blob = {"arch": {"name": "resnet8", "num_classes": 4, "kwargs": {}}, "dataset": {"input_shape": [3, 32, 32]}}
+    teacher_blob = {
+        "arch": {"name": "resnet8", "num_classes": 4, "kwargs": {}},
+        "dataset": {"input_shape": [3, 32, 32]},
+    }
     save_student(tmp_path / "s.pt", student, teacher_blob, policy)
     loaded = load_student(tmp_path / "s.pt")
     x = torch.randn(3, 3, 32, 32)

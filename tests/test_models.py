@@ -1,9 +1,9 @@
 import pytest
 import torch
+from conftest import model_input, model_kwargs
 
 from amc.errors import AmcError
 from amc.models import create_model, list_models
-from conftest import model_input, model_kwargs
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -36,3 +36,16 @@ def test_unknown_model_names_are_refused():
         create_model("resnet21")
     with pytest.raises(AmcError, match="unknown torchvision model"):
         create_model("tv:not_a_model")
+
+
+def test_core_imports_without_gymnasium_or_sb3():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pkgutil, importlib, amc\n"
+        "for m in pkgutil.iter_modules(amc.__path__): importlib.import_module('amc.' + m.name)\n"
+        "bad = [m for m in ('gymnasium', 'stable_baselines3', 'envs', 'agents') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -1,0 +1,136 @@
+"""Per-episode bookkeeping of a search: TensorBoard, the best policy so far, and the SB3 callback.
+
+`EpisodeRecorder` does the work for every searcher (DDPG, random, uniform), so they are logged and
+compared the same way; `EpisodeCallback` only forwards SB3's finished episodes to it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+from tqdm.auto import tqdm
+
+from amc.policy import CompressionPolicy
+
+TAGS = (
+    "search/reward", "search/accuracy", "search/best_reward", "search/seconds_per_episode", "search/sigma",
+    "search/flops_ratio", "search/params_ratio", "search/size_ratio",
+)  # fmt: skip
+"""The scalar tags every search writes (plus `search/latency_ratio` with a latency table, `actions/<i>`)."""
+
+
+def policy_figure(names: list[str], values: list[float], ylabel: str, title: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(values)), 3.2))
+    ax.bar(range(len(values)), values, color="tab:blue")
+    ax.set_xticks(range(len(values)))
+    ax.set_xticklabels(names, rotation=90, fontsize=7)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+class EpisodeRecorder:
+    """Logs each finished episode and keeps `policy.json` (the best so far) up to date, atomically."""
+
+    def __init__(self, writer, run_dir: Path, step_names: list[str], step_stages: list[str], policy_metadata: dict,
+                 total_episodes: int, state: dict | None = None):  # fmt: skip
+        self.writer, self.run_dir = writer, Path(run_dir)
+        self.step_names, self.step_stages = step_names, step_stages
+        self.policy_metadata = policy_metadata
+        state = state or {}
+        self.episodes = state.get("episodes", 0)
+        self.best_reward = state.get("best_reward", -float("inf"))
+        self.best_info = state.get("best_info")
+        self.rewards: list[float] = state.get("rewards", [])
+        self._last_time = time.perf_counter()
+        self.progress = tqdm(total=total_episodes, initial=self.episodes, desc="search", unit="episode",
+                             dynamic_ncols=True)  # fmt: skip
+
+    def state(self) -> dict:
+        return {"episodes": self.episodes, "best_reward": self.best_reward, "best_info": self.best_info,
+                "rewards": self.rewards}  # fmt: skip
+
+    def on_episode(self, info: dict, sigma: float | None = None) -> None:
+        now = time.perf_counter()
+        self.episodes += 1
+        e, w = self.episodes, self.writer
+        reward = float(info["reward"])
+        self.rewards.append(reward)
+        w.add_scalar("search/reward", reward, e)
+        w.add_scalar("search/accuracy", info["accuracy"], e)
+        for key, value in info.items():
+            if key.endswith("_ratio"):
+                w.add_scalar(f"search/{key}", value, e)
+        w.add_scalar("search/seconds_per_episode", now - self._last_time, e)
+        w.add_scalar("search/sigma", sigma if sigma is not None else 0.0, e)
+        values = info["values"]
+        for i, (name, value) in enumerate(zip(self.step_names, values, strict=True)):
+            w.add_scalar(f"actions/{i:02d}_{name}", value, e)
+        w.add_histogram("actions/values", np.asarray(values, dtype=np.float64), e)
+        if reward > self.best_reward:
+            self.best_reward, self.best_info = reward, {k: v for k, v in info.items() if k != "terminal_observation"}
+            self._write_best(e)
+        w.add_scalar("search/best_reward", self.best_reward, e)
+        self._last_time = now
+        self.progress.update(1)
+        self.progress.set_postfix(reward=f"{reward:.3f}", best=f"{self.best_reward:.3f}")
+
+    def _write_best(self, episode: int) -> None:
+        info = self.best_info
+        policy = CompressionPolicy.from_dict(info["policy"])
+        policy.metadata.update(self.policy_metadata)
+        policy.metadata.update({
+            "episode": episode, "reward": info["reward"], "accuracy_val_subset": info["accuracy"],
+            "achieved": {k[: -len("_ratio")]: v for k, v in info.items() if k.endswith("_ratio")},
+        })  # fmt: skip
+        policy.save(self.run_dir / "policy.json")
+        stage = self.step_stages[0]
+        shown = [
+            (n, v) for n, v, s in zip(self.step_names, info["values"], self.step_stages, strict=True) if s == stage
+        ]
+        label = {
+            "channel": "keep ratio",
+            "quantize": "bits",
+            "fine-grained": "sparsity",
+            "removal": "kept (1) / removed (0)",
+        }
+        fig = policy_figure([n for n, _ in shown], [v for _, v in shown], label[stage],
+                            f"best policy, episode {episode}, reward {info['reward']:.4f}")  # fmt: skip
+        self.writer.add_figure("best/policy", fig, episode)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.progress.close()
+        self.writer.flush()
+
+
+class EpisodeCallback(BaseCallback):
+    """Forwards every finished SB3 episode (and the current exploration sigma) to an `EpisodeRecorder`."""
+
+    def __init__(self, recorder: EpisodeRecorder):
+        super().__init__()
+        self.recorder = recorder
+
+    def _on_step(self) -> bool:
+        for done, info in zip(self.locals["dones"], self.locals["infos"], strict=True):
+            if done:
+                noise = getattr(self.model, "action_noise", None)
+                sigma = getattr(noise, "sigma", None)
+                self.recorder.on_episode(info, sigma)
+        return True
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=float))
+    tmp.replace(path)

@@ -1,0 +1,108 @@
+"""`SearchConfig`: every knob of `amc search` in one typed dataclass. A YAML file supplies defaults and
+`--set key=value` overrides them; the resolved config is written next to the run."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from amc.errors import AmcError
+from amc.training import doc
+
+
+@dataclass
+class SearchConfig:
+    """Search a per-layer compression policy for a teacher under a budget."""
+
+    name: str = doc("search", "run name; the run folder is <out_dir>/<name>-<timestamp>")
+    teacher: str = doc("teacher.pt", "teacher checkpoint")
+    dataset: str | None = doc(None, "data set (default: the teacher's)")
+    data_dir: str | None = doc(None, "data folder or .tar.gz (default: the teacher's)")
+    budget: str = doc("flops=0.5", "budget as ratios of the teacher: flops=0.5, size=0.1, latency=0.6, ...")
+    mode: str = doc("channel", "channel, fine-grained, removal, removal+channel, quantize, channel+quantize")
+    reward: str = doc("acc", "acc, err_log_flops, n2n or haq")
+    agent: str = doc("ddpg", "ddpg, td3, sac, random (search) or uniform (the baseline)")
+    episodes: int = doc(400, "episodes in total, warm-up included")
+    warmup_episodes: int = doc(100, "episodes of uniformly random actions before the agent learns")
+    hidden: list[int] = doc([300, 300], "hidden layers of actor and critic")
+    actor_lr: float = doc(1e-4, "actor learning rate")
+    critic_lr: float = doc(1e-3, "critic learning rate")
+    tau: float = doc(0.01, "target-network soft update")
+    gamma: float = doc(1.0, "discount")
+    batch_size: int = doc(64, "agent batch size")
+    noise_sigma: float = doc(0.5, "initial exploration noise (action units)")
+    noise_decay: float = doc(0.95, "noise decay per episode after warm-up")
+    baseline_decay: float = doc(0.5, "moving-average rate of the reward baseline")
+    eval_samples: int = doc(1000, "validation images per reward evaluation")
+    recalibrate_batches: int = doc(20, "BatchNorm recalibration batches before each evaluation (0: off)")
+    finetune_steps: int = doc(0, "KD fine-tuning steps before each evaluation (0: off)")
+    min_keep: float = doc(0.2, "smallest keep ratio an action can choose")
+    max_sparsity: float = doc(0.9, "largest fine-grained sparsity an action can choose")
+    min_bits: int = doc(2, "smallest weight bit width")
+    max_bits: int = doc(8, "largest weight bit width")
+    round_to: int = doc(1, "round kept channels to a multiple of this")
+    latency_table: str | None = doc(None, "latency table JSON (from `amc profile-latency`), for latency budgets")
+    final_finetune_epochs: int = doc(0, "KD fine-tune the best student for this many epochs at the end")
+    precision: str = doc("bf16", "bf16 or fp32 for rewards and fine-tuning")
+    seed: int = doc(0, "seed of the agent, its noise and the random searcher")
+    device: str = doc("auto", "auto, cpu or cuda")
+    out_dir: str = doc("runs", "parent folder of run folders")
+
+
+def _coerce(value, hint, key: str):
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    target = typing.get_origin(hint) or hint
+    if value is None:
+        return None
+    try:
+        if target is list:
+            items = value if isinstance(value, list) else yaml.safe_load(str(value))
+            return [int(v) for v in items]
+        if target is bool:
+            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+        return target(value)
+    except (TypeError, ValueError) as exc:
+        raise AmcError(f"config key {key}={value!r} is not a valid {target.__name__}") from exc
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> SearchConfig:
+    """Defaults, then the YAML file, then `key=value` overrides; unknown keys are refused."""
+    values: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise AmcError(f"config file {path} does not exist")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise AmcError(f"{path} must hold a YAML mapping of SearchConfig fields")
+        values.update(loaded)
+    for item in overrides:
+        if "=" not in item:
+            raise AmcError(f"--set takes key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        values[key.strip()] = yaml.safe_load(raw)
+    hints = typing.get_type_hints(SearchConfig)
+    unknown = set(values) - set(hints)
+    if unknown:
+        raise AmcError(f"unknown config keys {sorted(unknown)}; see `amc search --help`")
+    return SearchConfig(**{k: _coerce(v, hints[k], k) for k, v in values.items()})
+
+
+def dump_config(cfg: SearchConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+
+
+def config_help() -> str:
+    hints = typing.get_type_hints(SearchConfig)
+    lines = ["config keys (YAML or --set key=value):"]
+    for f in dataclasses.fields(SearchConfig):
+        kind = getattr(hints[f.name], "__name__", str(hints[f.name]))
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        lines.append(f"  {f.name} ({kind}, default {default!r}): {f.metadata['help']}")
+    return "\n".join(lines)

@@ -1,0 +1,91 @@
+"""SB3 agents configured the way AMC trained its DDPG: configuration, not re-implementation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stable_baselines3 import DDPG, SAC, TD3
+
+from agents.buffers import EpisodeRewardReplayBuffer
+from agents.noise import TruncatedNormalDecayNoise
+
+
+class SeparateCriticLearningRate:
+    """SB3 gives actor and critic one learning rate; AMC uses 1e-4 for the actor and 1e-3 for the critic.
+    `learning_rate` drives the actor (and SAC's entropy coefficient); this sets the critic's after SB3's
+    own schedule update."""
+
+    critic_learning_rate: float = 1e-3
+
+    def _update_learning_rate(self, optimizers) -> None:
+        super()._update_learning_rate(optimizers)
+        for group in self.critic.optimizer.param_groups:
+            group["lr"] = self.critic_learning_rate
+        self.logger.record("train/critic_learning_rate", self.critic_learning_rate)
+
+
+class AmcDDPG(SeparateCriticLearningRate, DDPG):
+    pass
+
+
+class AmcTD3(SeparateCriticLearningRate, TD3):
+    pass
+
+
+class AmcSAC(SeparateCriticLearningRate, SAC):
+    pass
+
+
+ALGORITHMS = {"ddpg": AmcDDPG, "td3": AmcTD3, "sac": AmcSAC}
+
+
+@dataclass
+class AgentSettings:
+    algorithm: str = "ddpg"
+    hidden: tuple[int, ...] = (300, 300)
+    actor_lr: float = 1e-4
+    critic_lr: float = 1e-3
+    tau: float = 0.01
+    gamma: float = 1.0
+    batch_size: int = 64
+    warmup_episodes: int = 100
+    noise_sigma: float = 0.5
+    noise_decay: float = 0.95
+    baseline_decay: float = 0.5
+    buffer_episodes: int = 1000
+    seed: int = 0
+    device: str = "auto"
+
+
+def make_agent(env, steps_per_episode: int, settings: AgentSettings):
+    """An SB3 agent with AMC's hyper-parameters: 300-300 nets, lr 1e-4/1e-3, tau 0.01, gamma 1, batch 64,
+    uniformly random warm-up episodes, decaying truncated-normal noise, and final-reward credit."""
+    if settings.algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {settings.algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
+    cls = ALGORITHMS[settings.algorithm]
+    kwargs = {}
+    if settings.algorithm != "sac":
+        kwargs["action_noise"] = TruncatedNormalDecayNoise(
+            settings.noise_sigma, settings.noise_decay, settings.warmup_episodes, seed=settings.seed
+        )
+    agent = cls(
+        "MlpPolicy",
+        env,
+        learning_rate=settings.actor_lr,
+        buffer_size=max(settings.buffer_episodes * steps_per_episode, settings.batch_size),
+        learning_starts=settings.warmup_episodes * steps_per_episode,
+        batch_size=settings.batch_size,
+        tau=settings.tau,
+        gamma=settings.gamma,
+        train_freq=(1, "episode"),
+        gradient_steps=-1,
+        replay_buffer_class=EpisodeRewardReplayBuffer,
+        replay_buffer_kwargs={"baseline_decay": settings.baseline_decay},
+        policy_kwargs={"net_arch": {"pi": list(settings.hidden), "qf": list(settings.hidden)}},
+        seed=settings.seed,
+        device=settings.device,
+        verbose=0,
+        **kwargs,
+    )
+    agent.critic_learning_rate = settings.critic_lr
+    return agent

@@ -1,0 +1,210 @@
+"""`amc search`: run a searcher (DDPG/TD3/SAC, random or uniform) on a `CompressionEnv` and keep the best
+student. Everything a run writes lives in its run folder, so `--resume RUN_DIR` can pick it up."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from stable_baselines3.common.monitor import Monitor
+
+from agents.callbacks import EpisodeCallback, EpisodeRecorder, write_json
+from agents.config import SearchConfig, dump_config, load_config
+from agents.ddpg import ALGORITHMS, AgentSettings, make_agent
+from agents.noise import TruncatedNormalDecayNoise
+from amc.baselines import uniform
+from amc.budget import Budget
+from amc.checkpoint import load_checkpoint, model_from_checkpoint
+from amc.distill import FinetuneSettings, finetune
+from amc.errors import AmcError
+from amc.evaluation import evaluate_report, load_data_for
+from amc.latency import LatencyTable
+from amc.policy import CompressionPolicy, model_fingerprint
+from amc.student import save_student
+from amc.training import resolve_device
+from envs.compression import CompressionEnv
+
+SEARCHERS = (*ALGORITHMS, "random", "uniform")
+
+
+def new_run_dir(cfg: SearchConfig) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(cfg.out_dir) / f"{cfg.name}-{stamp}"
+    suffix = 1
+    while run_dir.exists():
+        suffix += 1
+        run_dir = Path(cfg.out_dir) / f"{cfg.name}-{stamp}-{suffix}"
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def build_env(cfg: SearchConfig, teacher_blob: dict) -> CompressionEnv:
+    device = resolve_device(cfg.device)
+    teacher = model_from_checkpoint(teacher_blob).to(device)
+    data = load_data_for(teacher_blob, cfg.dataset, cfg.data_dir, None)
+    table = LatencyTable.load(cfg.latency_table) if cfg.latency_table else None
+    return CompressionEnv(
+        teacher, data, Budget.parse(cfg.budget), mode=cfg.mode, reward=cfg.reward, eval_samples=cfg.eval_samples,
+        recalibrate_batches=cfg.recalibrate_batches, finetune_steps=cfg.finetune_steps, precision=cfg.precision,
+        latency_table=table, min_keep=cfg.min_keep, max_sparsity=cfg.max_sparsity, min_bits=cfg.min_bits,
+        max_bits=cfg.max_bits, round_to=cfg.round_to,
+    )  # fmt: skip
+
+
+def agent_settings(cfg: SearchConfig) -> AgentSettings:
+    return AgentSettings(
+        algorithm=cfg.agent, hidden=tuple(cfg.hidden), actor_lr=cfg.actor_lr, critic_lr=cfg.critic_lr, tau=cfg.tau,
+        gamma=cfg.gamma, batch_size=cfg.batch_size, warmup_episodes=cfg.warmup_episodes, noise_sigma=cfg.noise_sigma,
+        noise_decay=cfg.noise_decay, baseline_decay=cfg.baseline_decay, buffer_episodes=cfg.episodes, seed=cfg.seed,
+        device=cfg.device,
+    )  # fmt: skip
+
+
+def play(env: CompressionEnv, actions_for_step) -> dict:
+    """One episode with actions from `actions_for_step(t, obs)`; returns the final info."""
+    obs, _ = env.reset()
+    for t in range(len(env.steps)):
+        obs, _, terminated, _, info = env.step(np.asarray([actions_for_step(t, obs)], dtype=np.float32))
+        if terminated:
+            return info
+    raise RuntimeError("episode did not terminate")
+
+
+def _run_rl(cfg, env, recorder, run_dir: Path, resuming: bool, state: dict) -> bool:
+    """Train the SB3 agent for the remaining episodes; returns True if interrupted."""
+    steps = len(env.steps)
+    monitored = Monitor(env)
+    agent_path, buffer_path = run_dir / "agent.zip", run_dir / "replay_buffer.pkl"
+    if resuming and agent_path.exists():
+        agent = ALGORITHMS[cfg.agent].load(agent_path, env=monitored, device=cfg.device)
+        if buffer_path.exists():
+            agent.load_replay_buffer(buffer_path)
+            agent.replay_buffer.start_new_episode()
+        if state.get("noise") is not None:
+            noise = TruncatedNormalDecayNoise(cfg.noise_sigma, cfg.noise_decay, cfg.warmup_episodes)
+            noise.load_state(state["noise"])
+            agent.action_noise = noise
+    else:
+        agent = make_agent(monitored, steps, agent_settings(cfg))
+    remaining = cfg.episodes - recorder.episodes
+    interrupted = False
+    try:
+        if remaining > 0:
+            agent.learn(total_timesteps=remaining * steps, callback=EpisodeCallback(recorder),
+                        reset_num_timesteps=not resuming)  # fmt: skip
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        agent.save(agent_path)
+        agent.save_replay_buffer(buffer_path)
+        noise = getattr(agent, "action_noise", None)
+        state["noise"] = noise.state() if isinstance(noise, TruncatedNormalDecayNoise) else None
+    return interrupted
+
+
+def _run_scripted(cfg, env, recorder, state: dict) -> bool:
+    """Random search (uniform actions, same action wall) or the uniform baseline; True if interrupted."""
+    rng = np.random.default_rng(cfg.seed)
+    if state.get("rng") is not None:
+        rng.bit_generator.state = state["rng"]
+    try:
+        if cfg.agent == "uniform":
+            if recorder.episodes == 0:
+                budget = Budget.parse(cfg.budget)
+                policy = uniform(env.cost_model, budget, round_to=cfg.round_to, min_keep=cfg.min_keep)
+                actions = env.values_to_actions([policy.keep_ratios.get(s.name, 1.0) for s in env.steps])
+                recorder.on_episode(play(env, lambda t, obs: actions[t]))
+            return False
+        while recorder.episodes < cfg.episodes:
+            recorder.on_episode(play(env, lambda t, obs: rng.uniform(-1.0, 1.0)))
+            state["rng"] = rng.bit_generator.state
+    except KeyboardInterrupt:
+        return True
+    return False
+
+
+def _final_student(cfg, env: CompressionEnv, teacher_blob: dict, run_dir: Path, policy: CompressionPolicy) -> dict:
+    student = env.build_student(policy)
+    data, teacher = env.data, env.teacher
+    before = evaluate_report(student, data)
+    if cfg.final_finetune_epochs:
+        settings = FinetuneSettings(epochs=cfg.final_finetune_epochs, precision=cfg.precision, seed=cfg.seed)
+        finetune(student, teacher, data, settings, device=resolve_device(cfg.device))
+    student = student.cpu()
+    after = evaluate_report(student, data) if cfg.final_finetune_epochs else before
+    teacher_report = evaluate_report(teacher.cpu(), data)
+    save_student(run_dir / "student.pt", student, teacher_blob, policy, metrics=after)
+    ratios = {f"{k}_ratio": after[k] / teacher_report[k] for k in ("flops", "params", "size_bytes")}
+    ratios["speedup_b1"] = teacher_report["latency_ms_b1"] / after["latency_ms_b1"]
+    ratios["speedup_b128"] = teacher_report["latency_ms_b128"] / after["latency_ms_b128"]
+    return {"teacher": teacher_report, "student_before_finetune": before, "student": after, **ratios}
+
+
+def run_search(cfg: SearchConfig, resume_dir: str | Path | None = None) -> dict:
+    """Run (or resume) a search; returns the results that are also written to results.json."""
+    if cfg.agent not in SEARCHERS:
+        raise AmcError(f"unknown agent {cfg.agent!r}; choose one of {', '.join(SEARCHERS)}")
+    resuming = resume_dir is not None
+    run_dir = Path(resume_dir) if resuming else new_run_dir(cfg)
+    state_path = run_dir / "search_state.json"
+    state = json.loads(state_path.read_text()) if resuming and state_path.exists() else {}
+    dump_config(cfg, run_dir / "config.yaml")
+    torch.manual_seed(cfg.seed)
+
+    teacher_blob = load_checkpoint(cfg.teacher)
+    env = build_env(cfg, teacher_blob)
+    env.reset(seed=cfg.seed)
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(run_dir / "tb"))
+    if not resuming:
+        table = "\n".join(["|key|value|", "|-|-|", *(f"|{k}|{v}|" for k, v in asdict(cfg).items())])
+        writer.add_text("hyperparameters", table)
+    metadata = {
+        "mode": cfg.mode, "budget": dict(Budget.parse(cfg.budget).items()), "reward": cfg.reward, "searcher": cfg.agent,
+        "search_config": asdict(cfg), "teacher_accuracy_val_subset": env.teacher_accuracy,
+    }  # fmt: skip
+    recorder = EpisodeRecorder(writer, run_dir, [s.name for s in env.steps], [s.stage for s in env.steps], metadata,
+                               cfg.episodes if cfg.agent != "uniform" else 1, state.get("recorder"))  # fmt: skip
+    started = time.perf_counter()
+    if cfg.agent in ALGORITHMS:
+        interrupted = _run_rl(cfg, env, recorder, run_dir, resuming, state)
+    else:
+        interrupted = _run_scripted(cfg, env, recorder, state)
+    elapsed = time.perf_counter() - started + state.get("seconds", 0.0)
+    env_seconds = env.env_seconds + state.get("env_seconds", 0.0)
+    state.update(recorder=recorder.state(), seconds=elapsed, env_seconds=env_seconds)
+    write_json(state_path, state)
+    recorder.close()
+    if interrupted:
+        writer.close()
+        raise KeyboardInterrupt
+    if recorder.best_info is None:
+        raise AmcError("the search finished no episode; raise --set episodes")
+
+    policy = CompressionPolicy.load(run_dir / "policy.json")
+    policy.architecture = teacher_blob["arch"]["name"]
+    policy.num_classes = teacher_blob["arch"]["num_classes"]
+    policy.fingerprint = model_fingerprint(env.teacher)
+    policy.save(run_dir / "policy.json")
+    results = {
+        "run_dir": str(run_dir), "episodes": recorder.episodes, "best_reward": recorder.best_reward,
+        "best_episode": policy.metadata.get("episode"), "search_minutes": elapsed / 60.0,
+        "agent_overhead": max(0.0, 1.0 - env_seconds / max(elapsed, 1e-9)),
+        "best_val_subset_accuracy": recorder.best_info["accuracy"],
+        **_final_student(cfg, env, teacher_blob, run_dir, policy),
+    }  # fmt: skip
+    write_json(run_dir / "results.json", results)
+    writer.close()
+    return results
+
+
+def resume_config(run_dir: str | Path, overrides: list[str]) -> SearchConfig:
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise AmcError(f"{run_dir} is not a run folder (no config.yaml); pass the folder `amc search` created")
+    return load_config(path, overrides)

@@ -1,0 +1,164 @@
+"""The agent layer: AMC's DDPG configuration, credit assignment, noise, and `amc search` end to end."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import agents.callbacks
+from agents.buffers import EpisodeRewardReplayBuffer
+from agents.callbacks import TAGS
+from agents.cli import main
+from agents.ddpg import AgentSettings, AmcDDPG, make_agent
+from agents.noise import TruncatedNormalDecayNoise
+from amc.data import load_synthetic
+from amc.models import create_model
+from envs.compression import CompressionEnv
+
+SEARCH = ["--set", "episodes=4", "--set", "warmup_episodes=2", "--set", "eval_samples=32",
+          "--set", "recalibrate_batches=2", "--set", "precision=fp32", "--set", "batch_size=8"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def teacher_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
+    argv = ["train-teacher", "--model", "resnet8", "--dataset", "synthetic", "--epochs", "2", "--lr", "0.05",
+            "--precision", "fp32", "--out", str(path)]  # fmt: skip
+    assert main(argv) == 0
+    return path
+
+
+def small_env():
+    return CompressionEnv(create_model("resnet8", num_classes=4), load_synthetic(), {"flops": 0.5}, eval_samples=32,
+                          recalibrate_batches=2, precision="fp32")  # fmt: skip
+
+
+def test_ddpg_is_configured_like_amc():
+    env = small_env()
+    agent = make_agent(env, len(env.steps), AgentSettings(warmup_episodes=3))
+    assert isinstance(agent, AmcDDPG)
+    assert agent.tau == 0.01 and agent.gamma == 1.0 and agent.batch_size == 64
+    assert agent.learning_starts == 3 * len(env.steps)
+    assert [m.out_features for m in agent.actor.mu if isinstance(m, torch.nn.Linear)] == [300, 300, 1]
+    assert [m.out_features for m in agent.critic.qf0 if isinstance(m, torch.nn.Linear)] == [300, 300, 1]
+    assert isinstance(agent.replay_buffer, EpisodeRewardReplayBuffer)
+    agent.learning_starts = 0
+    agent.learn(total_timesteps=2 * len(env.steps))
+    assert agent.actor.optimizer.param_groups[0]["lr"] == 1e-4
+    assert agent.critic.optimizer.param_groups[0]["lr"] == 1e-3
+
+
+def test_final_reward_is_credited_to_every_step_minus_a_moving_baseline():
+    env = small_env()
+    buffer = EpisodeRewardReplayBuffer(20, env.observation_space, env.action_space, device="cpu", baseline_decay=0.5)
+    obs, action = np.zeros((1, 11), np.float32), np.zeros((1, 1), np.float32)
+
+    def episode(final):
+        for t in range(3):
+            done = t == 2
+            buffer.add(obs, obs, action, np.array([final if done else 0.0]), np.array([done]), [{}])
+
+    episode(0.6)  # the first episode sets the baseline
+    episode(0.8)
+    assert np.allclose(buffer.rewards[:3, 0], 0.0)
+    assert np.allclose(buffer.rewards[3:6, 0], 0.2)  # 0.8 - 0.6
+    assert buffer.baseline == pytest.approx(0.7)
+
+
+def test_noise_is_truncated_and_decays_after_warmup():
+    noise = TruncatedNormalDecayNoise(sigma=0.5, decay=0.95, warmup_episodes=2, seed=0)
+    draws = np.concatenate([noise() for _ in range(2000)])
+    assert np.abs(draws).max() <= 1.0 and 0.35 < draws.std() < 0.5
+    for _ in range(4):
+        noise.reset()
+    assert noise.sigma == pytest.approx(0.5 * 0.95**2)
+
+
+def test_saved_agent_predicts_the_same(tmp_path):
+    env = small_env()
+    agent = make_agent(env, len(env.steps), AgentSettings(warmup_episodes=0, batch_size=4))
+    agent.learn(total_timesteps=3 * len(env.steps))
+    agent.save(tmp_path / "agent.zip")
+    loaded = AmcDDPG.load(tmp_path / "agent.zip", env=env)
+    observations = np.random.default_rng(0).uniform(0, 1, (10, 11)).astype(np.float32)
+    assert np.allclose(agent.predict(observations, deterministic=True)[0],
+                       loaded.predict(observations, deterministic=True)[0])  # fmt: skip
+    assert loaded.critic_learning_rate == 1e-3
+
+
+def test_search_subprocess_writes_every_artifact_and_documented_tags(teacher_path, tmp_path):
+    argv = [
+        sys.executable,
+        "-m",
+        "agents.cli",
+        "search",
+        "--set",
+        f"teacher={teacher_path}",
+        "--set",
+        f"out_dir={tmp_path}",
+        "--set",
+        "episodes=2",
+        "--set",
+        "warmup_episodes=1",
+        *SEARCH[4:],
+        "--json",
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    run_dir = tmp_path / results["run_dir"].split("/")[-1]
+    for artifact in ("config.yaml", "policy.json", "agent.zip", "student.pt", "results.json", "tb"):
+        assert (run_dir / artifact).exists(), artifact
+    assert results["episodes"] == 2 and results["flops_ratio"] <= 0.5 + 1e-6
+    events = EventAccumulator(str(run_dir / "tb"), size_guidance={"images": 0}).Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert set(TAGS) <= scalars
+    assert any(t.startswith("actions/") for t in scalars)
+    assert "actions/values" in events.Tags()["histograms"]
+    assert "best/policy" in events.Tags()["images"]
+    assert len(events.Scalars("search/reward")) == 2
+
+
+def test_random_and_uniform_run_through_the_same_runner(teacher_path, tmp_path, capsys):
+    for agent in ("random", "uniform"):
+        argv = ["search", "--set", f"teacher={teacher_path}", "--set", f"out_dir={tmp_path}", "--set",
+                f"agent={agent}", "--set", f"name={agent}", *SEARCH, "--json"]  # fmt: skip
+        assert main(argv) == 0
+        results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert results["episodes"] == (4 if agent == "random" else 1)
+        assert results["flops_ratio"] <= 0.5 + 1e-6
+
+
+def test_search_resumes_after_interruption(teacher_path, tmp_path, capsys, monkeypatch):
+    real = agents.callbacks.EpisodeRecorder.on_episode
+
+    def interrupt_at_third(self, info, sigma=None):
+        if self.episodes == 2:
+            raise KeyboardInterrupt
+        real(self, info, sigma)
+
+    monkeypatch.setattr(agents.callbacks.EpisodeRecorder, "on_episode", interrupt_at_third)
+    argv = ["search", "--set", f"teacher={teacher_path}", "--set", f"out_dir={tmp_path}", *SEARCH]
+    assert main(argv) == 130
+    capsys.readouterr()
+    run_dir = next(tmp_path.iterdir())
+    state = json.loads((run_dir / "search_state.json").read_text())
+    assert state["recorder"]["episodes"] == 2
+    assert (run_dir / "policy.json").exists() and (run_dir / "replay_buffer.pkl").exists()
+    monkeypatch.setattr(agents.callbacks.EpisodeRecorder, "on_episode", real)
+    assert main(["search", "--resume", str(run_dir), "--json"]) == 0
+    results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert results["episodes"] == 4
+    events = EventAccumulator(str(run_dir / "tb")).Reload()
+    assert [e.step for e in events.Scalars("search/reward")] == [1, 2, 3, 4]
+
+
+def test_search_config_errors_are_one_line(tmp_path, capsys):
+    assert main(["search", "--set", "no_such_key=1"]) == 2
+    assert "unknown config keys" in capsys.readouterr().err
+    assert main(["search", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert main(["search", "--resume", str(tmp_path)]) == 2
