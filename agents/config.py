@@ -41,6 +41,7 @@ class SearchConfig:
     eval_samples: int = doc(1000, "validation images per reward evaluation")
     recalibrate_batches: int = doc(20, "BatchNorm recalibration batches before each evaluation (0: off)")
     finetune_steps: int = doc(0, "KD fine-tuning steps before each evaluation (0: off)")
+    reconstruct: bool = doc(False, "least-squares refit of layers that lost inputs, before each evaluation")
     min_keep: float = doc(0.2, "smallest keep ratio an action can choose")
     max_sparsity: float = doc(0.9, "largest fine-grained sparsity an action can choose")
     min_bits: int = doc(2, "smallest weight bit width")

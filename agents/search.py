@@ -24,8 +24,8 @@ from amc.errors import AmcError
 from amc.evaluation import evaluate_report, load_data_for
 from amc.latency import LatencyTable
 from amc.policy import CompressionPolicy, model_fingerprint
-from amc.student import save_student
-from amc.training import resolve_device
+from amc.student import apply_policy, save_student
+from amc.training import evaluate_accuracy, resolve_device
 from envs.compression import CompressionEnv
 
 SEARCHERS = (*ALGORITHMS, "random", "uniform")
@@ -51,7 +51,7 @@ def build_env(cfg: SearchConfig, teacher_blob: dict) -> CompressionEnv:
         teacher, data, Budget.parse(cfg.budget), mode=cfg.mode, reward=cfg.reward, eval_samples=cfg.eval_samples,
         recalibrate_batches=cfg.recalibrate_batches, finetune_steps=cfg.finetune_steps, precision=cfg.precision,
         latency_table=table, min_keep=cfg.min_keep, max_sparsity=cfg.max_sparsity, min_bits=cfg.min_bits,
-        max_bits=cfg.max_bits, round_to=cfg.round_to,
+        max_bits=cfg.max_bits, round_to=cfg.round_to, reconstruct=cfg.reconstruct,
     )  # fmt: skip
 
 
@@ -128,8 +128,10 @@ def _run_scripted(cfg, env, recorder, state: dict) -> bool:
 
 
 def _final_student(cfg, env: CompressionEnv, teacher_blob: dict, run_dir: Path, policy: CompressionPolicy) -> dict:
-    student = env.build_student(policy)
     data, teacher = env.data, env.teacher
+    raw = apply_policy(teacher, policy, env.input_shape, validate=False)
+    without_recalibration = {split: evaluate_accuracy(raw, data, split) for split in ("test", "val")}
+    student = env.build_student(policy)
     before = evaluate_report(student, data)
     if cfg.final_finetune_epochs:
         settings = FinetuneSettings(epochs=cfg.final_finetune_epochs, precision=cfg.precision, seed=cfg.seed)
@@ -141,7 +143,13 @@ def _final_student(cfg, env: CompressionEnv, teacher_blob: dict, run_dir: Path, 
     ratios = {f"{k}_ratio": after[k] / teacher_report[k] for k in ("flops", "params", "size_bytes")}
     ratios["speedup_b1"] = teacher_report["latency_ms_b1"] / after["latency_ms_b1"]
     ratios["speedup_b128"] = teacher_report["latency_ms_b128"] / after["latency_ms_b128"]
-    return {"teacher": teacher_report, "student_before_finetune": before, "student": after, **ratios}
+    return {
+        "teacher": teacher_report,
+        "student_without_bn_recalibration": without_recalibration,
+        "student_before_finetune": before,
+        "student": after,
+        **ratios,
+    }
 
 
 def run_search(cfg: SearchConfig, resume_dir: str | Path | None = None) -> dict:

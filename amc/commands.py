@@ -61,7 +61,8 @@ class ApplyConfig:
     policy: str = doc("policy.json", "policy JSON (from `amc baseline` or `amc search`)")
     out: str = doc("student.pt", "student checkpoint to write")
     recalibrate_bn: int = doc(0, "re-estimate BatchNorm statistics from this many training batches (0: off)")
-    data_dir: str | None = doc(None, "data for BN recalibration (default: the teacher's)")
+    reconstruct: bool = doc(False, "refit layers that lost input channels by least squares (AMC)")
+    data_dir: str | None = doc(None, "data for recalibration and reconstruction (default: the teacher's)")
     json: bool = doc(False, "print one JSON object as the last line of stdout")
 
 
@@ -71,9 +72,10 @@ def apply_command(cfg: ApplyConfig) -> dict:
     policy = CompressionPolicy.load(cfg.policy)
     check_policy_matches(policy, blob, teacher)
     shape = input_shape_of(blob)
-    student = apply_policy(teacher, policy, shape)
+    data = load_data_for(blob, None, cfg.data_dir, None) if cfg.recalibrate_bn or cfg.reconstruct else None
+    student = apply_policy(teacher, policy, shape, reconstruction_data=data if cfg.reconstruct else None)
     if cfg.recalibrate_bn:
-        recalibrate_bn(student, load_data_for(blob, None, cfg.data_dir, None), batches=cfg.recalibrate_bn)
+        recalibrate_bn(student, data, batches=cfg.recalibrate_bn)
     result = cost_ratios(student, teacher, shape)
     save_student(cfg.out, student, blob, policy, metrics=result)
     return {"out": cfg.out, **result}

@@ -14,22 +14,30 @@ from pathlib import Path
 import torch.nn as nn
 
 from amc.checkpoint import load_checkpoint, save_checkpoint
+from amc.data import DataSplits
 from amc.errors import AmcError
 from amc.models import create_from_spec
 from amc.policy import CompressionPolicy, model_fingerprint
 from amc.pruning import find_units, prune_channels, replay_pruning
 from amc.quantization import quantize_activations, quantize_weights, sparsify
+from amc.reconstruction import reconstruct
 from amc.removal import removable_blocks, remove_blocks
 
 STRUCTURE_ATTR = "amc_structure"
 
 
 def apply_policy(
-    teacher: nn.Module, policy: CompressionPolicy, input_shape: Sequence[int], *, validate: bool = True
+    teacher: nn.Module,
+    policy: CompressionPolicy,
+    input_shape: Sequence[int],
+    *,
+    validate: bool = True,
+    reconstruction_data: DataSplits | None = None,
 ) -> nn.Module:
     """Build the student the policy describes; the teacher is never modified.
 
-    Order: remove blocks, prune channels (physically), then add sparsity masks and weight quantizers.
+    Order: remove blocks, prune channels (physically), optionally refit the layers that lost inputs by
+    least squares on `reconstruction_data` (AMC), then add sparsity masks and weight quantizers.
     The returned module carries its structure in `student.amc_structure` for `save_student`.
     """
     if validate:
@@ -40,6 +48,8 @@ def apply_policy(
     history = prune_channels(
         student, policy.keep_ratios, input_shape, round_to=policy.round_to, importance=policy.importance
     )
+    if reconstruction_data is not None:
+        reconstruct(student, teacher, reconstruction_data, history, input_shape)
     present = {name for name, m in student.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
     sparsity = {n: v for n, v in policy.sparsity.items() if n in present and v > 0}
     bits = {n: b for n, b in policy.bits.items() if n in present and b < 32}

@@ -105,6 +105,7 @@ class CompressionEnv(gym.Env):
     - `mode`: one of `channel`, `fine-grained`, `removal`, `removal+channel`, `quantize`, `channel+quantize`.
     - `reward`: a registered reward name. `eval_samples`: validation images per evaluation.
     - `recalibrate_batches`: BN recalibration batches (0 disables). `finetune_steps`: KD steps per episode.
+    - `reconstruct`: refit pruned layers' consumers by least squares before evaluating (AMC).
     - `latency_table`: an `amc.latency.LatencyTable`, required for a latency budget.
     - `min_keep`, `max_sparsity`, `min_bits`, `max_bits`, `removal_threshold`, `round_to`: action ranges.
 
@@ -135,6 +136,7 @@ class CompressionEnv(gym.Env):
         max_bits: int = 8,
         removal_threshold: float = 0.0,
         round_to: int = 1,
+        reconstruct: bool = False,
         evaluation_seed: int = 0,
     ):
         super().__init__()
@@ -153,6 +155,7 @@ class CompressionEnv(gym.Env):
         self.min_keep, self.max_sparsity = min_keep, max_sparsity
         self.min_bits, self.max_bits = min_bits, max_bits
         self.removal_threshold, self.round_to = removal_threshold, round_to
+        self.reconstruct = reconstruct
         self.evaluation_seed = evaluation_seed
         if self.budget.latency is not None and latency_table is None:
             raise AmcError("a latency budget needs a latency table; build one with `amc profile-latency`")
@@ -388,7 +391,8 @@ class CompressionEnv(gym.Env):
 
     def build_student(self, policy: CompressionPolicy) -> nn.Module:
         """The student for a policy, BN-recalibrated and (optionally) briefly KD fine-tuned."""
-        student = apply_policy(self.teacher, policy, self.input_shape, validate=False)
+        student = apply_policy(self.teacher, policy, self.input_shape, validate=False,
+                               reconstruction_data=self.data if self.reconstruct else None)  # fmt: skip
         if self.recalibrate_batches:
             recalibrate_bn(student, self.data, batches=self.recalibrate_batches, seed=self.evaluation_seed,
                            precision=self.precision)  # fmt: skip

@@ -184,3 +184,28 @@ def test_kept_channels_rounding():
     assert kept_channels(64, 0.5, round_to=8) == 32
     assert kept_channels(64, 0.01, round_to=8) == 8
     assert kept_channels(10, 0.01) == 1
+
+
+def test_least_squares_reconstruction_brings_outputs_closer_to_the_teacher(synthetic):
+    from amc.reconstruction import reconstruct
+
+    teacher = create_model("resnet8", num_classes=4).eval()
+    policy = CompressionPolicy(keep_ratios={"layer1.0.conv1": 0.5, "layer3.0.conv1": 0.5})
+    shape = (3, 16, 16)
+    student = apply_policy(teacher, policy, shape)
+    x = next(iter(synthetic.batches("val", 32)))[0]
+
+    def layer_error(model):
+        out = {}
+        handles = [m.register_forward_hook(lambda m, i, o, n=n: out.__setitem__(n, o))
+                   for n, m in model.named_modules() if n == "layer3.0.conv2"]  # fmt: skip
+        model(x)
+        handles[0].remove()
+        return out["layer3.0.conv2"]
+
+    target = layer_error(teacher)
+    before = (layer_error(student) - target).pow(2).mean().item()
+    refit = reconstruct(student, teacher, synthetic, student.amc_structure["pruning_history"], shape, batches=2)
+    after = (layer_error(student) - target).pow(2).mean().item()
+    assert refit == ["layer1.0.conv2", "layer3.0.conv2"]
+    assert after < 0.5 * before
