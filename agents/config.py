@@ -11,8 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from amc.config import doc
 from amc.errors import AmcError
-from amc.training import doc
 
 
 @dataclass

@@ -15,6 +15,7 @@ import torch.nn as nn
 from amc.baselines import random_policy, uniform
 from amc.budget import Budget
 from amc.checkpoint import load_checkpoint, model_from_checkpoint
+from amc.config import doc
 from amc.cost import count_macs, count_params, measure_latency, size_bytes
 from amc.cost_model import CostModel
 from amc.distill import FinetuneSettings, finetune, recalibrate_bn
@@ -24,7 +25,7 @@ from amc.latency import build_latency_table
 from amc.models import create_model
 from amc.policy import CompressionPolicy, model_fingerprint
 from amc.student import apply_policy, save_student, student_from_checkpoint
-from amc.training import doc, evaluate_accuracy, resolve_device
+from amc.training import evaluate_accuracy, resolve_device
 
 
 def input_shape_of(blob: dict) -> tuple[int, ...]:

@@ -11,9 +11,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from amc.config import doc
 from amc.data import DataSplits
 from amc.errors import AmcError
-from amc.training import LossFn, autocast, doc, evaluate_accuracy, make_optimizer, resolve_device, train_epoch
+from amc.training import LossFn, autocast, evaluate_accuracy, make_optimizer, resolve_device, train_epoch
 
 
 def kd_loss(

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 import torch.nn as nn
 
 from amc.checkpoint import load_checkpoint, model_from_checkpoint
+from amc.config import doc
 from amc.cost import count_macs, count_params, flop_counter_macs, measure_latency, size_bytes
 from amc.data import DataSplits, load_dataset
-from amc.training import doc, evaluate_accuracy
+from amc.training import evaluate_accuracy
 
 
 @dataclass

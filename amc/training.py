@@ -6,7 +6,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from amc.checkpoint import load_checkpoint, save_checkpoint
+from amc.config import doc
 from amc.data import DataSplits, load_dataset
 from amc.errors import AmcError
 from amc.models import create_model, model_spec
@@ -128,13 +129,6 @@ def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, lr: float, t
             optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
         )
     raise AmcError(f"unknown schedule {schedule!r}; use onecycle or cosine")
-
-
-def doc(default, help: str, **kwargs):
-    """A dataclass field whose help text becomes the command line's --help."""
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **kwargs})
-    return field(default=default, metadata={"help": help, **kwargs})
 
 
 @dataclass

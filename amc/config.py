@@ -1,0 +1,12 @@
+"""Config dataclasses: fields that carry their own help text, so each config is also its CLI's --help."""
+
+from __future__ import annotations
+
+from dataclasses import field
+
+
+def doc(default, help: str, **metadata):
+    """A dataclass field with a default and a help string (`positional=True` makes it a CLI argument)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **metadata})
+    return field(default=default, metadata={"help": help, **metadata})
