@@ -39,7 +39,7 @@ def cost_report(model: nn.Module, input_shape, *, latency_repeats: int = 20, thr
         "size_bytes": size_bytes(model),
         "latency_ms_b1": measure_latency(model, input_shape, 1, threads=threads, repeats=latency_repeats),
         "latency_ms_b128": measure_latency(
-            model, input_shape, 128, threads=threads, repeats=max(3, latency_repeats // 4), warmup=2
+            model, input_shape, 128, threads=threads, repeats=max(5, latency_repeats // 2), warmup=3
         ),
     }
 

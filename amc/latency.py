@@ -3,8 +3,8 @@ budgets can be enforced without running the student (NetAdapt / HAQ style).
 
 Each conv/linear layer of the teacher (with the BatchNorm and ReLU that follow a conv) is timed alone on
 a grid of (input channels, output channels). A student's latency is the sum of bilinear interpolations
-over its layers plus the teacher's remaining overhead (adds, pooling, framework), scaled by the share
-of layers that remain.
+over its remaining layers, times one calibration factor: the teacher's measured latency over the sum of
+its own layers' entries (it absorbs adds, pooling and what isolated timing misses or double-counts).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class LatencyTable:
     batch_size: int
     threads: int
     layers: dict[str, LayerEntry]
-    overhead_ms: float
+    calibration: float
     teacher_ms: float
     metadata: dict = field(default_factory=dict)
 
@@ -51,8 +51,7 @@ class LatencyTable:
         unknown = set(shapes) - set(self.layers)
         if unknown:
             raise AmcError(f"latency table has no entry for layers {sorted(unknown)[:3]}; was it built for this model?")
-        total = sum(self.layers[name].predict(cin, cout) for name, (cin, cout) in shapes.items())
-        return total + self.overhead_ms * len(shapes) / len(self.layers)
+        return self.calibration * sum(self.layers[name].predict(cin, cout) for name, (cin, cout) in shapes.items())
 
     def predict_model(self, model: nn.Module) -> float:
         return self.predict(layer_shapes(model))
@@ -62,7 +61,7 @@ class LatencyTable:
             "format": FORMAT,
             "batch_size": self.batch_size,
             "threads": self.threads,
-            "overhead_ms": self.overhead_ms,
+            "calibration": self.calibration,
             "teacher_ms": self.teacher_ms,
             "metadata": self.metadata,
             "layers": {n: e.__dict__ for n, e in self.layers.items()},
@@ -113,11 +112,15 @@ def _channel_grid(channels: int, points: int) -> list[int]:
 
 def _layer_inputs(model: nn.Module, input_shape: Sequence[int]) -> dict[str, tuple[int, ...]]:
     shapes: dict[str, tuple[int, ...]] = {}
-    hooks = [
-        m.register_forward_hook(lambda mod, i, o, n=name: shapes.setdefault(n, tuple(i[0].shape[1:])))
-        for name, m in model.named_modules()
-        if isinstance(m, (nn.Conv2d, nn.Linear))
-    ]
+
+    def record(name: str):
+        def hook(module, inputs, output) -> None:  # returning None leaves the output alone
+            shapes.setdefault(name, tuple(inputs[0].shape[1:]))
+
+        return hook
+
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    hooks = [m.register_forward_hook(record(n)) for n, m in layers]
     model.eval()
     try:
         with torch.no_grad():
@@ -193,7 +196,7 @@ def build_latency_table(
         batch_size,
         threads,
         layers,
-        max(0.0, teacher_ms - full),
+        teacher_ms / full,
         teacher_ms,
         {"input_shape": list(input_shape), "grid_points": grid_points},
     )

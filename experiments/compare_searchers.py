@@ -112,7 +112,6 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     summary_path = out.with_suffix(".json")
-    rows = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     for searcher in args.searchers:
         argv = [
             "search",
@@ -128,7 +127,9 @@ def main() -> None:
             sys.exit(f"search with {searcher} failed")
         runs = Path(load_config(args.config, args.set).out_dir).glob(f"{out.name}-{searcher}-*/results.json")
         latest = max(runs, key=lambda p: p.stat().st_mtime)
-        rows[searcher] = summarize(json.loads(latest.read_text()))
+        row = summarize(json.loads(latest.read_text()))
+        rows = json.loads(summary_path.read_text()) if summary_path.exists() else {}  # another run may have written
+        rows[searcher] = row
         summary_path.write_text(json.dumps(rows, indent=1))
         write_report(rows, out)
 

@@ -209,3 +209,22 @@ def test_least_squares_reconstruction_brings_outputs_closer_to_the_teacher(synth
     after = (layer_error(student) - target).pow(2).mean().item()
     assert refit == ["layer1.0.conv2", "layer3.0.conv2"]
     assert after < 0.5 * before
+
+
+def test_latency_table_round_trip_and_predictions(tmp_path):
+    from amc.latency import LatencyTable, build_latency_table
+
+    teacher = create_model("resnet8", num_classes=4).eval()
+    table = build_latency_table(teacher, (3, 16, 16), grid_points=2, repeats=2)
+    table.save(tmp_path / "lut.json")
+    loaded = LatencyTable.load(tmp_path / "lut.json")
+    assert loaded.predict_model(teacher) == pytest.approx(table.predict_model(teacher))
+    assert table.predict_model(teacher) == pytest.approx(table.teacher_ms, rel=1e-6)  # overhead closes the gap
+    student = apply_policy(teacher, CompressionPolicy(keep_ratios={"layer3.0.conv1": 0.25}), (3, 16, 16))
+    assert set(table.layers) == {
+        n for n, m in teacher.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+    }
+    assert table.predict_model(student) > 0
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(AmcError, match="not an amc latency table"):
+        LatencyTable.load(tmp_path / "bad.json")
