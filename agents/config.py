@@ -26,7 +26,9 @@ class SearchConfig:
     budget: str = doc("flops=0.5", "budget as ratios of the teacher: flops=0.5, size=0.1, latency=0.6, ...")
     mode: str = doc("channel", "channel, fine-grained, removal, removal+channel, quantize, channel+quantize")
     reward: str = doc("acc", "acc, err_log_flops, n2n or haq")
-    agent: str = doc("ddpg", "ddpg, td3, sac, random (search) or uniform (the baseline)")
+    agent: str = doc(
+        "ddpg", "ddpg, td3, sac; random (random keep ratios scaled to the budget), random-actions, or uniform"
+    )
     episodes: int = doc(400, "episodes in total, warm-up included")
     warmup_episodes: int = doc(100, "episodes of uniformly random actions before the agent learns")
     hidden: list[int] = doc([300, 300], "hidden layers of actor and critic")

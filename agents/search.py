@@ -16,7 +16,7 @@ from agents.callbacks import EpisodeCallback, EpisodeRecorder, write_json
 from agents.config import SearchConfig, dump_config, load_config
 from agents.ddpg import ALGORITHMS, AgentSettings, make_agent
 from agents.noise import TruncatedNormalDecayNoise
-from amc.baselines import uniform
+from amc.baselines import random_policy, uniform
 from amc.budget import Budget
 from amc.checkpoint import load_checkpoint, model_from_checkpoint
 from amc.distill import FinetuneSettings, finetune
@@ -28,7 +28,7 @@ from amc.student import apply_policy, save_student
 from amc.training import evaluate_accuracy, resolve_device
 from envs.compression import CompressionEnv
 
-SEARCHERS = (*ALGORITHMS, "random", "uniform")
+SEARCHERS = (*ALGORITHMS, "random", "random-actions", "uniform")
 
 
 def new_run_dir(cfg: SearchConfig) -> Path:
@@ -106,21 +106,38 @@ def _run_rl(cfg, env, recorder, run_dir: Path, resuming: bool, state: dict) -> b
     return interrupted
 
 
+def _scripted_values(cfg, env: CompressionEnv, rng: np.random.Generator) -> list[float] | None:
+    """Per-step values of a hand-crafted policy: `uniform`, or `random` (random keep ratios scaled together
+    to the budget, AMC's random-search baseline). None means: play uniformly random actions instead
+    (`random-actions`, or `random` in modes and budgets that `random_policy` does not cover)."""
+    budget = Budget.parse(cfg.budget)
+    channel_only = cfg.mode == "channel" and budget.latency is None
+    if cfg.agent == "uniform":
+        if not channel_only:
+            raise AmcError("the uniform baseline covers channel mode under flops, params or size budgets")
+        policy = uniform(env.cost_model, budget, round_to=cfg.round_to, min_keep=cfg.min_keep)
+    elif cfg.agent == "random" and channel_only:
+        policy = random_policy(env.cost_model, budget, rng, round_to=cfg.round_to, min_keep=cfg.min_keep)
+    else:
+        return None
+    return [policy.keep_ratios[s.name] for s in env.steps]
+
+
 def _run_scripted(cfg, env, recorder, state: dict) -> bool:
-    """Random search (uniform actions, same action wall) or the uniform baseline; True if interrupted."""
+    """Uniform, random search or random actions, through the same env and logging; True if interrupted."""
     rng = np.random.default_rng(cfg.seed)
     if state.get("rng") is not None:
         rng.bit_generator.state = state["rng"]
+    episodes = 1 if cfg.agent == "uniform" else cfg.episodes
     try:
-        if cfg.agent == "uniform":
-            if recorder.episodes == 0:
-                budget = Budget.parse(cfg.budget)
-                policy = uniform(env.cost_model, budget, round_to=cfg.round_to, min_keep=cfg.min_keep)
-                actions = env.values_to_actions([policy.keep_ratios.get(s.name, 1.0) for s in env.steps])
-                recorder.on_episode(play(env, lambda t, obs: actions[t]))
-            return False
-        while recorder.episodes < cfg.episodes:
-            recorder.on_episode(play(env, lambda t, obs: rng.uniform(-1.0, 1.0)))
+        while recorder.episodes < episodes:
+            values = _scripted_values(cfg, env, rng)
+            if values is None:
+                info = play(env, lambda t, obs: rng.uniform(-1.0, 1.0))
+            else:
+                actions = env.values_to_actions(values)
+                info = play(env, lambda t, obs, chosen=actions: chosen[t])
+            recorder.on_episode(info)
             state["rng"] = rng.bit_generator.state
     except KeyboardInterrupt:
         return True

@@ -124,12 +124,12 @@ def test_search_subprocess_writes_every_artifact_and_documented_tags(teacher_pat
 
 
 def test_random_and_uniform_run_through_the_same_runner(teacher_path, tmp_path, capsys):
-    for agent in ("random", "uniform"):
+    for agent in ("random", "random-actions", "uniform"):
         argv = ["search", "--set", f"teacher={teacher_path}", "--set", f"out_dir={tmp_path}", "--set",
                 f"agent={agent}", "--set", f"name={agent}", *SEARCH, "--json"]  # fmt: skip
         assert main(argv) == 0
         results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-        assert results["episodes"] == (4 if agent == "random" else 1)
+        assert results["episodes"] == (1 if agent == "uniform" else 4)
         assert results["flops_ratio"] <= 0.5 + 1e-6
 
 
