@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import warnings
 from dataclasses import dataclass
 
@@ -24,6 +25,9 @@ class EvaluateConfig:
     seed: int | None = doc(None, "val-split seed (default: the one the checkpoint was trained with)")
     latency_repeats: int = doc(20, "timed repeats per batch size (median reported)")
     threads: int | None = doc(None, "CPU threads for latency (default: torch's current setting)")
+    speedup_over: str | None = doc(
+        None, "a reference checkpoint (e.g. the teacher): both are timed alternately, adding speedup_b1/b128"
+    )
     json: bool = doc(False, "print one JSON object as the last line of stdout")
 
 
@@ -64,8 +68,35 @@ def load_data_for(blob: dict, dataset: str | None, data_dir: str | None, seed: i
     return load_dataset(name, data_dir, seed=seed)
 
 
+def alternating_speedup(
+    model: nn.Module,
+    reference: nn.Module,
+    input_shape,
+    batch_size: int,
+    *,
+    rounds: int = 4,
+    repeats: int = 10,
+    threads: int | None = None,
+) -> float:
+    """Reference latency over model latency, each the median of `rounds` timings taken alternately in this
+    process, so that drift of a shared machine hits both alike."""
+    model_ms, reference_ms = [], []
+    for _ in range(rounds):
+        reference_ms.append(measure_latency(reference, input_shape, batch_size, threads=threads, repeats=repeats))
+        model_ms.append(measure_latency(model, input_shape, batch_size, threads=threads, repeats=repeats))
+    return statistics.median(reference_ms) / statistics.median(model_ms)
+
+
 def evaluate_checkpoint(cfg: EvaluateConfig) -> dict:
     blob = load_checkpoint(cfg.model)
     model = model_from_checkpoint(blob)
     data = load_data_for(blob, cfg.dataset, cfg.data_dir, cfg.seed)
-    return evaluate_report(model, data, latency_repeats=cfg.latency_repeats, threads=cfg.threads)
+    report = evaluate_report(model, data, latency_repeats=cfg.latency_repeats, threads=cfg.threads)
+    if cfg.speedup_over:
+        reference = model_from_checkpoint(load_checkpoint(cfg.speedup_over))
+        for batch in (1, 128):
+            repeats = cfg.latency_repeats if batch == 1 else max(5, cfg.latency_repeats // 2)
+            report[f"speedup_b{batch}"] = alternating_speedup(
+                model, reference, data.input_shape, batch, repeats=repeats, threads=cfg.threads
+            )  # fmt: skip
+    return report
