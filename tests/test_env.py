@@ -146,3 +146,18 @@ def test_reward_registry():
     assert get_reward("haq")(outcome) == pytest.approx(-0.1)
     with pytest.raises(AmcError, match="unknown reward"):
         get_reward("eval('1')")
+
+
+def test_latency_budget_is_met_through_the_latency_table():
+    from amc.latency import build_latency_table
+
+    table = build_latency_table(TEACHER, (3, 16, 16), grid_points=3, repeats=2)
+    loose = make_env(budget={"latency": 1.0}, latency_table=table)
+    fastest = loose._ratios(loose._most_aggressive_policy(0))["latency"]
+    assert fastest < 1.0
+    limit = (fastest + 1.0) / 2  # halfway between the fastest student and the teacher
+    env = make_env(budget={"latency": limit}, latency_table=table)
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        *_, info = rollout(env, rng.uniform(-1, 1, len(env.steps)))
+        assert info["latency_ratio"] <= limit + 1e-6

@@ -162,3 +162,12 @@ def test_search_config_errors_are_one_line(tmp_path, capsys):
     assert "unknown config keys" in capsys.readouterr().err
     assert main(["search", "--config", str(tmp_path / "missing.yaml")]) == 2
     assert main(["search", "--resume", str(tmp_path)]) == 2
+
+
+@pytest.mark.parametrize("algorithm", ["td3", "sac"])
+def test_td3_and_sac_are_one_setting_away(algorithm):
+    env = small_env()
+    agent = make_agent(env, len(env.steps), AgentSettings(algorithm=algorithm, warmup_episodes=1, batch_size=4))
+    agent.learn(total_timesteps=3 * len(env.steps))
+    assert agent.critic.optimizer.param_groups[0]["lr"] == 1e-3
+    assert agent.actor.optimizer.param_groups[0]["lr"] == 1e-4
