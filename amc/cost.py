@@ -37,7 +37,7 @@ def layer_macs(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
     model.eval()
     try:
         with torch.no_grad():
-            model(_example_input(input_shape).to(_device(model)))
+            model(_example_input(input_shape).to(model_device(model)))
     finally:
         for h in hooks:
             h.remove()
@@ -114,7 +114,7 @@ def measure_latency(
     min_seconds: float = 0.0,
 ) -> float:
     """Median milliseconds per image of `repeats` timed forward passes, after `warmup` untimed ones."""
-    device = _device(model)
+    device = model_device(model)
     previous_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
@@ -137,7 +137,7 @@ def measure_latency(
     return statistics.median(times) * 1000.0 / batch_size
 
 
-def _device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
     first = next(model.parameters(), None)
     return first.device if first is not None else torch.device("cpu")
 
@@ -151,7 +151,7 @@ def flop_counter_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
     counter = FlopCounterMode(display=False)
     try:
         with torch.no_grad(), counter:
-            model(_example_input(input_shape).to(_device(model)))
+            model(_example_input(input_shape).to(model_device(model)))
     finally:
         model.train(was_training)
     return counter.get_total_flops() // 2

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
+from amc.cost import model_device
 from amc.errors import AmcError
 
 Layer = (nn.Conv2d, nn.Linear)
@@ -53,7 +54,7 @@ def execution_order(model: nn.Module, input_shape: Sequence[int]) -> list[str]:
     model.eval()
     try:
         with torch.no_grad():
-            model(torch.randn(1, *input_shape, device=_device(model)))
+            model(torch.randn(1, *input_shape, device=model_device(model)))
     finally:
         for h in hooks:
             h.remove()
@@ -66,16 +67,11 @@ def build_graph(model: nn.Module, input_shape: Sequence[int]) -> tp.DependencyGr
     model.eval()
     try:
         graph = tp.DependencyGraph().build_dependency(
-            model, example_inputs=torch.randn(1, *input_shape, device=_device(model))
+            model, example_inputs=torch.randn(1, *input_shape, device=model_device(model))
         )
     finally:
         model.train(was_training)
     return graph
-
-
-def output_layer(model: nn.Module, input_shape: Sequence[int]) -> str:
-    """The classifier: the last conv/linear layer to run; its outputs are never pruned."""
-    return execution_order(model, input_shape)[-1]
 
 
 def find_units(
@@ -178,8 +174,3 @@ def replay_pruning(model: nn.Module, history: list, input_shape: Sequence[int]) 
     """Re-apply a pruning history to a fresh copy of the same architecture (shapes only; weights come later)."""
     graph = build_graph(model, input_shape)
     graph.load_pruning_history([(name, bool(out), list(idxs)) for name, out, idxs in history])
-
-
-def _device(model: nn.Module) -> torch.device:
-    first = next(model.parameters(), None)
-    return first.device if first is not None else torch.device("cpu")

@@ -49,14 +49,6 @@ def quantize_per_channel(weight: torch.Tensor, bits: int) -> torch.Tensor:
     return torch.clamp(torch.round(weight / scale), -qmax, qmax) * scale
 
 
-def integer_weights(weight: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The stored form: int8 codes in [-(2^(b-1)-1), 2^(b-1)-1] and one float32 scale per output channel."""
-    qmax = 2 ** (bits - 1) - 1
-    scale = channel_scales(weight, bits)
-    codes = torch.clamp(torch.round(weight.detach() / scale.view(-1, *([1] * (weight.ndim - 1)))), -qmax, qmax)
-    return codes.to(torch.int8), scale.float()
-
-
 def magnitude_mask(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
     """Keep the largest-magnitude weights; exactly round(sparsity * numel) are zeroed (ties by index)."""
     n_zero = int(round(sparsity * weight.numel()))

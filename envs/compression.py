@@ -175,7 +175,7 @@ class CompressionEnv(gym.Env):
         self.teacher_accuracy = evaluate_accuracy(
             teacher, data, "val", limit=eval_samples, batch_size=eval_batch_size, precision=precision
         )
-        if not self.budget.met_by(self._ratios(self._most_aggressive_policy(0))):
+        if not self.budget.met_by(self._ratios(self._most_aggressive_policy())):
             raise AmcError(
                 f"budget {dict(self.budget.items())} is impossible in mode {mode!r} even at the most aggressive "
                 "action on every unit; relax the budget or widen the action range"
@@ -262,9 +262,9 @@ class CompressionEnv(gym.Env):
                 policy.bits[step.name] = int(value)
         return policy
 
-    def _most_aggressive_policy(self, t: int, values: Sequence[float] = ()) -> CompressionPolicy:
-        """Values chosen so far, then the most aggressive value for every step from `t` on."""
-        return self._policy(list(values[:t]) + [self._most_aggressive(s) for s in self.steps[t:]])
+    def _most_aggressive_policy(self, values: Sequence[float] = ()) -> CompressionPolicy:
+        """The given values for the first steps, then the most aggressive value for every later step."""
+        return self._policy(list(values) + [self._most_aggressive(s) for s in self.steps[len(values) :]])
 
     def _ratios(self, policy: CompressionPolicy) -> dict[str, float]:
         costs = self.cost_model.predict(
@@ -278,12 +278,11 @@ class CompressionEnv(gym.Env):
 
     def _action_wall(self, value: float) -> float:
         """The most generous value for the current step that keeps the budget reachable."""
-        t, step = self.t, self.steps[self.t]
+        step = self.steps[self.t]
         aggressive = self._most_aggressive(step)
 
         def feasible(v: float) -> bool:
-            trial = self.values + [v] + [self._most_aggressive(s) for s in self.steps[t + 1 :]]
-            return self.budget.met_by(self._ratios(self._policy(trial)))
+            return self.budget.met_by(self._ratios(self._most_aggressive_policy(self.values + [v])))
 
         if feasible(value):
             return value

@@ -153,7 +153,7 @@ def test_latency_budget_is_met_through_the_latency_table():
 
     table = build_latency_table(TEACHER, (3, 16, 16), grid_points=3, repeats=2)
     loose = make_env(budget={"latency": 1.0}, latency_table=table)
-    fastest = loose._ratios(loose._most_aggressive_policy(0))["latency"]
+    fastest = loose._ratios(loose._most_aggressive_policy())["latency"]
     assert fastest < 1.0
     limit = (fastest + 1.0) / 2  # halfway between the fastest student and the teacher
     env = make_env(budget={"latency": limit}, latency_table=table)
