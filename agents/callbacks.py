@@ -90,7 +90,7 @@ class EpisodeRecorder:
         policy = CompressionPolicy.from_dict(info["policy"])
         policy.metadata.update(self.policy_metadata)
         policy.metadata.update({
-            "episode": episode, "reward": info["reward"], "accuracy_val_subset": info["accuracy"],
+            "episode": episode, "episode_reward": info["reward"], "accuracy_val_subset": info["accuracy"],
             "achieved": {k[: -len("_ratio")]: v for k, v in info.items() if k.endswith("_ratio")},
         })  # fmt: skip
         policy.save(self.run_dir / "policy.json")

@@ -32,8 +32,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             )
         else:
             parser.add_argument(
-                f"--{f.name.replace('_', '-')}", type=kind, default=default, help=f"{help_text} (default: {default})"
-            )
+                f"--{f.name.replace('_', '-')}", type=kind, default=default,
+                help=help_text if "default" in help_text else f"{help_text} (default: {default})",
+            )  # fmt: skip
 
 
 def config_from_args(cls: type, args: argparse.Namespace):
@@ -70,8 +71,23 @@ def _add_search_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
 
 
+def _add_policy_arguments(parser: argparse.ArgumentParser) -> None:
+    from agents.predict import PredictConfig
+
+    actions = parser.add_subparsers(dest="policy_command", required=True)
+    add_config_arguments(actions.add_parser("predict", help=PredictConfig.__doc__, description=PredictConfig.__doc__),
+                         PredictConfig)  # fmt: skip
+
+
+def _policy(args: argparse.Namespace) -> dict:
+    from agents.predict import PredictConfig, predict_command
+
+    return predict_command(config_from_args(PredictConfig, args))
+
+
 def _commands() -> dict[str, tuple[str, Callable, Callable]]:
     """name -> (help, add_arguments(parser), run(args))."""
+    from agents.report import ReportConfig, write_report
     from amc import commands
     from amc.evaluation import EvaluateConfig, evaluate_checkpoint
     from amc.training import TrainConfig, train_teacher
@@ -87,6 +103,13 @@ def _commands() -> dict[str, tuple[str, Callable, Callable]]:
         "finetune": from_config(commands.FinetuneConfig, commands.finetune_command),
         "profile-latency": from_config(commands.ProfileLatencyConfig, commands.profile_latency_command),
         "search": ("Search a per-layer compression policy under a budget.", _add_search_arguments, _search),
+        "export": from_config(commands.ExportConfig, commands.export_command),
+        "report": (
+            ReportConfig.__doc__,
+            lambda p: add_config_arguments(p, ReportConfig),
+            lambda a: write_report(config_from_args(ReportConfig, a)),
+        ),  # fmt: skip
+        "policy": ("Work with saved policies and agents: `amc policy predict`.", _add_policy_arguments, _policy),
     }
 
 

@@ -18,7 +18,7 @@ from agents.ddpg import ALGORITHMS, AgentSettings, make_agent
 from agents.noise import TruncatedNormalDecayNoise
 from amc.baselines import random_policy, uniform
 from amc.budget import Budget
-from amc.checkpoint import load_checkpoint, model_from_checkpoint
+from amc.checkpoint import load_checkpoint, model_from_checkpoint, package_versions
 from amc.distill import FinetuneSettings, finetune
 from amc.errors import AmcError
 from amc.evaluation import evaluate_report, load_data_for
@@ -90,6 +90,8 @@ def _run_rl(cfg, env, recorder, run_dir: Path, resuming: bool, state: dict) -> b
             agent.action_noise = noise
     else:
         agent = make_agent(monitored, steps, agent_settings(cfg))
+        if cfg.init_agent:
+            warm_start(agent, cfg.init_agent, cfg.agent)
     remaining = cfg.episodes - recorder.episodes
     interrupted = False
     try:
@@ -104,6 +106,33 @@ def _run_rl(cfg, env, recorder, run_dir: Path, resuming: bool, state: dict) -> b
         noise = getattr(agent, "action_noise", None)
         state["noise"] = noise.state() if isinstance(noise, TruncatedNormalDecayNoise) else None
     return interrupted
+
+
+def stamp_policy(policy: CompressionPolicy, teacher_blob: dict, teacher) -> CompressionPolicy:
+    """Record which teacher a policy belongs to (name, classes, fingerprint) and the versions that made it."""
+    policy.architecture = teacher_blob["arch"]["name"]
+    policy.num_classes = teacher_blob["arch"]["num_classes"]
+    policy.fingerprint = model_fingerprint(teacher)
+    policy.metadata["versions"] = package_versions()
+    return policy
+
+
+def warm_start(agent, path: str | Path, algorithm: str) -> None:
+    """Copy actor and critic (and their targets) from a saved agent. The observation is AMC's per-layer
+    embedding, normalized per model, so an agent from another budget or model fits."""
+    if not Path(path).is_file():
+        raise AmcError(f"--init-agent {path} does not exist; pass the agent.zip of an earlier search")
+    try:
+        saved = ALGORITHMS[algorithm].load(path, device=agent.device)
+    except Exception as exc:  # SB3 raises many kinds on a foreign or corrupt zip
+        kind = type(exc).__name__
+        raise AmcError(f"cannot load {path} as a {algorithm} agent ({kind}); is it an amc agent.zip?") from exc
+    if saved.observation_space.shape != agent.observation_space.shape:
+        raise AmcError(f"{path} observes {saved.observation_space.shape}, this env {agent.observation_space.shape}")
+    try:
+        agent.policy.load_state_dict(saved.policy.state_dict())
+    except RuntimeError as exc:
+        raise AmcError(f"{path} has other network sizes than `hidden`; set hidden to the saved agent's") from exc
 
 
 def _scripted_values(cfg, env: CompressionEnv, rng: np.random.Generator) -> list[float] | None:
@@ -211,11 +240,7 @@ def run_search(cfg: SearchConfig, resume_dir: str | Path | None = None) -> dict:
     if recorder.best_info is None:
         raise AmcError("the search finished no episode; raise --set episodes")
 
-    policy = CompressionPolicy.load(run_dir / "policy.json")
-    policy.architecture = teacher_blob["arch"]["name"]
-    policy.num_classes = teacher_blob["arch"]["num_classes"]
-    policy.fingerprint = model_fingerprint(env.teacher)
-    policy.save(run_dir / "policy.json")
+    policy = stamp_policy(CompressionPolicy.load(run_dir / "policy.json"), teacher_blob, env.teacher)
     results = {
         "run_dir": str(run_dir), "episodes": recorder.episodes, "best_reward": recorder.best_reward,
         "best_episode": policy.metadata.get("episode"), "search_minutes": elapsed / 60.0,
@@ -223,6 +248,13 @@ def run_search(cfg: SearchConfig, resume_dir: str | Path | None = None) -> dict:
         "best_val_subset_accuracy": recorder.best_info["accuracy"],
         **_final_student(cfg, env, teacher_blob, run_dir, policy),
     }  # fmt: skip
+    before = results["student_before_finetune"]
+    policy.metadata["measured"] = {
+        "val_accuracy": before["val_accuracy"], "test_accuracy": before["accuracy"],
+        "flops_ratio": results["flops_ratio"], "params_ratio": results["params_ratio"],
+        "size_ratio": results["size_bytes_ratio"],
+    }  # fmt: skip
+    policy.save(run_dir / "policy.json")
     write_json(run_dir / "results.json", results)
     writer.close()
     return results

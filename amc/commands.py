@@ -6,6 +6,7 @@ Each takes one typed config (which is also the subcommand's --help) and returns 
 from __future__ import annotations
 
 import statistics
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -45,12 +46,29 @@ def cost_ratios(student: nn.Module, teacher: nn.Module, input_shape) -> dict:
     }
 
 
-def check_policy_matches(policy: CompressionPolicy, blob: dict, teacher: nn.Module) -> None:
+def check_policy_matches(policy: CompressionPolicy, blob: dict, teacher: nn.Module, force: bool = False) -> None:
+    """Refuse a policy written for another teacher; with `force`, accept a model of the same family
+    (same number of classes, every named unit present) and warn."""
     name = blob["arch"]["name"]
-    if policy.architecture and policy.architecture != name:
-        raise AmcError(f"policy is for {policy.architecture}, the teacher is {name}; use a policy searched on it")
     if policy.num_classes is not None and policy.num_classes != blob["arch"]["num_classes"]:
         raise AmcError(f"policy is for {policy.num_classes} classes, the teacher has {blob['arch']['num_classes']}")
+    mismatch = None
+    if policy.architecture and policy.architecture != name:
+        mismatch = f"policy is for {policy.architecture}, the teacher is {name}"
+    elif policy.fingerprint and policy.fingerprint != model_fingerprint(teacher):
+        mismatch = f"policy fingerprint {policy.fingerprint} does not match the teacher's {model_fingerprint(teacher)}"
+    if mismatch is None:
+        return
+    if not force:
+        raise AmcError(f"{mismatch}; use a policy searched on this teacher, or --force for a model of its family")
+    warnings.warn(f"{mismatch}; applying anyway (--force): units the policy does not name are kept whole",
+                  stacklevel=2)  # fmt: skip
+    policy.fingerprint = ""
+
+
+def search_settings(policy: CompressionPolicy) -> dict:
+    """How a search built its students (BN recalibration, precision, reconstruction), from the policy."""
+    return policy.metadata.get("search_config") or {}
 
 
 # ----------------------------------------------------------------------------- apply
@@ -58,13 +76,18 @@ def check_policy_matches(policy: CompressionPolicy, blob: dict, teacher: nn.Modu
 
 @dataclass
 class ApplyConfig:
-    """Apply a compression policy to a teacher and save the student."""
+    """Apply a compression policy to a teacher and save the student (a search's policy reproduces its
+    student.pt exactly, BatchNorm recalibration included)."""
 
     teacher: str = doc("teacher.pt", "teacher checkpoint")
     policy: str = doc("policy.json", "policy JSON (from `amc baseline` or `amc search`)")
     out: str = doc("student.pt", "student checkpoint to write")
-    recalibrate_bn: int = doc(0, "re-estimate BatchNorm statistics from this many training batches (0: off)")
-    reconstruct: bool = doc(False, "refit layers that lost input channels by least squares (AMC)")
+    recalibrate_bn: int | None = doc(
+        None, "re-estimate BatchNorm statistics from this many training batches (default: as the search did, else 0)"
+    )
+    recalibrate_precision: str | None = doc(None, "bf16 or fp32 for recalibration (default: as the search did)")
+    reconstruct: bool | None = doc(None, "refit layers that lost inputs by least squares (default: as the search)")
+    force: bool = doc(False, "apply a policy searched on another model of the same family (warns)")
     data_dir: str | None = doc(None, "data for recalibration and reconstruction (default: the teacher's)")
     json: bool = doc(False, "print one JSON object as the last line of stdout")
 
@@ -73,15 +96,19 @@ def apply_command(cfg: ApplyConfig) -> dict:
     blob = load_checkpoint(cfg.teacher)
     teacher = model_from_checkpoint(blob)
     policy = CompressionPolicy.load(cfg.policy)
-    check_policy_matches(policy, blob, teacher)
+    check_policy_matches(policy, blob, teacher, force=cfg.force)
+    searched = search_settings(policy)
+    batches = cfg.recalibrate_bn if cfg.recalibrate_bn is not None else searched.get("recalibrate_batches", 0)
+    precision = cfg.recalibrate_precision or searched.get("precision", "fp32")
+    refit = cfg.reconstruct if cfg.reconstruct is not None else searched.get("reconstruct", False)
     shape = input_shape_of(blob)
-    data = load_data_for(blob, None, cfg.data_dir, None) if cfg.recalibrate_bn or cfg.reconstruct else None
-    student = apply_policy(teacher, policy, shape, reconstruction_data=data if cfg.reconstruct else None)
-    if cfg.recalibrate_bn:
-        recalibrate_bn(student, data, batches=cfg.recalibrate_bn)
+    data = load_data_for(blob, None, cfg.data_dir, None) if batches or refit else None
+    student = apply_policy(teacher, policy, shape, reconstruction_data=data if refit else None)
+    if batches:
+        recalibrate_bn(student, data, batches=batches, precision=precision)
     result = cost_ratios(student, teacher, shape)
     save_student(cfg.out, student, blob, policy, metrics=result)
-    return {"out": cfg.out, **result}
+    return {"out": cfg.out, "recalibrate_bn": batches, "recalibrate_precision": precision, **result}
 
 
 # ----------------------------------------------------------------------------- baseline
@@ -241,3 +268,53 @@ def profile_latency_command(cfg: ProfileLatencyConfig) -> dict:
         "median_error": table.metadata["prediction_error"]["median"],
         "max_error": table.metadata["prediction_error"]["max"],
     }
+
+
+# ----------------------------------------------------------------------------- export
+
+
+@dataclass
+class ExportConfig:
+    """Export a student for deployment (TorchScript, ONNX or packed low-bit weights) and check the file."""
+
+    student: str = doc("student.pt", "student (or teacher) checkpoint", positional=True)
+    format: str = doc("torchscript", "torchscript, onnx or packed (bits-wide integer codes + per-channel scales)")
+    out: str | None = doc(None, "file to write (default: STUDENT with .ts, .onnx or .amcpack)")
+    tolerance: float = doc(1e-5, "largest |output difference| from PyTorch accepted")
+    json: bool = doc(False, "print one JSON object as the last line of stdout")
+
+
+def export_command(cfg: ExportConfig) -> dict:
+    import torch
+
+    from amc.export import FORMATS, bake, export_onnx, export_torchscript, load_packed, save_packed
+
+    if cfg.format not in FORMATS:
+        raise AmcError(f"unknown export format {cfg.format!r}; choose one of {', '.join(FORMATS)}")
+    blob = load_checkpoint(cfg.student)
+    model = model_from_checkpoint(blob).cpu().eval()
+    shape = input_shape_of(blob)
+    suffix = {"torchscript": ".ts", "onnx": ".onnx", "packed": ".amcpack"}[cfg.format]
+    out = Path(cfg.out or Path(cfg.student).with_suffix(suffix))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result: dict = {"out": str(out), "format": cfg.format}
+    if cfg.format == "torchscript":
+        diff = export_torchscript(model, shape, out)
+    elif cfg.format == "onnx":
+        diff = export_onnx(model, shape, out)
+    else:
+        written = save_packed(model, out)
+        baked = bake(model)
+        baked.load_state_dict(load_packed(out))
+        x = torch.randn(4, *shape, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            diff = float((baked(x) - model(x)).abs().max())
+        reported = size_bytes(model)
+        result.update(size_bytes_reported=reported, bytes_over_reported=written / reported - 1.0)
+    result["bytes"] = out.stat().st_size
+    result["max_abs_diff"] = diff
+    if diff is None:
+        result["check"] = "skipped: install the onnx package to compare outputs"
+    elif diff > cfg.tolerance:
+        raise AmcError(f"{out} was written but its outputs differ from PyTorch's by {diff:.2e} (> {cfg.tolerance:g})")
+    return result

@@ -1,0 +1,80 @@
+"""`amc policy predict`: a saved agent's actor, run greedily (no noise, no training) on a new teacher or
+budget, gives a policy in seconds."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from agents.config import SearchConfig, load_config
+from agents.ddpg import ALGORITHMS
+from agents.search import build_env, play, stamp_policy
+from amc.budget import Budget
+from amc.checkpoint import load_checkpoint
+from amc.config import doc
+from amc.errors import AmcError
+from amc.policy import CompressionPolicy
+
+
+@dataclass
+class PredictConfig:
+    """Run a saved agent greedily on a teacher and budget and write the policy it chooses."""
+
+    agent: str = doc("agent.zip", "agent saved by `amc search` (its config.yaml beside it sets mode and ranges)")
+    teacher: str = doc("teacher.pt", "teacher checkpoint to compress")
+    budget: str | None = doc(None, "budget, e.g. flops=0.4 (default: the search's)")
+    mode: str | None = doc(None, "compression mode (default: the search's)")
+    data_dir: str | None = doc(None, "data for the accuracy check (default: the teacher's)")
+    out: str = doc("policy.json", "policy JSON to write")
+    json: bool = doc(False, "print one JSON object as the last line of stdout")
+
+
+def search_config_beside(agent_path: Path, cfg: PredictConfig) -> SearchConfig:
+    """The saved search's config (action ranges, mode, algorithm), retargeted at the new teacher and budget."""
+    saved = agent_path.parent / "config.yaml"
+    search_cfg = load_config(saved) if saved.is_file() else SearchConfig()
+    search_cfg.teacher = cfg.teacher
+    search_cfg.budget = cfg.budget or search_cfg.budget
+    search_cfg.mode = cfg.mode or search_cfg.mode
+    search_cfg.dataset, search_cfg.data_dir = None, cfg.data_dir
+    search_cfg.finetune_steps = 0
+    search_cfg.device = "cpu"
+    return search_cfg
+
+
+def predict_command(cfg: PredictConfig) -> dict:
+    agent_path = Path(cfg.agent)
+    if not agent_path.is_file():
+        raise AmcError(f"agent {agent_path} does not exist; pass the agent.zip of an `amc search` run")
+    search_cfg = search_config_beside(agent_path, cfg)
+    if search_cfg.agent not in ALGORITHMS:
+        raise AmcError(f"{agent_path.parent} was searched by {search_cfg.agent!r}, which has no agent to run")
+    Budget.parse(search_cfg.budget)
+    started = time.perf_counter()
+    teacher_blob = load_checkpoint(search_cfg.teacher)
+    env = build_env(search_cfg, teacher_blob)
+    try:
+        agent = ALGORITHMS[search_cfg.agent].load(agent_path, device="cpu")
+    except Exception as exc:  # SB3 raises many kinds on a foreign or corrupt zip
+        raise AmcError(f"cannot load {agent_path} ({type(exc).__name__}); is it an amc agent.zip?") from exc
+    if agent.observation_space.shape != env.observation_space.shape:
+        raise AmcError(f"{agent_path} observes {agent.observation_space.shape}, the env {env.observation_space.shape}")
+    env.reset(seed=search_cfg.seed)
+    info = play(env, lambda t, obs: float(agent.predict(obs, deterministic=True)[0][0]))
+    policy = stamp_policy(CompressionPolicy.from_dict(info["policy"]), teacher_blob, env.teacher)
+    policy.metadata.update({
+        "mode": search_cfg.mode, "budget": dict(Budget.parse(search_cfg.budget).items()),
+        "searcher": f"greedy {search_cfg.agent} from {agent_path}",
+        "search_config": {f.name: getattr(search_cfg, f.name) for f in fields(search_cfg)},
+        "accuracy_val_subset": info["accuracy"],
+        "achieved": {k[: -len("_ratio")]: v for k, v in info.items() if k.endswith("_ratio")},
+    })  # fmt: skip
+    policy.save(cfg.out)
+    return {
+        "out": cfg.out,
+        "accuracy_val_subset": info["accuracy"],
+        **{k: v for k, v in info.items() if k.endswith("_ratio")},
+        "values": info["values"],
+        "seconds": time.perf_counter() - started,
+    }

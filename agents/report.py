@@ -1,0 +1,183 @@
+"""`amc report RUN_DIR`: the search at a glance, for users who do not run TensorBoard. Writes report.md
+with the reward curve, the best policy per layer (AMC's figure) and the teacher-versus-student table."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from amc.config import doc
+from amc.errors import AmcError
+from amc.policy import CompressionPolicy
+
+
+@dataclass
+class ReportConfig:
+    """Write a one-page Markdown summary with PNG plots of a search run."""
+
+    run_dir: str = doc("runs/search", "run folder written by `amc search`", positional=True)
+    out: str | None = doc(None, "folder for report.md and the PNGs (default: RUN_DIR/report)")
+    json: bool = doc(False, "print one JSON object as the last line of stdout")
+
+
+def episode_scalars(run_dir: Path) -> dict[str, list[float]]:
+    """Per-episode scalars from the run's TensorBoard events (reward, best reward, sigma, cost ratios)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tb = run_dir / "tb"
+    if not tb.is_dir():
+        return {}
+    events = EventAccumulator(str(tb), size_guidance={"scalars": 0})
+    events.Reload()
+    scalars = {}
+    for tag in events.Tags()["scalars"]:
+        if tag.startswith("search/"):
+            by_step = {e.step: e.value for e in events.Scalars(tag)}  # a resumed run may repeat steps
+            scalars[tag[len("search/") :]] = [by_step[s] for s in sorted(by_step)]
+    return scalars
+
+
+def _figure(width: float = 7.0, height: float = 3.6):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt, *plt.subplots(figsize=(width, height))
+
+
+def plot_rewards(scalars: dict, path: Path) -> None:
+    plt, fig, ax = _figure()
+    rewards = np.asarray(scalars["reward"])
+    episodes = np.arange(1, len(rewards) + 1)
+    ax.plot(episodes, rewards, ".", markersize=2, alpha=0.4, label="reward")
+    window = min(25, len(rewards))
+    smooth = np.convolve(rewards, np.ones(window) / window, mode="valid")
+    ax.plot(episodes[window - 1 :], smooth, label=f"mean of last {window}")
+    ax.plot(episodes, np.maximum.accumulate(rewards), label="best so far")
+    ax.set(xlabel="episode", ylabel="reward")
+    if any(scalars.get("sigma", [])):
+        twin = ax.twinx()
+        twin.plot(episodes[: len(scalars["sigma"])], scalars["sigma"], color="gray", linestyle=":", label="σ")
+        twin.set_ylabel("exploration σ", color="gray")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def policy_rows(policy: CompressionPolicy) -> list[tuple[str, str, float]]:
+    """(decision, name, value) for every per-layer decision of a policy, in policy order."""
+    rows = [("keep ratio", name, ratio) for name, ratio in policy.keep_ratios.items()]
+    rows += [("sparsity", name, value) for name, value in policy.sparsity.items()]
+    rows += [("bits", name, float(bits)) for name, bits in policy.bits.items()]
+    return rows
+
+
+def plot_policy(policy: CompressionPolicy, path: Path) -> None:
+    kinds = [k for k in ("keep ratio", "sparsity", "bits") if any(r[0] == k for r in policy_rows(policy))]
+    plt, fig, axes = _figure(height=2.6 * max(len(kinds), 1))
+    fig.clf()
+    for i, kind in enumerate(kinds, start=1):
+        ax = fig.add_subplot(len(kinds), 1, i)
+        values = [v for k, _, v in policy_rows(policy) if k == kind]
+        ax.bar(range(len(values)), values, color="tab:blue" if kind != "bits" else "tab:orange")
+        ax.set(xlabel="layer index" if kind != "keep ratio" else "unit index (coupled layers)", ylabel=kind)
+        if kind != "bits":
+            ax.set_ylim(0, 1)
+    if policy.removed_blocks:
+        fig.suptitle("removed blocks: " + ", ".join(policy.removed_blocks), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _table(results: dict) -> list[str]:
+    teacher, student = results.get("teacher", {}), results.get("student", {})
+    before = results.get("student_before_finetune", {})
+    raw = results.get("student_without_bn_recalibration", {})
+    lines = ["| | teacher | student | ratio |", "|---|---|---|---|"]
+    rows = [
+        ("test accuracy", "accuracy", "{:.2%}"),
+        ("val accuracy", "val_accuracy", "{:.2%}"),
+        ("MACs", "flops", "{:,}"),
+        ("params", "params", "{:,}"),
+        ("size (bytes)", "size_bytes", "{:,}"),
+        ("latency b1 (ms)", "latency_ms_b1", "{:.3f}"),
+        ("latency b128 (ms/img)", "latency_ms_b128", "{:.3f}"),
+    ]
+    for label, key, fmt in rows:
+        if key in teacher and key in student:
+            ratio = student[key] / teacher[key] if teacher[key] else float("nan")
+            lines.append(f"| {label} | {fmt.format(teacher[key])} | {fmt.format(student[key])} | {ratio:.3f} |")
+    if raw:
+        lines.append(f"| test accuracy without BN recalibration | | {raw['test']:.2%} | |")
+    if before and before is not student and before.get("accuracy") != student.get("accuracy"):
+        lines.append(f"| test accuracy before the final fine-tune | | {before['accuracy']:.2%} | |")
+    return lines
+
+
+def write_report(cfg: ReportConfig) -> dict:
+    run_dir = Path(cfg.run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise AmcError(f"{run_dir} is not a search run folder (no config.yaml); pass a folder `amc search` wrote")
+    out = Path(cfg.out) if cfg.out else run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    scalars = episode_scalars(run_dir)
+    if not scalars.get("reward") and (run_dir / "search_state.json").is_file():
+        state = json.loads((run_dir / "search_state.json").read_text())
+        scalars = {"reward": state.get("recorder", {}).get("rewards", [])}
+    results_path = run_dir / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    policy_path = run_dir / "policy.json"
+    policy = CompressionPolicy.load(policy_path) if policy_path.is_file() else None
+
+    lines = [f"# Search report: {run_dir.name}", ""]
+    if policy is not None:
+        meta = policy.metadata
+        lines += [
+            f"- teacher: {policy.architecture or '?'} (fingerprint {policy.fingerprint or '–'}), mode "
+            f"`{meta.get('mode', '?')}`, budget {meta.get('budget', '?')}, reward `{meta.get('reward', '?')}`, "
+            f"searcher `{meta.get('searcher', '?')}`",
+            f"- best episode {meta.get('episode', '?')} with reward {meta.get('episode_reward', float('nan')):.4f}; "
+            f"achieved {', '.join(f'{k} {v:.3f}' for k, v in meta.get('achieved', {}).items())}",
+        ]
+    if results:
+        lines.append(f"- {results['episodes']} episodes in {results['search_minutes']:.1f} min "
+                     f"(agent overhead {results.get('agent_overhead', 0):.1%})")  # fmt: skip
+    written = []
+    if scalars.get("reward"):
+        plot_rewards(scalars, out / "reward_curve.png")
+        written.append("reward_curve.png")
+        rewards = scalars["reward"]
+        lines += [
+            "",
+            "## Reward",
+            "",
+            f"Mean reward over the first 50 episodes {np.mean(rewards[:50]):.4f}, over the "
+            f"last 50 {np.mean(rewards[-50:]):.4f}; best {max(rewards):.4f}.",
+            "",
+            "![reward](reward_curve.png)",
+        ]
+    if policy is not None and policy_rows(policy):
+        plot_policy(policy, out / "policy.png")
+        written.append("policy.png")
+        lines += [
+            "",
+            "## Best policy, per layer",
+            "",
+            "![policy](policy.png)",
+            "",
+            "| # | decision | unit or layer | value |",
+            "|---|---|---|---|",
+        ]
+        lines += [f"| {i} | {k} | `{n}` | {v:.3f} |" for i, (k, n, v) in enumerate(policy_rows(policy))]
+        if policy.removed_blocks:
+            lines += ["", "Removed blocks: " + ", ".join(f"`{b}`" for b in policy.removed_blocks)]
+    if results:
+        lines += ["", "## Teacher and student", "", *_table(results)]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    return {"report": str(out / "report.md"), "pngs": [str(out / name) for name in written]}

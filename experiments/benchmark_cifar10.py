@@ -1,0 +1,332 @@
+"""The CIFAR-10 benchmark: uniform, random search and DDPG (channel, removal+channel, channel+quantize) on one
+teacher, each row searched, KD fine-tuned with the same settings, and measured.
+
+    python experiments/benchmark_cifar10.py --rows resnet20:ddpg-channel:0.5      # one row (resumable)
+    python experiments/benchmark_cifar10.py --rows all                            # every ResNet-20 row
+    python experiments/benchmark_cifar10.py --latency                             # time every finished row
+    python experiments/benchmark_cifar10.py                                       # rewrite the results only
+
+A row lives in runs/bench/<model>/<method>-<budget>/: the search run folder (search-*), student_ft.pt and
+row.json. Each stage is skipped when its output exists and resumed when it was interrupted, so rows can run
+one per background job and across sessions. Latency is timed separately (`--latency`), on an idle machine.
+Every run merges every row.json into
+experiments/results/cifar10.json and rewrites cifar10.md with its plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from agents.cli import main as amc
+
+TEACHERS = {
+    "resnet20": "experiments/teachers/resnet20_cifar10.pt",
+    "plain20": "experiments/teachers/plain20_cifar10.pt",
+}
+CONFIGS = {  # method -> (search config, overrides); `{budget}` and `{teacher}` are filled per row
+    "uniform": ("resnet20_c10_flops50.yaml", ["agent=uniform", "budget=flops={budget}"]),
+    "random": ("resnet20_c10_flops50.yaml", ["agent=random", "budget=flops={budget}"]),
+    "ddpg-channel": ("resnet20_c10_flops50.yaml", ["budget=flops={budget}"]),
+    "ddpg-removal+channel": ("resnet20_c10_removal_channel.yaml", ["budget=flops={budget}"]),
+    "ddpg-channel+quantize": ("resnet20_c10_channel_quantize_size10.yaml", ["budget=size={budget}"]),
+}
+DEFAULT_BUDGET = {"ddpg-channel+quantize": 0.1}
+FINETUNE_EPOCHS = 15  # the same KD fine-tune for every row: amc finetune's defaults (lr 0.05 cosine, alpha 0.9, T 4)
+LATENCY_THREADS = 1
+BENCH_DIR = Path("runs/bench")
+RESULTS = Path("experiments/results")
+METHOD_ORDER = ["teacher", "uniform", "random", "ddpg-channel", "ddpg-removal+channel", "ddpg-channel+quantize"]
+
+
+@dataclass
+class Row:
+    model: str
+    method: str
+    budget: float
+    extra: list[str] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, text: str) -> Row:
+        parts = text.split(":")
+        if len(parts) not in (2, 3) or parts[1] not in (*CONFIGS, "teacher"):
+            raise SystemExit(f"row {text!r} must be MODEL:METHOD[:BUDGET], METHOD one of teacher, {', '.join(CONFIGS)}")
+        budget = float(parts[2]) if len(parts) == 3 else DEFAULT_BUDGET.get(parts[1], 0.5)
+        return cls(parts[0], parts[1], 1.0 if parts[1] == "teacher" else budget)
+
+    @property
+    def teacher(self) -> str:
+        return TEACHERS[self.model]
+
+    @property
+    def folder(self) -> Path:
+        return BENCH_DIR / self.model / f"{self.method}-{self.budget:g}"
+
+
+def run_amc(argv: list[str]) -> dict:
+    """Run one `amc` subcommand in-process; its result is the JSON on the last line of its stdout."""
+    import contextlib
+    import io
+
+    print(f"$ amc {' '.join(argv)}", flush=True)
+    buffer = io.StringIO()
+
+    class Tee(io.TextIOBase):
+        def write(self, text):
+            sys.__stdout__.write(text)
+            return buffer.write(text)
+
+    with contextlib.redirect_stdout(Tee()):
+        code = amc([*argv, "--json"])
+    if code != 0:
+        raise SystemExit(f"amc {argv[0]} failed with exit code {code}")
+    return json.loads(buffer.getvalue().strip().splitlines()[-1])
+
+
+def search(row: Row) -> tuple[Path, dict]:
+    """The row's search run folder and its results: reused when finished, resumed when interrupted."""
+    runs = sorted(row.folder.glob("search-*"))
+    done = [r for r in runs if (r / "results.json").exists()]
+    if done:
+        return done[-1], json.loads((done[-1] / "results.json").read_text())
+    if runs:
+        return runs[-1], run_amc(["search", "--resume", str(runs[-1])])
+    config, overrides = CONFIGS[row.method]
+    sets = [o.format(budget=row.budget) for o in overrides]
+    sets += [f"teacher={row.teacher}", f"out_dir={row.folder}", "name=search", *row.extra]
+    results = run_amc(["search", "--config", f"experiments/configs/{config}", *sum((["--set", s] for s in sets), [])])
+    return Path(results["run_dir"]), results
+
+
+def finetune(row: Row, student: str) -> dict:
+    out = row.folder / "student_ft.pt"
+    done = row.folder / "finetune.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    argv = ["finetune", "--student", student, "--teacher", row.teacher, "--epochs", str(FINETUNE_EPOCHS),
+            "--out", str(out)]  # fmt: skip
+    if out.exists():
+        argv.append("--resume")
+    result = run_amc(argv)
+    done.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def costs(student_path: str, teacher_path: str) -> dict:
+    from amc.checkpoint import load_checkpoint, model_from_checkpoint
+    from amc.cost import count_macs, count_params, size_bytes
+
+    teacher_blob = load_checkpoint(teacher_path)
+    teacher, student = model_from_checkpoint(teacher_blob), model_from_checkpoint(load_checkpoint(student_path))
+    shape = tuple(teacher_blob["dataset"]["input_shape"])
+    return {
+        "flops_ratio": count_macs(student, shape) / count_macs(teacher, shape),
+        "params_ratio": count_params(student) / count_params(teacher),
+        "size_ratio": size_bytes(student) / size_bytes(teacher),
+    }
+
+
+def latency(student_path: str, teacher_path: str) -> dict:
+    """Batch-1/128 latency of the deployable (baked) student, timed alternately with the teacher in this
+    process. Run it on an otherwise idle machine (`--latency`), after every row has finished."""
+    from amc.checkpoint import load_checkpoint, model_from_checkpoint
+    from amc.cost import measure_latency
+    from amc.evaluation import alternating_speedup
+    from amc.export import bake
+
+    teacher_blob = load_checkpoint(teacher_path)
+    teacher = model_from_checkpoint(teacher_blob)
+    deployable = bake(model_from_checkpoint(load_checkpoint(student_path)))
+    shape = tuple(teacher_blob["dataset"]["input_shape"])
+    row = {
+        "latency_ms_b1": measure_latency(deployable, shape, 1, threads=LATENCY_THREADS, repeats=100),
+        "latency_ms_b128": measure_latency(deployable, shape, 128, threads=LATENCY_THREADS, repeats=10),
+    }
+    for batch, repeats in ((1, 50), (128, 5)):
+        row[f"speedup_b{batch}"] = (
+            1.0 if student_path == teacher_path else
+            alternating_speedup(deployable, teacher, shape, batch, rounds=5, repeats=repeats, threads=LATENCY_THREADS)
+        )  # fmt: skip
+    return row
+
+
+def measure_latencies() -> None:
+    for path in sorted(BENCH_DIR.glob("*/*/row.json")):
+        row = json.loads(path.read_text())
+        student = TEACHERS[row["model"]] if row["method"] == "teacher" else str(path.parent / "student_ft.pt")
+        print(f"timing {row['model']} {row['method']} {row['budget']:g}", flush=True)
+        row.update(latency(student, TEACHERS[row["model"]]), latency_measured_at=time.strftime("%Y-%m-%d %H:%M"))
+        path.write_text(json.dumps(row, indent=1))
+
+
+def run_row(row: Row) -> dict:
+    row.folder.mkdir(parents=True, exist_ok=True)
+    previous = row.folder / "row.json"
+    timing = {}
+    if previous.exists():  # keep latencies measured earlier on a quiet machine
+        timing = {k: v for k, v in json.loads(previous.read_text()).items() if "latency" in k or "speedup" in k}
+    started = time.time()
+    if row.method == "teacher":
+        report = run_amc(["evaluate", row.teacher])
+        result = {"acc_val_noft": report["val_accuracy"], "acc_test_noft": report["accuracy"],
+                  "acc_test_ft": report["accuracy"], "acc_val_ft": report["val_accuracy"],
+                  "search_minutes": 0.0, "episodes": 0, **costs(row.teacher, row.teacher)}  # fmt: skip
+    else:
+        run_dir, searched = search(row)
+        student = str(run_dir / "student.pt")
+        tuned = finetune(row, student)
+        before = searched["student_before_finetune"]
+        result = {
+            "acc_val_noft": before["val_accuracy"], "acc_test_noft": before["accuracy"],
+            "acc_test_ft": tuned["accuracy"], "acc_val_ft": tuned["val_accuracy"],
+            "acc_test_raw": searched["student_without_bn_recalibration"]["test"],
+            "search_minutes": searched["search_minutes"], "episodes": searched["episodes"],
+            "finetune_minutes": tuned["finetune_seconds"] / 60.0, "run_dir": str(run_dir),
+            **costs(str(row.folder / "student_ft.pt"), row.teacher),
+        }  # fmt: skip
+    result = {"model": row.model, "method": row.method, "budget": row.budget, **result, **timing}
+    result["measured_at"] = time.strftime("%Y-%m-%d %H:%M")
+    (row.folder / "row.json").write_text(json.dumps(result, indent=1))
+    print(f"row {row.model}:{row.method}:{row.budget:g} done in {(time.time() - started) / 60:.1f} min", flush=True)
+    return result
+
+
+# ----------------------------------------------------------------------------- report
+
+PAPER = """\
+## The AMC paper's CIFAR-10 figures, beside ours
+
+| model | method | FLOPs | acc. before FT | acc. after FT | source |
+|---|---|---|---|---|---|
+| Plain-20 | teacher | 1.0 | 90.5 | 90.5 | AMC (He et al. 2018), Table 2 |
+| Plain-20 | AMC (DDPG channel) | 0.5 | – | 90.2 (−0.3) | AMC, Table 2 |
+| ResNet-56 | teacher | 1.0 | 92.8 | 92.8 | AMC, Table 2 |
+| ResNet-56 | AMC (DDPG channel) | 0.5 | – | 91.9 (−0.9) | AMC, Table 2 |
+| Plain-20 | uniform vs AMC, before FT | 0.5 | uniform < AMC | – | AMC, Table 2 (**unverified**) |
+
+The paper's teachers were trained on the PNG CIFAR-10 for many GPU epochs; ours is a 75-epoch CPU ResNet-20 on
+the JPEG-75 copy (87.80% test). Compare the *drops*, not the absolute accuracies.
+"""
+
+
+def load_rows() -> list[dict]:
+    rows = [json.loads(p.read_text()) for p in sorted(BENCH_DIR.glob("*/*/row.json"))]
+    order = {m: i for i, m in enumerate(METHOD_ORDER)}
+    return sorted(rows, key=lambda r: (r["model"], -r["budget"] if r["method"] != "teacher" else -9,
+                                       order.get(r["method"], 99)))  # fmt: skip
+
+
+def _num(row: dict, key: str, fmt: str) -> str:
+    return fmt.format(row[key]) if key in row else "–"
+
+
+def write_report(rows: list[dict]) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "cifar10.json").write_text(json.dumps(rows, indent=1) + "\n")
+    lines = [
+        "# CIFAR-10 benchmark",
+        "",
+        "Generated by `python experiments/benchmark_cifar10.py` from the rows in runs/bench; the same rows",
+        "are in [cifar10.json](cifar10.json). Accuracies in %, on the 10k test split and the 5k val split held out",
+        "from train. 'no FT' is the searched student after BatchNorm recalibration, 'FT' after the same",
+        f"{FINETUNE_EPOCHS}-epoch KD fine-tune for every row (α 0.9, T 4, SGD lr 0.05 cosine, bf16). Latency: the",
+        f"deployable student (quantizers and masks baked into the weights), {LATENCY_THREADS} CPU thread, timed",
+        "alternately with the teacher in one process (speedup = teacher / student).",
+        "",
+        "| model | method | budget | val no FT | test no FT | test FT | Δ teacher | FLOPs | params | size | "
+        "b1 ms | b128 ms/img | speedup b1 | speedup b128 | search min | episodes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    teachers = {r["model"]: r["acc_test_ft"] for r in rows if r["method"] == "teacher"}
+    for r in rows:
+        delta = r["acc_test_ft"] - teachers.get(r["model"], np.nan)
+        budget = (
+            "–"
+            if r["method"] == "teacher"
+            else (f"size {r['budget']:g}" if r["method"] == "ddpg-channel+quantize" else f"FLOPs {r['budget']:g}")
+        )
+        cells = [
+            r["model"], r["method"], budget, f"{100 * r['acc_val_noft']:.2f}", f"{100 * r['acc_test_noft']:.2f}",
+            f"**{100 * r['acc_test_ft']:.2f}**", f"{100 * delta:+.2f}", f"{r['flops_ratio']:.3f}",
+            f"{r['params_ratio']:.3f}", f"{r['size_ratio']:.3f}", _num(r, "latency_ms_b1", "{:.2f}"),
+            _num(r, "latency_ms_b128", "{:.3f}"), _num(r, "speedup_b1", "{:.2f}×"), _num(r, "speedup_b128", "{:.2f}×"),
+            f"{r['search_minutes']:.1f}", str(r["episodes"]),
+        ]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    plots = _plots(rows)
+    lines += ["", *plots, "", PAPER]
+    (RESULTS / "cifar10.md").write_text("\n".join(lines) + "\n")
+
+
+def _plots(rows: list[dict]) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = []
+    curves = {}
+    for r in rows:
+        state = Path(r.get("run_dir", "")) / "search_state.json"
+        if r["method"] in ("random", "ddpg-channel") and state.exists():
+            rewards = json.loads(state.read_text())["recorder"]["rewards"]
+            curves[f"{r['model']} {r['method']} {r['budget']:g}"] = rewards
+    if curves:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for name, rewards in curves.items():
+            line = ax.plot(np.maximum.accumulate(rewards), label=f"{name} (best so far)")[0]
+            ax.plot(rewards, alpha=0.2, linewidth=0.8, color=line.get_color())
+        ax.set(xlabel="episode", ylabel="reward (val-subset accuracy)", title="DDPG vs random search")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(RESULTS / "cifar10_reward_curves.png", dpi=120)
+        plt.close(fig)
+        out.append("![reward curves](cifar10_reward_curves.png)")
+    policies = {}
+    for r in rows:
+        path = Path(r.get("run_dir", "")) / "policy.json"
+        if r["method"] in ("uniform", "random", "ddpg-channel") and path.exists():
+            policies[f"{r['model']} {r['method']} {r['budget']:g}"] = json.loads(path.read_text())
+    if policies:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        width = 0.8 / len(policies)
+        for i, (name, policy) in enumerate(policies.items()):
+            keep = list(policy["keep_ratios"].values())
+            ax.bar(np.arange(len(keep)) + i * width, keep, width=width, label=name)
+        ax.set(xlabel="pruning unit (coupled group) index", ylabel="keep ratio", title="best policies, per layer")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(RESULTS / "cifar10_keep_ratios.png", dpi=120)
+        plt.close(fig)
+        out.append("![keep ratios of the best policies](cifar10_keep_ratios.png)")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", nargs="*", default=[], help="MODEL:METHOD[:BUDGET] ..., or `all`")
+    parser.add_argument("--set", action="append", default=[], help="extra search config override for these rows")
+    parser.add_argument("--latency", action="store_true", help="time every finished row (on an idle machine)")
+    args = parser.parse_args()
+    names = args.rows
+    if names == ["all"]:
+        names = [f"resnet20:{m}" for m in METHOD_ORDER]
+    for name in names:
+        row = Row.parse(name)
+        row.extra = args.set
+        if not Path(row.teacher).is_file():
+            raise SystemExit(f"no teacher for {row.model} at {row.teacher}; train one with `amc train-teacher`")
+        run_row(row)
+    if args.latency:
+        measure_latencies()
+    write_report(load_rows())
+
+
+if __name__ == "__main__":
+    main()
