@@ -36,13 +36,20 @@ CONFIGS = {  # method -> (search config, overrides); `{budget}` and `{teacher}` 
     "ddpg-channel": ("resnet20_c10_flops50.yaml", ["budget=flops={budget}"]),
     "ddpg-removal+channel": ("resnet20_c10_removal_channel.yaml", ["budget=flops={budget}"]),
     "ddpg-channel+quantize": ("resnet20_c10_channel_quantize_size10.yaml", ["budget=size={budget}"]),
+    "ddpg-latency": (  # budget: batch-1 latency ratio predicted by the table (uniform 50% FLOPs student: 0.73)
+        "resnet20_c10_flops50.yaml",
+        ["budget=latency={budget}", "latency_table=experiments/results/resnet20_lut_b1.json"],
+    ),
 }
+BUDGET_KIND = {"ddpg-channel+quantize": "size", "ddpg-latency": "latency"}
 DEFAULT_BUDGET = {"ddpg-channel+quantize": 0.1}
 FINETUNE_EPOCHS = 15  # the same KD fine-tune for every row: amc finetune's defaults (lr 0.05 cosine, alpha 0.9, T 4)
 LATENCY_THREADS = 1
 BENCH_DIR = Path("runs/bench")
 RESULTS = Path("experiments/results")
-METHOD_ORDER = ["teacher", "uniform", "random", "ddpg-channel", "ddpg-removal+channel", "ddpg-channel+quantize"]
+METHOD_ORDER = [
+    "teacher", "uniform", "random", "ddpg-channel", "ddpg-removal+channel", "ddpg-channel+quantize", "ddpg-latency",
+]  # fmt: skip
 
 
 @dataclass
@@ -218,8 +225,14 @@ the JPEG-75 copy (87.80% test). Compare the *drops*, not the absolute accuracies
 def load_rows() -> list[dict]:
     rows = [json.loads(p.read_text()) for p in sorted(BENCH_DIR.glob("*/*/row.json"))]
     order = {m: i for i, m in enumerate(METHOD_ORDER)}
-    return sorted(rows, key=lambda r: (r["model"], -r["budget"] if r["method"] != "teacher" else -9,
-                                       order.get(r["method"], 99)))  # fmt: skip
+    kinds = {"FLOPs": 0, "size": 1, "latency": 2}
+
+    def key(r: dict) -> tuple:
+        if r["method"] == "teacher":
+            return r["model"], -1, 0.0, 0
+        return r["model"], kinds[BUDGET_KIND.get(r["method"], "FLOPs")], -r["budget"], order.get(r["method"], 99)
+
+    return sorted(rows, key=key)
 
 
 def _num(row: dict, key: str, fmt: str) -> str:
@@ -246,11 +259,8 @@ def write_report(rows: list[dict]) -> None:
     teachers = {r["model"]: r["acc_test_ft"] for r in rows if r["method"] == "teacher"}
     for r in rows:
         delta = r["acc_test_ft"] - teachers.get(r["model"], np.nan)
-        budget = (
-            "–"
-            if r["method"] == "teacher"
-            else (f"size {r['budget']:g}" if r["method"] == "ddpg-channel+quantize" else f"FLOPs {r['budget']:g}")
-        )
+        kind = BUDGET_KIND.get(r["method"], "FLOPs")
+        budget = "–" if r["method"] == "teacher" else f"{kind} {r['budget']:g}"
         cells = [
             r["model"], r["method"], budget, f"{100 * r['acc_val_noft']:.2f}", f"{100 * r['acc_test_noft']:.2f}",
             f"**{100 * r['acc_test_ft']:.2f}**", f"{100 * delta:+.2f}", f"{r['flops_ratio']:.3f}",

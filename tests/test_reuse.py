@@ -52,7 +52,7 @@ def searched(tmp_path_factory):
     argv = ["search", "--set", f"teacher={teacher}", "--set", f"out_dir={root}", "--set", "episodes=4",
             "--set", "warmup_episodes=2", *TINY]  # fmt: skip
     assert main(argv) == 0
-    return teacher, next(p for p in root.iterdir() if p.is_dir())
+    return teacher, next(p.parent for p in root.glob("*/config.yaml"))
 
 
 def test_policy_json_records_the_documented_schema(searched):
