@@ -1,0 +1,224 @@
+"""How well does each search reward predict the accuracy after fine-tuning? (ResNet-20, 50% FLOPs)
+
+    python experiments/reward_proxies.py policies          # collect/generate the policies (committed JSON)
+    python experiments/reward_proxies.py proxies [NAMES]   # score every policy by every cheap proxy
+    python experiments/reward_proxies.py truth NAME        # the benchmark's 15-epoch KD fine-tune of one policy
+    python experiments/reward_proxies.py report            # correlations -> results/reward_proxies.{json,md,png}
+
+Every stage is resumable: per-policy results live in runs/proxies/<policy>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+TEACHER = "experiments/teachers/resnet20_cifar10.pt"
+POLICIES = Path("experiments/results/proxy_policies")
+WORK = Path("runs/proxies")
+RESULTS = Path("experiments/results")
+SOURCES = {  # searched policies at 50% FLOPs (run folders of experiments/results/search_resnet20.md)
+    "uniform": "runs/bench/resnet20/uniform-0.5/search-*/policy.json",
+    "random-search-s0": "runs/bench/resnet20/random-0.5/search-*/policy.json",
+    "ddpg-s0": "runs/bench/resnet20/ddpg-channel-0.5/search-*/policy.json",
+    "ddpg-s1": "runs/resnet20_flops50_seed1-ddpg-*/policy.json",
+    "random-search-s1": "runs/resnet20_flops50_seed1-random-*/policy.json",
+    "ddpg-decay095-s0": "runs/resnet20_flops50-ddpg-*/policy.json",
+    "random-actions-s0": "runs/resnet20_flops50-random-20261124-112747/policy.json",
+}
+RANDOM_SEEDS = (1, 2, 3, 4)  # plus single random policies scaled to the budget (amc baseline random)
+TRUTH_FROM_BENCH = {  # the benchmark already fine-tuned these with the same settings
+    "uniform": "runs/bench/resnet20/uniform-0.5/finetune.json",
+    "random-search-s0": "runs/bench/resnet20/random-0.5/finetune.json",
+    "ddpg-s0": "runs/bench/resnet20/ddpg-channel-0.5/finetune.json",
+}
+KD_STEPS = (100, 300, 1000)
+
+
+def collect_policies() -> None:
+    from agents.cli import main as amc
+
+    POLICIES.mkdir(parents=True, exist_ok=True)
+    for name, pattern in SOURCES.items():
+        found = sorted(Path().glob(pattern))
+        if found and not (POLICIES / f"{name}.json").exists():
+            (POLICIES / f"{name}.json").write_text(found[-1].read_text())
+    for seed in RANDOM_SEEDS:
+        out = POLICIES / f"random-policy-{seed}.json"
+        if not out.exists():
+            amc(["baseline", "random", "--teacher", TEACHER, "--flops", "0.5", "--seed", str(seed), "--out", str(out)])
+
+
+def policy_names() -> list[str]:
+    return sorted(p.stem for p in POLICIES.glob("*.json"))
+
+
+def make_env(finetune_steps: int = 0, eval_samples: int = 1000):
+    from agents.config import load_config
+    from agents.search import build_env
+    from amc.checkpoint import load_checkpoint
+
+    cfg = load_config("experiments/configs/resnet20_c10_flops50.yaml")
+    cfg.finetune_steps, cfg.eval_samples = finetune_steps, eval_samples
+    return build_env(cfg, load_checkpoint(cfg.teacher))
+
+
+def kd_loss_score(env, policy) -> float:
+    """Minus the KD loss (T 4, alpha 0.9) of the recalibrated student on the val subset: higher is better."""
+    from amc.distill import kd_loss
+    from amc.training import autocast
+
+    student = env.build_student(policy).eval()
+    total, count = 0.0, 0
+    with torch.no_grad(), autocast(env.precision, torch.device("cpu")):
+        for x, y in env.data.batches("val", 500, limit=env.eval_samples):
+            total += kd_loss(student(x), env.teacher(x), y).item() * len(y)
+            count += len(y)
+    return -total / count
+
+
+def score_proxies(names: list[str]) -> None:
+    from amc.policy import CompressionPolicy
+
+    proxies = {
+        "bn_recal_acc": lambda env, p: env.evaluate_policy(p),
+        "bn_recal_acc_5k": lambda env, p: env.evaluate_policy(p),
+        "neg_kd_loss": kd_loss_score,
+        **{f"kd_{n}_steps_acc": (lambda env, p: env.evaluate_policy(p)) for n in KD_STEPS},
+    }
+    env_args = {
+        "bn_recal_acc_5k": {"eval_samples": 5000},
+        **{f"kd_{n}_steps_acc": {"finetune_steps": n} for n in KD_STEPS},
+    }
+    for proxy, score in proxies.items():
+        env = make_env(**env_args.get(proxy, {}))
+        for name in names:
+            path = WORK / name / "proxies.json"
+            done = json.loads(path.read_text()) if path.exists() else {}
+            if proxy in done:
+                continue
+            policy = CompressionPolicy.load(POLICIES / f"{name}.json")
+            started = time.perf_counter()
+            with torch.random.fork_rng(devices=[]):
+                value = float(score(env, policy))
+            done[proxy] = {"value": value, "seconds": time.perf_counter() - started}
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(done, indent=1))
+            print(f"{proxy:>18} {name:>20} {value:.4f} ({done[proxy]['seconds']:.1f} s)", flush=True)
+
+
+def truth(name: str) -> None:
+    """Apply the policy as the search did (BN recalibrated), then the benchmark's KD fine-tune."""
+    from agents.cli import main as amc
+
+    folder = WORK / name
+    folder.mkdir(parents=True, exist_ok=True)
+    if (folder / "finetune.json").exists():
+        return
+    if name in TRUTH_FROM_BENCH and Path(TRUTH_FROM_BENCH[name]).exists():
+        (folder / "finetune.json").write_text(Path(TRUTH_FROM_BENCH[name]).read_text())
+        return
+    student, tuned = folder / "student.pt", folder / "student_ft.pt"
+    if not student.exists():
+        amc(["apply", "--teacher", TEACHER, "--policy", str(POLICIES / f"{name}.json"), "--out", str(student),
+             "--recalibrate-bn", "20", "--recalibrate-precision", "bf16"])  # fmt: skip
+    argv = ["finetune", "--student", str(student), "--teacher", TEACHER, "--epochs", "15", "--out", str(tuned)]
+    import contextlib
+    import io
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        code = amc([*argv, *(["--resume"] if tuned.exists() else []), "--json"])
+    if code != 0:
+        raise SystemExit(f"fine-tune of {name} failed ({code})")
+    (folder / "finetune.json").write_text(buffer.getvalue().strip().splitlines()[-1])
+
+
+def report() -> None:
+    from scipy.stats import kendalltau, spearmanr
+
+    rows = {}
+    for name in policy_names():
+        folder = WORK / name
+        if (folder / "finetune.json").exists() and (folder / "proxies.json").exists():
+            rows[name] = {"truth": json.loads((folder / "finetune.json").read_text())["accuracy"],
+                          "proxies": json.loads((folder / "proxies.json").read_text())}  # fmt: skip
+    proxy_names = sorted({p for r in rows.values() for p in r["proxies"]})
+    summary = []
+    for proxy in proxy_names:
+        have = [r for r in rows.values() if proxy in r["proxies"]]
+        if len(have) < 3:
+            continue
+        truth_values = [r["truth"] for r in have]
+        values = [r["proxies"][proxy]["value"] for r in have]
+        summary.append({
+            "proxy": proxy, "spearman": float(spearmanr(values, truth_values).statistic),
+            "kendall": float(kendalltau(values, truth_values).statistic),
+            "seconds_per_candidate": float(np.mean([r["proxies"][proxy]["seconds"] for r in have])),
+            "n_policies": len(have),
+        })  # fmt: skip
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "reward_proxies.json").write_text(json.dumps(summary, indent=1) + "\n")
+    lines = [
+        "## Reward proxies against the accuracy after fine-tuning",
+        "",
+        f"{len(rows)} policies at 50% FLOPs on the ResNet-20 teacher ({', '.join(rows)}); the truth is the test",
+        "accuracy after the benchmark's 15-epoch KD fine-tune.",
+        "Generated by `python experiments/reward_proxies.py report`.",
+        "",
+        "| proxy | Spearman | Kendall | seconds per candidate | policies |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [f"| {s['proxy']} | {s['spearman']:.3f} | {s['kendall']:.3f} | {s['seconds_per_candidate']:.1f} | "
+              f"{s['n_policies']} |" for s in summary]  # fmt: skip
+    lines += ["", "| policy | test acc. after FT | " + " | ".join(proxy_names) + " |",
+              "|---|---|" + "---|" * len(proxy_names)]  # fmt: skip
+    for name, r in sorted(rows.items(), key=lambda kv: -kv[1]["truth"]):
+        cells = [f"{r['proxies'][p]['value']:.4f}" if p in r["proxies"] else "–" for p in proxy_names]
+        lines.append(f"| {name} | {100 * r['truth']:.2f} | " + " | ".join(cells) + " |")
+    if summary:
+        _scatter(rows, proxy_names, RESULTS / "reward_proxies.png")
+        lines += ["", "![proxy vs truth](reward_proxies.png)"]
+    (RESULTS / "reward_proxies.md").write_text("\n".join(lines) + "\n")
+
+
+def _scatter(rows: dict, proxy_names: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = min(3, len(proxy_names))
+    fig_rows = (len(proxy_names) + columns - 1) // columns
+    fig, axes = plt.subplots(fig_rows, columns, figsize=(4 * columns, 3.2 * fig_rows), squeeze=False)
+    for ax, proxy in zip(axes.flat, proxy_names, strict=False):
+        have = [(r["proxies"][proxy]["value"], r["truth"], n) for n, r in rows.items() if proxy in r["proxies"]]
+        ax.scatter([h[0] for h in have], [100 * h[1] for h in have], s=18)
+        for x, y, n in have:
+            ax.annotate(n, (x, 100 * y), fontsize=5)
+        ax.set(xlabel=proxy, ylabel="test acc. after KD FT (%)")
+    for ax in list(axes.flat)[len(proxy_names) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stage", choices=["policies", "proxies", "truth", "report"])
+    parser.add_argument("names", nargs="*", help="policy names (default: all)")
+    args = parser.parse_args()
+    if args.stage == "policies":
+        collect_policies()
+    elif args.stage == "proxies":
+        score_proxies(args.names or policy_names())
+    elif args.stage == "truth":
+        for policy_name in args.names or policy_names():
+            truth(policy_name)
+    report()
