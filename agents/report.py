@@ -138,12 +138,15 @@ def write_report(cfg: ReportConfig) -> dict:
     lines = [f"# Search report: {run_dir.name}", ""]
     if policy is not None:
         meta = policy.metadata
+        reward_name = meta.get("reward") if isinstance(meta.get("reward"), str) else None  # amc 0.1.0 stored
+        episode_reward = meta.get("episode_reward", None if reward_name else meta.get("reward"))  # the value there
+        reward_name = reward_name or meta.get("search_config", {}).get("reward", "?")
+        achieved = ", ".join(f"{k} {v:.3f}" for k, v in meta.get("achieved", {}).items())
         lines += [
             f"- teacher: {policy.architecture or '?'} (fingerprint {policy.fingerprint or '–'}), mode "
-            f"`{meta.get('mode', '?')}`, budget {meta.get('budget', '?')}, reward `{meta.get('reward', '?')}`, "
+            f"`{meta.get('mode', '?')}`, budget {meta.get('budget', '?')}, reward `{reward_name}`, "
             f"searcher `{meta.get('searcher', '?')}`",
-            f"- best episode {meta.get('episode', '?')} with reward {meta.get('episode_reward', float('nan')):.4f}; "
-            f"achieved {', '.join(f'{k} {v:.3f}' for k, v in meta.get('achieved', {}).items())}",
+            f"- best episode {meta.get('episode', '?')} with reward {episode_reward}; achieved {achieved}",
         ]
     if results:
         lines.append(f"- {results['episodes']} episodes in {results['search_minutes']:.1f} min "
