@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from agents.cli import main as amc
+from agents.cli import run_json
 
 TEACHERS = {
     "resnet20": "experiments/teachers/resnet20_cifar10.pt",
@@ -76,26 +75,6 @@ class Row:
         return BENCH_DIR / self.model / f"{self.method}-{self.budget:g}"
 
 
-def run_amc(argv: list[str]) -> dict:
-    """Run one `amc` subcommand in-process; its result is the JSON on the last line of its stdout."""
-    import contextlib
-    import io
-
-    print(f"$ amc {' '.join(argv)}", flush=True)
-    buffer = io.StringIO()
-
-    class Tee(io.TextIOBase):
-        def write(self, text):
-            sys.__stdout__.write(text)
-            return buffer.write(text)
-
-    with contextlib.redirect_stdout(Tee()):
-        code = amc([*argv, "--json"])
-    if code != 0:
-        raise SystemExit(f"amc {argv[0]} failed with exit code {code}")
-    return json.loads(buffer.getvalue().strip().splitlines()[-1])
-
-
 def search(row: Row) -> tuple[Path, dict]:
     """The row's search run folder and its results: reused when finished, resumed when interrupted."""
     runs = sorted(row.folder.glob("search-*"))
@@ -103,11 +82,11 @@ def search(row: Row) -> tuple[Path, dict]:
     if done:
         return done[-1], json.loads((done[-1] / "results.json").read_text())
     if runs:
-        return runs[-1], run_amc(["search", "--resume", str(runs[-1])])
+        return runs[-1], run_json(["search", "--resume", str(runs[-1])])
     config, overrides = CONFIGS[row.method]
     sets = [o.format(budget=row.budget) for o in overrides]
     sets += [f"teacher={row.teacher}", f"out_dir={row.folder}", "name=search", *row.extra]
-    results = run_amc(["search", "--config", f"experiments/configs/{config}", *sum((["--set", s] for s in sets), [])])
+    results = run_json(["search", "--config", f"experiments/configs/{config}", *sum((["--set", s] for s in sets), [])])
     return Path(results["run_dir"]), results
 
 
@@ -120,7 +99,7 @@ def finetune(row: Row, student: str) -> dict:
             "--out", str(out)]  # fmt: skip
     if out.exists():
         argv.append("--resume")
-    result = run_amc(argv)
+    result = run_json(argv)
     done.write_text(json.dumps(result, indent=1))
     return result
 
@@ -180,7 +159,7 @@ def run_row(row: Row) -> dict:
         timing = {k: v for k, v in json.loads(previous.read_text()).items() if "latency" in k or "speedup" in k}
     started = time.time()
     if row.method == "teacher":
-        report = run_amc(["evaluate", row.teacher])
+        report = run_json(["evaluate", row.teacher])
         result = {"acc_val_noft": report["val_accuracy"], "acc_test_noft": report["accuracy"],
                   "acc_test_ft": report["accuracy"], "acc_val_ft": report["val_accuracy"],
                   "search_minutes": 0.0, "episodes": 0, **costs(row.teacher, row.teacher)}  # fmt: skip

@@ -115,6 +115,7 @@ def score_proxies(names: list[str]) -> None:
 def truth(name: str) -> None:
     """Apply the policy as the search did (BN recalibrated), then the benchmark's KD fine-tune."""
     from agents.cli import main as amc
+    from agents.cli import run_json
 
     folder = WORK / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -128,15 +129,8 @@ def truth(name: str) -> None:
         amc(["apply", "--teacher", TEACHER, "--policy", str(POLICIES / f"{name}.json"), "--out", str(student),
              "--recalibrate-bn", "20", "--recalibrate-precision", "bf16"])  # fmt: skip
     argv = ["finetune", "--student", str(student), "--teacher", TEACHER, "--epochs", "15", "--out", str(tuned)]
-    import contextlib
-    import io
-
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        code = amc([*argv, *(["--resume"] if tuned.exists() else []), "--json"])
-    if code != 0:
-        raise SystemExit(f"fine-tune of {name} failed ({code})")
-    (folder / "finetune.json").write_text(buffer.getvalue().strip().splitlines()[-1])
+    result = run_json([*argv, *(["--resume"] if tuned.exists() else [])], echo=False)
+    (folder / "finetune.json").write_text(json.dumps(result, indent=1))
 
 
 def report() -> None:

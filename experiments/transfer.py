@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from agents.cli import main as amc
+from agents.cli import run_json
 
 SOURCE_AGENT = "runs/bench/resnet20/ddpg-channel-0.5/search-20261124-115412/agent.zip"  # the 50% FLOPs search
 CONFIG = "experiments/configs/resnet20_c10_flops50.yaml"
@@ -30,19 +29,6 @@ OTHER_TEACHERS = {
 }
 
 
-def last_json(argv: list[str]) -> dict:
-    import contextlib
-    import io
-
-    buffer = io.StringIO()
-    print(f"$ amc {' '.join(argv)}", flush=True)
-    with contextlib.redirect_stdout(buffer):
-        code = amc([*argv, "--json"])
-    if code != 0:
-        sys.exit(f"amc {argv[0]} failed ({code})")
-    return json.loads(buffer.getvalue().strip().splitlines()[-1])
-
-
 def budget_transfer(which: list[str]) -> None:
     for name in which:
         folder = OUT / f"flops40-{name}"
@@ -50,10 +36,10 @@ def budget_transfer(which: list[str]) -> None:
         if any((r / "results.json").exists() for r in runs):
             continue
         if runs:
-            last_json(["search", "--resume", str(runs[-1])])
+            run_json(["search", "--resume", str(runs[-1])])
             continue
         sets = ["budget=flops=0.4", f"out_dir={folder}", "name=search", *RUNS[name]]
-        last_json(["search", "--config", CONFIG, *sum((["--set", s] for s in sets), [])])
+        run_json(["search", "--config", CONFIG, *sum((["--set", s] for s in sets), [])])
 
 
 def model_transfer() -> None:
@@ -64,17 +50,17 @@ def model_transfer() -> None:
             continue
         folder = OUT / f"greedy-{model}"
         folder.mkdir(parents=True, exist_ok=True)
-        predicted = last_json(["policy", "predict", "--agent", SOURCE_AGENT, "--teacher", teacher, "--budget",
+        predicted = run_json(["policy", "predict", "--agent", SOURCE_AGENT, "--teacher", teacher, "--budget",
                                "flops=0.5", "--out", str(folder / "greedy.json")])  # fmt: skip
-        last_json(["baseline", "uniform", "--teacher", teacher, "--flops", f"{predicted['flops_ratio']:.6f}", "--out",
+        run_json(["baseline", "uniform", "--teacher", teacher, "--flops", f"{predicted['flops_ratio']:.6f}", "--out",
                    str(folder / "uniform.json")])  # fmt: skip
         row = {"model": model, "teacher": teacher, "predict_seconds": predicted["seconds"]}
-        row["teacher_accuracy"] = last_json(["evaluate", teacher, "--latency-repeats", "1"])["accuracy"]
+        row["teacher_accuracy"] = run_json(["evaluate", teacher, "--latency-repeats", "1"])["accuracy"]
         for name in ("greedy", "uniform"):
             student = str(folder / f"{name}.pt")
-            applied = last_json(["apply", "--teacher", teacher, "--policy", str(folder / f"{name}.json"), "--out",
+            applied = run_json(["apply", "--teacher", teacher, "--policy", str(folder / f"{name}.json"), "--out",
                                  student, "--recalibrate-bn", "20", "--recalibrate-precision", "fp32"])  # fmt: skip
-            report = last_json(["evaluate", student, "--latency-repeats", "1"])
+            report = run_json(["evaluate", student, "--latency-repeats", "1"])
             row[name] = {"flops_ratio": applied["flops_ratio"], "params_ratio": applied["params_ratio"],
                          "val_accuracy": report["val_accuracy"], "test_accuracy": report["accuracy"]}  # fmt: skip
         rows.append(row)
