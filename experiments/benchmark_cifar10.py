@@ -186,19 +186,48 @@ def run_row(row: Row) -> dict:
 # ----------------------------------------------------------------------------- report
 
 PAPER = """\
-## The AMC paper's CIFAR-10 figures, beside ours
+## The AMC paper's CIFAR-10 figures (Table 2, 50% FLOPs), beside ours
 
-| model | method | FLOPs | acc. before FT | acc. after FT | source |
-|---|---|---|---|---|---|
-| Plain-20 | teacher | 1.0 | 90.5 | 90.5 | AMC (He et al. 2018), Table 2 |
-| Plain-20 | AMC (DDPG channel) | 0.5 | – | 90.2 (−0.3) | AMC, Table 2 |
-| ResNet-56 | teacher | 1.0 | 92.8 | 92.8 | AMC, Table 2 |
-| ResNet-56 | AMC (DDPG channel) | 0.5 | – | 91.9 (−0.9) | AMC, Table 2 |
-| Plain-20 | uniform vs AMC, before FT | 0.5 | uniform < AMC | – | AMC, Table 2 (**unverified**) |
+| model | policy | acc. w/o FT (val / test) | acc. after FT | status |
+|---|---|---|---|---|
+| Plain-20 (90.5) | uniform (handcraft) | 84.0 / 83.9 | 89.7 | unverified |
+| Plain-20 (90.5) | AMC (R_Err) | 86.4 / 86.0 | **90.2 (−0.3)** | after-FT value quoted by Distiller's README; w/o FT unverified |
+| ResNet-56 (92.8) | uniform (handcraft) | 87.5 / 87.4 | 89.8 | unverified |
+| ResNet-56 (92.8) | AMC (R_Err) | 90.2 / 90.1 | **91.9 (−0.9)** | after-FT value quoted by Distiller and Torch-Pruning; w/o FT unverified |
 
-The paper's teachers were trained on the PNG CIFAR-10 for many GPU epochs; ours is a 75-epoch CPU ResNet-20 on
-the JPEG-75 copy (87.80% test). Compare the *drops*, not the absolute accuracies.
+"Unverified": read from secondary summaries of the paper (../shared/design/reference-methods.md), not
+checked against the PDF. The paper's teachers were trained on the PNG CIFAR-10 on GPUs, and its "w/o FT"
+students were pruned with AMC's least-squares reconstruction; ours is a 75-epoch CPU ResNet-20 on the
+JPEG-75 copy (87.80% test) with BN recalibration. Compare the *drops* and the *gaps to uniform*, not the
+absolute accuracies.
 """
+
+
+COMMANDS = """\
+## How the rows were produced
+
+```bash
+python experiments/benchmark_cifar10.py --rows resnet20:teacher resnet20:uniform resnet20:random \\
+    resnet20:ddpg-channel resnet20:ddpg-removal+channel resnet20:ddpg-channel+quantize   # one row per job is fine
+python experiments/benchmark_cifar10.py --rows resnet20:uniform:0.3 resnet20:random:0.3 resnet20:ddpg-latency:0.73
+python experiments/benchmark_cifar10.py --latency   # on an idle machine, after every row
+```
+
+Each row runs `amc search --config experiments/configs/<config>.yaml --set budget=… --set seed=0` (400 episodes,
+100 warm-up, σ decay 0.99, reward = accuracy on 1,000 val images after BN recalibration), then
+`amc finetune --epochs 15` on the search's student, then costs; `--latency` times the baked student against
+the teacher, alternately, in one process. Machine: {machine}. Fine-tunes and searches ran one thread each,
+two at a time."""
+
+
+def machine() -> str:
+    import os
+    import platform
+
+    import torch
+
+    cpu = f"{os.cpu_count()}-core {platform.machine()} CPU, no GPU"
+    return f"{cpu}, torch {torch.__version__}, {LATENCY_THREADS} thread for latency"
 
 
 def load_rows() -> list[dict]:
@@ -249,7 +278,10 @@ def write_report(rows: list[dict]) -> None:
         ]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     plots = _plots(rows)
-    lines += ["", *plots, "", PAPER]
+    lines += ["", *plots, "", COMMANDS.format(machine=machine()), "", PAPER]
+    proxies = RESULTS / "reward_proxies.md"
+    if proxies.exists():
+        lines += ["", proxies.read_text()]
     (RESULTS / "cifar10.md").write_text("\n".join(lines) + "\n")
 
 
