@@ -191,9 +191,9 @@ PAPER = """\
 | model | policy | acc. w/o FT (val / test) | acc. after FT | status |
 |---|---|---|---|---|
 | Plain-20 (90.5) | uniform (handcraft) | 84.0 / 83.9 | 89.7 | unverified |
-| Plain-20 (90.5) | AMC (R_Err) | 86.4 / 86.0 | **90.2 (−0.3)** | after-FT value quoted by Distiller's README; w/o FT unverified |
+| Plain-20 (90.5) | AMC (R_Err) | 86.4 / 86.0 | **90.2 (−0.3)** | FT: Distiller README; w/o FT: unverified |
 | ResNet-56 (92.8) | uniform (handcraft) | 87.5 / 87.4 | 89.8 | unverified |
-| ResNet-56 (92.8) | AMC (R_Err) | 90.2 / 90.1 | **91.9 (−0.9)** | after-FT value quoted by Distiller and Torch-Pruning; w/o FT unverified |
+| ResNet-56 (92.8) | AMC (R_Err) | 90.2 / 90.1 | **91.9 (−0.9)** | FT: Distiller, Torch-Pruning; w/o FT: unverified |
 
 "Unverified": read from secondary summaries of the paper (../shared/design/reference-methods.md), not
 checked against the PDF. The paper's teachers were trained on the PNG CIFAR-10 on GPUs, and its "w/o FT"
