@@ -43,10 +43,12 @@ class EpisodeRecorder:
     """Logs each finished episode and keeps `policy.json` (the best so far) up to date, atomically."""
 
     def __init__(self, writer, run_dir: Path, step_names: list[str], step_stages: list[str], policy_metadata: dict,
-                 total_episodes: int, state: dict | None = None):  # fmt: skip
+                 total_episodes: int, state: dict | None = None, policy_fields: dict | None = None):  # fmt: skip
         self.writer, self.run_dir = writer, Path(run_dir)
         self.step_names, self.step_stages = step_names, step_stages
         self.policy_metadata = policy_metadata
+        self.policy_fields = policy_fields or {}
+        """Top-level policy fields every saved policy gets: architecture, num_classes, fingerprint."""
         state = state or {}
         self.episodes = state.get("episodes", 0)
         self.best_reward = state.get("best_reward", -float("inf"))
@@ -87,7 +89,7 @@ class EpisodeRecorder:
 
     def _write_best(self, episode: int) -> None:
         info = self.best_info
-        policy = CompressionPolicy.from_dict(info["policy"])
+        policy = CompressionPolicy.from_dict({**info["policy"], **self.policy_fields})
         policy.metadata.update(self.policy_metadata)
         policy.metadata.update({
             "episode": episode, "episode_reward": info["reward"], "accuracy_val_subset": info["accuracy"],

@@ -53,6 +53,8 @@ def _print_result(result: dict, as_json: bool) -> None:
 def _search(args: argparse.Namespace) -> dict:
     from agents.search import resume_config, run_search
 
+    if args.init_agent:
+        args.set = [*args.set, f"init_agent={args.init_agent}"]
     if args.resume:
         return run_search(resume_config(args.resume, args.set), resume_dir=args.resume)
     from agents.config import load_config
@@ -68,6 +70,9 @@ def _add_search_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML file of SearchConfig fields (e.g. experiments/configs/*.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run in this folder")
+    parser.add_argument(
+        "--init-agent", metavar="AGENT_ZIP", help="warm-start from a saved agent (= --set init_agent=…)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
 
 

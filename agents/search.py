@@ -108,11 +108,16 @@ def _run_rl(cfg, env, recorder, run_dir: Path, resuming: bool, state: dict) -> b
     return interrupted
 
 
+def teacher_fields(teacher_blob: dict, teacher) -> dict:
+    """The policy fields that tie a policy to its teacher: architecture, number of classes, fingerprint."""
+    arch = teacher_blob["arch"]
+    return {"architecture": arch["name"], "num_classes": arch["num_classes"], "fingerprint": model_fingerprint(teacher)}
+
+
 def stamp_policy(policy: CompressionPolicy, teacher_blob: dict, teacher) -> CompressionPolicy:
-    """Record which teacher a policy belongs to (name, classes, fingerprint) and the versions that made it."""
-    policy.architecture = teacher_blob["arch"]["name"]
-    policy.num_classes = teacher_blob["arch"]["num_classes"]
-    policy.fingerprint = model_fingerprint(teacher)
+    """Record which teacher a policy belongs to and the versions that made it."""
+    for key, value in teacher_fields(teacher_blob, teacher).items():
+        setattr(policy, key, value)
     policy.metadata["versions"] = package_versions()
     return policy
 
@@ -121,7 +126,7 @@ def warm_start(agent, path: str | Path, algorithm: str) -> None:
     """Copy actor and critic (and their targets) from a saved agent. The observation is AMC's per-layer
     embedding, normalized per model, so an agent from another budget or model fits."""
     if not Path(path).is_file():
-        raise AmcError(f"--init-agent {path} does not exist; pass the agent.zip of an earlier search")
+        raise AmcError(f"init_agent {path} does not exist; pass the agent.zip of an earlier search")
     try:
         saved = ALGORITHMS[algorithm].load(path, device=agent.device)
     except Exception as exc:  # SB3 raises many kinds on a foreign or corrupt zip
@@ -223,7 +228,8 @@ def run_search(cfg: SearchConfig, resume_dir: str | Path | None = None) -> dict:
         "search_config": asdict(cfg), "teacher_accuracy_val_subset": env.teacher_accuracy,
     }  # fmt: skip
     recorder = EpisodeRecorder(writer, run_dir, [s.name for s in env.steps], [s.stage for s in env.steps], metadata,
-                               cfg.episodes if cfg.agent != "uniform" else 1, state.get("recorder"))  # fmt: skip
+                               cfg.episodes if cfg.agent != "uniform" else 1, state.get("recorder"),
+                               teacher_fields(teacher_blob, env.teacher))  # fmt: skip
     started = time.perf_counter()
     if cfg.agent in ALGORITHMS:
         interrupted = _run_rl(cfg, env, recorder, run_dir, resuming, state)

@@ -146,7 +146,7 @@ def test_export_refuses_an_unknown_format(searched, capsys):
 def test_init_agent_starts_from_the_saved_actor_and_critic(searched, tmp_path, capsys):
     teacher, run_dir = searched
     # warm-up covers every episode, so the new agent never trains: what it saves is what it started from
-    results = search(teacher, tmp_path, capsys, "--set", f"init_agent={run_dir / 'agent.zip'}", "--set",
+    results = search(teacher, tmp_path, capsys, "--init-agent", str(run_dir / "agent.zip"), "--set",
                      "budget=flops=0.4", "--set", "episodes=2", "--set", "warmup_episodes=2")  # fmt: skip
     saved, started = AmcDDPG.load(run_dir / "agent.zip"), AmcDDPG.load(f"{results['run_dir']}/agent.zip")
     for key, value in saved.policy.state_dict().items():

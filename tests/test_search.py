@@ -149,6 +149,8 @@ def test_search_resumes_after_interruption(teacher_path, tmp_path, capsys, monke
     state = json.loads((run_dir / "search_state.json").read_text())
     assert state["recorder"]["episodes"] == 2
     assert (run_dir / "policy.json").exists() and (run_dir / "replay_buffer.pkl").exists()
+    interrupted_policy = json.loads((run_dir / "policy.json").read_text())
+    assert interrupted_policy["architecture"] == "resnet8" and interrupted_policy["fingerprint"]  # usable as is
     monkeypatch.setattr(agents.callbacks.EpisodeRecorder, "on_episode", real)
     assert main(["search", "--resume", str(run_dir), "--json"]) == 0
     results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
