@@ -22,7 +22,7 @@ CONFIG = "experiments/configs/resnet20_c10_flops50.yaml"
 OUT = Path("runs/transfer")
 RESULTS = Path("experiments/results")
 WARM = ["init_agent=" + SOURCE_AGENT, "warmup_episodes=10", "noise_sigma=0.25"]
-RUNS = {"scratch": [], "warm": WARM}
+RUNS = {"scratch": [], "warm": WARM, "warm-sigma0.5": [*WARM[:2], "noise_sigma=0.5"]}
 OTHER_TEACHERS = {
     "plain20": "experiments/teachers/plain20_cifar10.pt",
     "resnet32": "experiments/teachers/resnet32_cifar10.pt",
@@ -85,8 +85,9 @@ def report() -> None:
         lines += [
             "## (a) Another budget: 40% FLOPs, warm-started from the 50%-FLOPs ResNet-20 agent",
             "",
-            f"Both: `{CONFIG}` with `budget=flops=0.4`, 400 episodes, seed 0. Warm start: "
-            f"`--set {' --set '.join(WARM)}` (the from-scratch run warms up for 100 random episodes, σ 0.5).",
+            f"Every run: `{CONFIG}` with `budget=flops=0.4`, 400 episodes, seed 0. `warm`: "
+            f"`--set {' --set '.join(WARM)}`; `warm-sigma0.5`: the same with σ 0.5. The from-scratch run warms up "
+            "for 100 random episodes, σ 0.5.",
             "",
             "| run | best reward | at episode | first episode reaching the from-scratch best | mean reward, ep 1–50 |",
             "|---|---|---|---|---|",
