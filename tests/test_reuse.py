@@ -156,6 +156,17 @@ def test_init_agent_starts_from_the_saved_actor_and_critic(searched, tmp_path, c
     assert not torch.equal(fresh_agent.actor.mu[0].weight, saved.actor.mu[0].weight)
 
 
+def test_init_agent_works_on_another_model(searched, tmp_path, capsys):
+    _, run_dir = searched
+    other = tmp_path / "plain20.pt"
+    train("plain20", other, capsys)
+    results = search(other, tmp_path, capsys, "--init-agent", str(run_dir / "agent.zip"), "--set", "episodes=2",
+                     "--set", "warmup_episodes=2")  # fmt: skip
+    started = AmcDDPG.load(f"{results['run_dir']}/agent.zip")
+    assert torch.equal(started.actor.mu[0].weight, AmcDDPG.load(run_dir / "agent.zip").actor.mu[0].weight)
+    assert results["flops_ratio"] <= 0.5 + 1e-6
+
+
 def test_init_agent_with_other_network_sizes_is_one_line(searched, tmp_path, capsys):
     teacher, run_dir = searched
     argv = ["search", "--set", f"teacher={teacher}", "--set", f"out_dir={tmp_path}", *TINY, "--set",
