@@ -51,7 +51,7 @@ class SearchConfig:
     round_to: int = doc(1, "round kept channels to a multiple of this")
     latency_table: str | None = doc(None, "latency table JSON (from `amc profile-latency`), for latency budgets")
     init_agent: str | None = doc(
-        None, "warm-start actor and critic from a saved agent.zip (another budget or model); use a short warm-up"
+        None, "warm-start actor and critic from a saved agent.zip (another budget or model); shorten warmup_episodes"
     )
     final_finetune_epochs: int = doc(0, "KD fine-tune the best student for this many epochs at the end")
     precision: str = doc("bf16", "bf16 or fp32 for rewards and fine-tuning")
