@@ -277,12 +277,56 @@ def write_report(rows: list[dict]) -> None:
             f"{r['search_minutes']:.1f}", str(r["episodes"]),
         ]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", *targets(rows)]
     plots = _plots(rows)
     lines += ["", *plots, "", COMMANDS.format(machine=machine()), "", PAPER]
     proxies = RESULTS / "reward_proxies.md"
     if proxies.exists():
         lines += ["", proxies.read_text()]
     (RESULTS / "cifar10.md").write_text("\n".join(lines) + "\n")
+
+
+def targets(rows: list[dict]) -> list[str]:
+    """The benchmark issue's goals, checked against the ResNet-20 rows that exist."""
+    by = {(r["model"], r["method"], r["budget"]): r for r in rows}
+    teacher, uniform = by.get(("resnet20", "teacher", 1.0)), by.get(("resnet20", "uniform", 0.5))
+    ddpg, random = by.get(("resnet20", "ddpg-channel", 0.5)), by.get(("resnet20", "random", 0.5))
+    quant, removal = (
+        by.get(("resnet20", "ddpg-channel+quantize", 0.1)),
+        by.get(("resnet20", "ddpg-removal+channel", 0.5)),
+    )
+    out = ["## Targets (ResNet-20)", ""]
+
+    def check(ok: bool, text: str) -> None:
+        out.append(f"- {'met' if ok else '**missed**'}: {text}")
+
+    if teacher and ddpg:
+        gap = 100 * (teacher["acc_test_ft"] - ddpg["acc_test_ft"])
+        check(gap <= 0.5, f"DDPG channel within 0.5 points of the teacher after FT: {gap:.2f} points below")
+    if uniform and ddpg:
+        before = 100 * (ddpg["acc_test_noft"] - uniform["acc_test_noft"])
+        after = 100 * (ddpg["acc_test_ft"] - uniform["acc_test_ft"])
+        check(before >= 2, f"DDPG beats uniform by ≥ 2 points before FT: {before:+.2f}")
+        check(after >= 0.5, f"DDPG beats uniform by ≥ 0.5 points after FT: {after:+.2f}")
+    if random and ddpg:
+        after = 100 * (ddpg["acc_test_ft"] - random["acc_test_ft"])
+        verdict = "won" if after > 0 else "**lost**"
+        out.append(f"- not a target, reported: DDPG against random search after FT: {after:+.2f} (DDPG {verdict})")
+    if teacher and quant:
+        drop = 100 * (teacher["acc_test_ft"] - quant["acc_test_ft"])
+        check(quant["size_ratio"] <= 0.1 + 1e-4 and drop <= 1.0,
+              f"channel+quantize ≥ 10× smaller at ≤ 1 point: {1 / quant['size_ratio']:.2f}× smaller, "
+              f"{drop:.2f} below")  # fmt: skip
+    if teacher and removal:
+        drop = 100 * (teacher["acc_test_ft"] - removal["acc_test_ft"])
+        check(removal["params_ratio"] <= 1 / 3 and drop <= 1.5,
+              f"removal+channel ≥ 3× fewer params at ≤ 1.5 points: {1 / removal['params_ratio']:.2f}× fewer, "
+              f"{drop:.2f} below")  # fmt: skip
+        if ddpg and "speedup_b1" in removal and "speedup_b1" in ddpg:
+            check(removal["speedup_b1"] > ddpg["speedup_b1"],
+                  f"removal+channel batch-1 speedup above channel's: {removal['speedup_b1']:.2f}× vs "
+                  f"{ddpg['speedup_b1']:.2f}×")  # fmt: skip
+    return out
 
 
 def _plots(rows: list[dict]) -> list[str]:
@@ -315,13 +359,16 @@ def _plots(rows: list[dict]) -> list[str]:
         if r["method"] in ("uniform", "random", "ddpg-channel") and path.exists():
             policies[f"{r['model']} {r['method']} {r['budget']:g}"] = json.loads(path.read_text())
     if policies:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        width = 0.8 / len(policies)
-        for i, (name, policy) in enumerate(policies.items()):
-            keep = list(policy["keep_ratios"].values())
-            ax.bar(np.arange(len(keep)) + i * width, keep, width=width, label=name)
-        ax.set(xlabel="pruning unit (coupled group) index", ylabel="keep ratio", title="best policies, per layer")
-        ax.legend(fontsize=7)
+        models = sorted({name.split()[0] for name in policies})
+        fig, axes = plt.subplots(len(models), 1, figsize=(7, 3.2 * len(models)), squeeze=False)
+        for ax, model in zip(axes[:, 0], models, strict=True):
+            mine = {n: p for n, p in policies.items() if n.split()[0] == model}
+            width = 0.8 / len(mine)
+            for i, (name, policy) in enumerate(mine.items()):
+                keep = list(policy["keep_ratios"].values())
+                ax.bar(np.arange(len(keep)) + i * width, keep, width=width, label=name.split(" ", 1)[1])
+            ax.set(xlabel="pruning unit (coupled group) index", ylabel="keep ratio", title=f"{model}: best policies")
+            ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(RESULTS / "cifar10_keep_ratios.png", dpi=120)
         plt.close(fig)
