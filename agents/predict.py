@@ -39,7 +39,6 @@ def search_config_beside(agent_path: Path, cfg: PredictConfig) -> SearchConfig:
     search_cfg.mode = cfg.mode or search_cfg.mode
     search_cfg.dataset, search_cfg.data_dir = None, cfg.data_dir
     search_cfg.finetune_steps = 0
-    search_cfg.device = "cpu"
     return search_cfg
 
 
@@ -55,7 +54,7 @@ def predict_command(cfg: PredictConfig) -> dict:
     teacher_blob = load_checkpoint(search_cfg.teacher)
     env = build_env(search_cfg, teacher_blob)
     try:
-        agent = ALGORITHMS[search_cfg.agent].load(agent_path, device="cpu")
+        agent = ALGORITHMS[search_cfg.agent].load(agent_path, device=search_cfg.device)
     except Exception as exc:  # SB3 raises many kinds on a foreign or corrupt zip
         raise AmcError(f"cannot load {agent_path} ({type(exc).__name__}); is it an amc agent.zip?") from exc
     if agent.observation_space.shape != env.observation_space.shape:

@@ -48,7 +48,8 @@ def cost_ratios(student: nn.Module, teacher: nn.Module, input_shape) -> dict:
 
 def check_policy_matches(policy: CompressionPolicy, blob: dict, teacher: nn.Module, force: bool = False) -> None:
     """Refuse a policy written for another teacher; with `force`, accept a model of the same family
-    (same number of classes, every named unit present) and warn."""
+    (same number of classes, every named unit present), warn, and clear the policy's fingerprint so that
+    `apply_policy` checks unit names only."""
     name = blob["arch"]["name"]
     if policy.num_classes is not None and policy.num_classes != blob["arch"]["num_classes"]:
         raise AmcError(f"policy is for {policy.num_classes} classes, the teacher has {blob['arch']['num_classes']}")
