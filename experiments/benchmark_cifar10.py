@@ -90,6 +90,14 @@ def search(row: Row) -> tuple[Path, dict]:
     return Path(results["run_dir"]), results
 
 
+def reward_settings(run_dir: Path) -> dict:
+    """What the search rewarded: its resolved config's reward, eval subset and per-candidate fine-tune steps."""
+    import yaml
+
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    return {k: config.get(k) for k in ("reward", "eval_samples", "finetune_steps")}
+
+
 def finetune(row: Row, student: str) -> dict:
     out = row.folder / "student_ft.pt"
     done = row.folder / "finetune.json"
@@ -174,6 +182,7 @@ def run_row(row: Row) -> dict:
             "acc_test_raw": searched["student_without_bn_recalibration"]["test"],
             "search_minutes": searched["search_minutes"], "episodes": searched["episodes"],
             "finetune_minutes": tuned["finetune_seconds"] / 60.0, "run_dir": str(run_dir),
+            "search_reward": reward_settings(run_dir),
             **costs(str(row.folder / "student_ft.pt"), row.teacher),
         }  # fmt: skip
     result = {"model": row.model, "method": row.method, "budget": row.budget, **result, **timing}
@@ -326,6 +335,32 @@ def targets(rows: list[dict]) -> list[str]:
             check(removal["speedup_b1"] > ddpg["speedup_b1"],
                   f"removal+channel batch-1 speedup above channel's: {removal['speedup_b1']:.2f}× vs "
                   f"{ddpg['speedup_b1']:.2f}×")  # fmt: skip
+    return out + fine_tune_targets(by)
+
+
+def fine_tune_targets(by: dict) -> list[str]:
+    """The fine-tune issue's goals: the 30% FLOPs rows and the latency row, after the same KD fine-tune."""
+    out = []
+    uniform, random, ddpg = (by.get(("resnet20", m, 0.3)) for m in ("uniform", "random", "ddpg-channel"))
+    if uniform and ddpg:
+        after = 100 * (ddpg["acc_test_ft"] - uniform["acc_test_ft"])
+        out.append(f"- {'met' if after >= 1.0 else '**missed**'}: at 30% FLOPs DDPG beats uniform by ≥ 1.0 point "
+                   f"after FT: {after:+.2f}")  # fmt: skip
+    if random and ddpg:
+        after = 100 * (ddpg["acc_test_ft"] - random["acc_test_ft"])
+        out.append(f"- {'met' if after > 0 else '**missed**'}: at 30% FLOPs DDPG beats random search after FT: "
+                   f"{after:+.2f}")  # fmt: skip
+    latency_rows = [r for (model, method, _), r in by.items() if model == "resnet20" and method == "ddpg-latency"]
+    uniform50 = by.get(("resnet20", "uniform", 0.5))
+    for row in latency_rows:
+        if not uniform50:
+            break
+        after = 100 * (row["acc_test_ft"] - uniform50["acc_test_ft"])
+        measured = ""
+        if "latency_ms_b1" in row and "latency_ms_b1" in uniform50:
+            measured = f" (measured b1: {row['latency_ms_b1']:.2f} ms vs {uniform50['latency_ms_b1']:.2f} ms)"
+        out.append(f"- {'met' if after > 0 else '**missed**'}: at the uniform 50% student's latency, ddpg-latency "
+                   f"is more accurate after FT: {after:+.2f}{measured}")  # fmt: skip
     return out
 
 

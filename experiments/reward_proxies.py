@@ -1,7 +1,7 @@
 """How well does each search reward predict the accuracy after fine-tuning? (ResNet-20, 50% FLOPs)
 
     python experiments/reward_proxies.py policies          # collect/generate the policies (committed JSON)
-    python experiments/reward_proxies.py proxies [NAMES]   # score every policy by every cheap proxy
+    python experiments/reward_proxies.py proxies [NAMES] [--proxy P ...]  # score policies by the proxies
     python experiments/reward_proxies.py truth NAME        # the benchmark's 15-epoch KD fine-tune of one policy
     python experiments/reward_proxies.py report            # correlations -> results/reward_proxies.{json,md,png}
 
@@ -37,7 +37,7 @@ TRUTH_FROM_BENCH = {  # the benchmark already fine-tuned these with the same set
     "random-search-s0": "runs/bench/resnet20/random-0.5/finetune.json",
     "ddpg-s0": "runs/bench/resnet20/ddpg-channel-0.5/finetune.json",
 }
-KD_STEPS = (100, 300, 1000)
+KD_STEPS = (30, 100, 300, 1000)
 
 
 def collect_policies() -> None:
@@ -82,13 +82,24 @@ def kd_loss_score(env, policy) -> float:
     return -total / count
 
 
-def score_proxies(names: list[str]) -> None:
+def params_score(env, policy) -> float:
+    """Zero-cost: the student's parameter count relative to the teacher's (more weights kept at equal FLOPs)."""
+    from amc.cost import count_params
+
+    from amc.student import apply_policy
+
+    student = apply_policy(env.teacher, policy, env.input_shape, validate=False)
+    return count_params(student) / count_params(env.teacher)
+
+
+def score_proxies(names: list[str], only: list[str] | None = None) -> None:
     from amc.policy import CompressionPolicy
 
     proxies = {
         "bn_recal_acc": lambda env, p: env.evaluate_policy(p),
         "bn_recal_acc_5k": lambda env, p: env.evaluate_policy(p),
         "neg_kd_loss": kd_loss_score,
+        "params_ratio": params_score,
         **{f"kd_{n}_steps_acc": (lambda env, p: env.evaluate_policy(p)) for n in KD_STEPS},
     }
     env_args = {
@@ -96,6 +107,8 @@ def score_proxies(names: list[str]) -> None:
         **{f"kd_{n}_steps_acc": {"finetune_steps": n} for n in KD_STEPS},
     }
     for proxy, score in proxies.items():
+        if only and proxy not in only:
+            continue
         env = make_env(**env_args.get(proxy, {}))
         for name in names:
             path = WORK / name / "proxies.json"
@@ -207,11 +220,12 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("stage", choices=["policies", "proxies", "truth", "report"])
     parser.add_argument("names", nargs="*", help="policy names (default: all)")
+    parser.add_argument("--proxy", action="append", help="score only this proxy (repeatable; default: all)")
     args = parser.parse_args()
     if args.stage == "policies":
         collect_policies()
     elif args.stage == "proxies":
-        score_proxies(args.names or policy_names())
+        score_proxies(args.names or policy_names(), args.proxy)
     elif args.stage == "truth":
         for policy_name in args.names or policy_names():
             truth(policy_name)
