@@ -2,7 +2,7 @@
 
     python experiments/reward_proxies.py policies          # collect/generate the policies (committed JSON)
     python experiments/reward_proxies.py proxies [NAMES] [--proxy P ...]  # score policies by the proxies
-    python experiments/reward_proxies.py truth NAME        # the benchmark's 15-epoch KD fine-tune of one policy
+    python experiments/reward_proxies.py truth NAME [--seed S]  # the benchmark's 15-epoch KD fine-tune
     python experiments/reward_proxies.py report            # correlations -> results/reward_proxies.{json,md,png}
 
 Every stage is resumable: per-policy results live in runs/proxies/<policy>/.
@@ -85,7 +85,6 @@ def kd_loss_score(env, policy) -> float:
 def params_score(env, policy) -> float:
     """Zero-cost: the student's parameter count relative to the teacher's (more weights kept at equal FLOPs)."""
     from amc.cost import count_params
-
     from amc.student import apply_policy
 
     student = apply_policy(env.teacher, policy, env.input_shape, validate=False)
@@ -125,25 +124,43 @@ def score_proxies(names: list[str], only: list[str] | None = None) -> None:
             print(f"{proxy:>18} {name:>20} {value:.4f} ({done[proxy]['seconds']:.1f} s)", flush=True)
 
 
-def truth(name: str) -> None:
-    """Apply the policy as the search did (BN recalibrated), then the benchmark's KD fine-tune."""
+def truth(name: str, seed: int = 0) -> None:
+    """Apply the policy as the search did (BN recalibrated), then the benchmark's KD fine-tune. Another
+    `seed` repeats the fine-tune with other shuffling and augmentation, to measure its noise."""
     from agents.cli import main as amc
     from agents.cli import run_json
 
     folder = WORK / name
     folder.mkdir(parents=True, exist_ok=True)
-    if (folder / "finetune.json").exists():
+    suffix = f"_seed{seed}" if seed else ""
+    done = folder / f"finetune{suffix}.json"
+    if done.exists():
         return
-    if name in TRUTH_FROM_BENCH and Path(TRUTH_FROM_BENCH[name]).exists():
-        (folder / "finetune.json").write_text(Path(TRUTH_FROM_BENCH[name]).read_text())
+    if not seed and name in TRUTH_FROM_BENCH and Path(TRUTH_FROM_BENCH[name]).exists():
+        done.write_text(Path(TRUTH_FROM_BENCH[name]).read_text())
         return
-    student, tuned = folder / "student.pt", folder / "student_ft.pt"
+    student, tuned = folder / "student.pt", folder / f"student_ft{suffix}.pt"
     if not student.exists():
         amc(["apply", "--teacher", TEACHER, "--policy", str(POLICIES / f"{name}.json"), "--out", str(student),
              "--recalibrate-bn", "20", "--recalibrate-precision", "bf16"])  # fmt: skip
-    argv = ["finetune", "--student", str(student), "--teacher", TEACHER, "--epochs", "15", "--out", str(tuned)]
+    argv = ["finetune", "--student", str(student), "--teacher", TEACHER, "--epochs", "15", "--out", str(tuned),
+            "--seed", str(seed)]  # fmt: skip
     result = run_json([*argv, *(["--resume"] if tuned.exists() else [])], echo=False)
-    (folder / "finetune.json").write_text(json.dumps(result, indent=1))
+    done.write_text(json.dumps(result, indent=1))
+
+
+def finetune_noise() -> list[str]:
+    """Lines on the spread of the truth itself: policies fine-tuned again with other seeds."""
+    lines = []
+    for name in policy_names():
+        repeats = sorted((WORK / name).glob("finetune_seed*.json"))
+        if repeats and (WORK / name / "finetune.json").exists():
+            values = [json.loads(p.read_text())["accuracy"] for p in [WORK / name / "finetune.json", *repeats]]
+            lines.append(f"- {name}: {', '.join(f'{100 * v:.2f}' for v in values)} over {len(values)} fine-tune "
+                         f"seeds (spread {100 * (max(values) - min(values)):.2f} points)")  # fmt: skip
+    if lines:
+        lines = ["", "The truth's own noise (the same student, the same 15-epoch fine-tune, another seed):", *lines]
+    return lines
 
 
 def report() -> None:
@@ -190,6 +207,7 @@ def report() -> None:
     for name, r in sorted(rows.items(), key=lambda kv: -kv[1]["truth"]):
         cells = [f"{r['proxies'][p]['value']:.4f}" if p in r["proxies"] else "–" for p in proxy_names]
         lines.append(f"| {name} | {100 * r['truth']:.2f} | " + " | ".join(cells) + " |")
+    lines += finetune_noise()
     if summary:
         _scatter(rows, proxy_names, RESULTS / "reward_proxies.png")
         lines += ["", "![proxy vs truth](reward_proxies.png)"]
@@ -223,6 +241,7 @@ if __name__ == "__main__":
     parser.add_argument("stage", choices=["policies", "proxies", "truth", "report"])
     parser.add_argument("names", nargs="*", help="policy names (default: all)")
     parser.add_argument("--proxy", action="append", help="score only this proxy (repeatable; default: all)")
+    parser.add_argument("--seed", type=int, default=0, help="truth: fine-tune seed (another one measures noise)")
     args = parser.parse_args()
     if args.stage == "policies":
         collect_policies()
@@ -230,5 +249,5 @@ if __name__ == "__main__":
         score_proxies(args.names or policy_names(), args.proxy)
     elif args.stage == "truth":
         for policy_name in args.names or policy_names():
-            truth(policy_name)
+            truth(policy_name, args.seed)
     report()
