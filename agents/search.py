@@ -182,13 +182,21 @@ def _final_student(cfg, env: CompressionEnv, teacher_blob: dict, run_dir: Path, 
     data, teacher = env.data, env.teacher
     raw = apply_policy(teacher, policy, env.input_shape, validate=False)
     without_recalibration = {split: evaluate_accuracy(raw, data, split) for split in ("test", "val")}
-    student = env.build_student(policy)
-    before = evaluate_report(student, data)
+    student = env.build_student(policy, short_finetune=False)
+    before = evaluate_report(student, data)  # BN-recalibrated only, whatever the reward fine-tuned
+    reward_finetune = {}
+    if env.finetune_steps:
+        env.short_finetune(student)
+        reward_finetune["student_after_reward_finetune"] = evaluate_report(student, data)
     if cfg.final_finetune_epochs:
         settings = FinetuneSettings(epochs=cfg.final_finetune_epochs, precision=cfg.precision, seed=cfg.seed)
         finetune(student, teacher, data, settings, device=resolve_device(cfg.device))
     student = student.cpu()
-    after = evaluate_report(student, data) if cfg.final_finetune_epochs else before
+    after = (
+        evaluate_report(student, data)
+        if cfg.final_finetune_epochs
+        else reward_finetune.get("student_after_reward_finetune", before)
+    )
     teacher_report = evaluate_report(teacher.cpu(), data)
     save_student(run_dir / "student.pt", student, teacher_blob, policy, metrics=after)
     ratios = {f"{k}_ratio": after[k] / teacher_report[k] for k in ("flops", "params", "size_bytes")}
@@ -198,6 +206,7 @@ def _final_student(cfg, env: CompressionEnv, teacher_blob: dict, run_dir: Path, 
         "teacher": teacher_report,
         "student_without_bn_recalibration": without_recalibration,
         "student_before_finetune": before,
+        **reward_finetune,
         "student": after,
         **ratios,
     }

@@ -388,19 +388,25 @@ class CompressionEnv(gym.Env):
         sparsity = tuple(round(v, 4) for _, v in sorted(policy.sparsity.items()))
         return kept, tuple(sorted(policy.removed_blocks)), tuple(sorted(policy.bits.items())), sparsity
 
-    def build_student(self, policy: CompressionPolicy) -> nn.Module:
-        """The student for a policy, BN-recalibrated and (optionally) briefly KD fine-tuned."""
+    def build_student(self, policy: CompressionPolicy, short_finetune: bool = True) -> nn.Module:
+        """The student for a policy, BN-recalibrated and (unless `short_finetune` is False) given the
+        reward's brief KD fine-tune of `finetune_steps` steps."""
         student = apply_policy(self.teacher, policy, self.input_shape, validate=False,
                                reconstruction_data=self.data if self.reconstruct else None)  # fmt: skip
         if self.recalibrate_batches:
             recalibrate_bn(student, self.data, batches=self.recalibrate_batches, seed=self.evaluation_seed,
                            precision=self.precision)  # fmt: skip
+        if short_finetune:
+            self.short_finetune(student)
+        return student
+
+    def short_finetune(self, student: nn.Module) -> None:
+        """The reward's KD fine-tune of `finetune_steps` steps (lr 0.01, cosine), in place; no-op at 0."""
         if self.finetune_steps:
             settings = FinetuneSettings(steps=self.finetune_steps, lr=0.01, precision=self.precision,
                                         seed=self.evaluation_seed)  # fmt: skip
             finetune(student, self.teacher, self.data, settings, show_progress=False,
                      device=next(self.teacher.parameters()).device)  # fmt: skip
-        return student
 
     def evaluate_policy(self, policy: CompressionPolicy) -> float:
         """Validation accuracy (on `eval_samples` images) of the student a policy builds."""

@@ -133,6 +133,17 @@ def test_random_and_uniform_run_through_the_same_runner(teacher_path, tmp_path, 
         assert results["flops_ratio"] <= 0.5 + 1e-6
 
 
+def test_reward_finetune_is_reported_apart_from_the_recalibrated_student(teacher_path, tmp_path, capsys):
+    argv = ["search", "--set", f"teacher={teacher_path}", "--set", f"out_dir={tmp_path}", "--set", "agent=uniform",
+            "--set", "finetune_steps=10", *SEARCH, "--json"]  # fmt: skip
+    assert main(argv) == 0
+    results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    recalibrated, tuned = results["student_before_finetune"], results["student_after_reward_finetune"]
+    assert results["student"] == tuned
+    assert recalibrated["flops"] == tuned["flops"]
+    assert (recalibrated["accuracy"], recalibrated["val_accuracy"]) != (tuned["accuracy"], tuned["val_accuracy"])
+
+
 def test_search_resumes_after_interruption(teacher_path, tmp_path, capsys, monkeypatch):
     real = agents.callbacks.EpisodeRecorder.on_episode
 
