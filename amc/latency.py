@@ -97,7 +97,9 @@ def _bilinear(xs: Sequence[int], ys: Sequence[int], grid: np.ndarray, x: float, 
         if len(points) == 1:
             return 0, 0, 0.0
         i = int(np.clip(np.searchsorted(points, v) - 1, 0, len(points) - 2))
-        return i, i + 1, (v - points[i]) / (points[i + 1] - points[i])
+        # no extrapolation: below the grid a layer costs what its smallest timed shape did (noisy
+        # timings extrapolated downwards can turn negative)
+        return i, i + 1, float(np.clip((v - points[i]) / (points[i + 1] - points[i]), 0.0, 1.0))
 
     i0, i1, tx = locate(xs, x)
     j0, j1, ty = locate(ys, y)

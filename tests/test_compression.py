@@ -228,3 +228,12 @@ def test_latency_table_round_trip_and_predictions(tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(AmcError, match="not an amc latency table"):
         LatencyTable.load(tmp_path / "bad.json")
+
+
+def test_latency_entry_never_extrapolates_below_its_grid():
+    from amc.latency import LayerEntry
+
+    noisy = LayerEntry("conv", [4, 8], [4, 8], [[0.9, 1.0], [0.5, 1.2]])  # timing noise: 8x4 faster than 4x4
+    assert noisy.predict(1, 1) == pytest.approx(0.9)  # the smallest timed shape, not a negative extrapolation
+    assert noisy.predict(16, 16) == pytest.approx(1.2)
+    assert noisy.predict(6, 6) == pytest.approx((0.9 + 1.0 + 0.5 + 1.2) / 4)
