@@ -4,7 +4,11 @@ student. Everything a run writes lives in its run folder, so `--resume RUN_DIR` 
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -178,6 +182,25 @@ def _run_scripted(cfg, env, recorder, state: dict) -> bool:
     return False
 
 
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """SIGTERM, and a SIGINT that a non-interactive shell set to ignored for a background job, stop the
+    search like Ctrl-C does: it saves its state and can be resumed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def _final_student(cfg, env: CompressionEnv, teacher_blob: dict, run_dir: Path, policy: CompressionPolicy) -> dict:
     data, teacher = env.data, env.teacher
     raw = apply_policy(teacher, policy, env.input_shape, validate=False)
@@ -240,10 +263,11 @@ def run_search(cfg: SearchConfig, resume_dir: str | Path | None = None) -> dict:
                                cfg.episodes if cfg.agent != "uniform" else 1, state.get("recorder"),
                                teacher_fields(teacher_blob, env.teacher))  # fmt: skip
     started = time.perf_counter()
-    if cfg.agent in ALGORITHMS:
-        interrupted = _run_rl(cfg, env, recorder, run_dir, resuming, state)
-    else:
-        interrupted = _run_scripted(cfg, env, recorder, state)
+    with stop_on_signals():
+        if cfg.agent in ALGORITHMS:
+            interrupted = _run_rl(cfg, env, recorder, run_dir, resuming, state)
+        else:
+            interrupted = _run_scripted(cfg, env, recorder, state)
     elapsed = time.perf_counter() - started + state.get("seconds", 0.0)
     env_seconds = env.env_seconds + state.get("env_seconds", 0.0)
     state.update(recorder=recorder.state(), seconds=elapsed, env_seconds=env_seconds)

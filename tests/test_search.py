@@ -1,6 +1,8 @@
 """The agent layer: AMC's DDPG configuration, credit assignment, noise, and `amc search` end to end."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -142,6 +144,27 @@ def test_reward_finetune_is_reported_apart_from_the_recalibrated_student(teacher
     assert results["student"] == tuned
     assert recalibrated["flops"] == tuned["flops"]
     assert (recalibrated["accuracy"], recalibrated["val_accuracy"]) != (tuned["accuracy"], tuned["val_accuracy"])
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_a_background_search_with_its_state_saved(teacher_path, tmp_path, capsys, monkeypatch, signum):
+    real = agents.callbacks.EpisodeRecorder.on_episode
+
+    def signal_at_third(self, info, sigma=None):
+        if self.episodes == 2:
+            os.kill(os.getpid(), signum)
+        real(self, info, sigma)
+
+    monkeypatch.setattr(agents.callbacks.EpisodeRecorder, "on_episode", signal_at_third)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # what `cmd &` gives a job in a non-interactive shell
+    try:
+        argv = ["search", "--set", f"teacher={teacher_path}", "--set", f"out_dir={tmp_path}", *SEARCH]
+        assert main(argv) == 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    capsys.readouterr()
+    state = json.loads((next(tmp_path.iterdir()) / "search_state.json").read_text())
+    assert 2 <= state["recorder"]["episodes"] < 4
 
 
 def test_search_resumes_after_interruption(teacher_path, tmp_path, capsys, monkeypatch):
