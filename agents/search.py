@@ -211,15 +211,12 @@ def _final_student(cfg, env: CompressionEnv, teacher_blob: dict, run_dir: Path, 
     if env.finetune_steps:
         env.short_finetune(student)
         reward_finetune["student_after_reward_finetune"] = evaluate_report(student, data)
+    after = reward_finetune.get("student_after_reward_finetune", before)
     if cfg.final_finetune_epochs:
         settings = FinetuneSettings(epochs=cfg.final_finetune_epochs, precision=cfg.precision, seed=cfg.seed)
         finetune(student, teacher, data, settings, device=resolve_device(cfg.device))
+        after = evaluate_report(student.cpu(), data)
     student = student.cpu()
-    after = (
-        evaluate_report(student, data)
-        if cfg.final_finetune_epochs
-        else reward_finetune.get("student_after_reward_finetune", before)
-    )
     teacher_report = evaluate_report(teacher.cpu(), data)
     save_student(run_dir / "student.pt", student, teacher_blob, policy, metrics=after)
     ratios = {f"{k}_ratio": after[k] / teacher_report[k] for k in ("flops", "params", "size_bytes")}
