@@ -54,13 +54,16 @@ class EpisodeRecorder:
         self.best_reward = state.get("best_reward", -float("inf"))
         self.best_info = state.get("best_info")
         self.rewards: list[float] = state.get("rewards", [])
+        self.best_episode = state.get("best_episode")
         self._last_time = time.perf_counter()
         self.progress = tqdm(total=total_episodes, initial=self.episodes, desc="search", unit="episode",
                              dynamic_ncols=True)  # fmt: skip
+        if self.best_info is not None and self.best_episode is not None:
+            self._write_best(self.best_episode)  # a hard kill after the checkpoint may have left a later best
 
     def state(self) -> dict:
         return {"episodes": self.episodes, "best_reward": self.best_reward, "best_info": self.best_info,
-                "rewards": self.rewards}  # fmt: skip
+                "best_episode": self.best_episode, "rewards": self.rewards}  # fmt: skip
 
     def on_episode(self, info: dict, sigma: float | None = None) -> None:
         now = time.perf_counter()
@@ -81,6 +84,7 @@ class EpisodeRecorder:
         w.add_histogram("actions/values", np.asarray(values, dtype=np.float64), e)
         if reward > self.best_reward:
             self.best_reward, self.best_info = reward, {k: v for k, v in info.items() if k != "terminal_observation"}
+            self.best_episode = e
             self._write_best(e)
         w.add_scalar("search/best_reward", self.best_reward, e)
         self._last_time = now
@@ -129,6 +133,25 @@ class EpisodeCallback(BaseCallback):
                 noise = getattr(self.model, "action_noise", None)
                 sigma = getattr(noise, "sigma", None)
                 self.recorder.on_episode(info, sigma)
+        return True
+
+
+class PeriodicCheckpoint(BaseCallback):
+    """Calls `save(model)` after every `every` finished episodes, at the start of the next rollout: by then
+    SB3 has stored the episode's transitions and trained on them."""
+
+    def __init__(self, recorder: EpisodeRecorder, every: int, save):
+        super().__init__()
+        self.recorder, self.every, self.save = recorder, every, save
+        self._saved_at = recorder.episodes
+
+    def _on_rollout_start(self) -> None:
+        episodes = self.recorder.episodes
+        if self.every > 0 and episodes > self._saved_at and episodes % self.every == 0:
+            self.save(self.model)
+            self._saved_at = episodes
+
+    def _on_step(self) -> bool:
         return True
 
 

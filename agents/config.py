@@ -53,6 +53,7 @@ class SearchConfig:
     init_agent: str | None = doc(
         None, "warm-start actor and critic from a saved agent.zip (another budget or model); shorten warmup_episodes"
     )
+    checkpoint_every: int = doc(10, "save the agent and the search state every this many episodes (0: only on stop)")
     final_finetune_epochs: int = doc(0, "KD fine-tune the best student for this many epochs at the end")
     precision: str = doc("bf16", "bf16 or fp32 for rewards and fine-tuning")
     seed: int = doc(0, "seed of the agent, its noise and the random searcher")

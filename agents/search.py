@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.monitor import Monitor
 
-from agents.callbacks import EpisodeCallback, EpisodeRecorder, write_json
+from agents.callbacks import EpisodeCallback, EpisodeRecorder, PeriodicCheckpoint, write_json
 from agents.config import SearchConfig, dump_config, load_config
 from agents.ddpg import ALGORITHMS, AgentSettings, make_agent
 from agents.noise import TruncatedNormalDecayNoise
@@ -78,8 +78,18 @@ def play(env: CompressionEnv, actions_for_step) -> dict:
     raise RuntimeError("episode did not terminate")
 
 
-def _run_rl(cfg, env, recorder, run_dir: Path, resuming: bool, state: dict) -> bool:
-    """Train the SB3 agent for the remaining episodes; returns True if interrupted."""
+def save_agent(agent, run_dir: Path, state: dict) -> None:
+    """The agent, its replay buffer (each replaced atomically) and its noise schedule, for `--resume`."""
+    for name, suffix, save in (("agent", ".zip", agent.save), ("replay_buffer", ".pkl", agent.save_replay_buffer)):
+        tmp = run_dir / f"{name}.tmp{suffix}"
+        save(tmp)
+        tmp.replace(run_dir / f"{name}{suffix}")
+    noise = getattr(agent, "action_noise", None)
+    state["noise"] = noise.state() if isinstance(noise, TruncatedNormalDecayNoise) else None
+
+
+def _run_rl(cfg, env, recorder, run_dir: Path, resuming: bool, state: dict, save_state) -> bool:
+    """Train the SB3 agent for the remaining episodes, saving every `checkpoint_every`; True if interrupted."""
     steps = len(env.steps)
     monitored = Monitor(env)
     agent_path, buffer_path = run_dir / "agent.zip", run_dir / "replay_buffer.pkl"
@@ -97,18 +107,15 @@ def _run_rl(cfg, env, recorder, run_dir: Path, resuming: bool, state: dict) -> b
         if cfg.init_agent:
             warm_start(agent, cfg.init_agent, cfg.agent)
     remaining = cfg.episodes - recorder.episodes
+    callbacks = [EpisodeCallback(recorder), PeriodicCheckpoint(recorder, cfg.checkpoint_every, save_state)]
     interrupted = False
     try:
         if remaining > 0:
-            agent.learn(total_timesteps=remaining * steps, callback=EpisodeCallback(recorder),
-                        reset_num_timesteps=not resuming)  # fmt: skip
+            agent.learn(total_timesteps=remaining * steps, callback=callbacks, reset_num_timesteps=not resuming)
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        agent.save(agent_path)
-        agent.save_replay_buffer(buffer_path)
-        noise = getattr(agent, "action_noise", None)
-        state["noise"] = noise.state() if isinstance(noise, TruncatedNormalDecayNoise) else None
+        save_state(agent)
     return interrupted
 
 
@@ -161,8 +168,9 @@ def _scripted_values(cfg, env: CompressionEnv, rng: np.random.Generator) -> list
     return [policy.keep_ratios[s.name] for s in env.steps]
 
 
-def _run_scripted(cfg, env, recorder, state: dict) -> bool:
-    """Uniform, random search or random actions, through the same env and logging; True if interrupted."""
+def _run_scripted(cfg, env, recorder, state: dict, save_state) -> bool:
+    """Uniform, random search or random actions, through the same env and logging, saving every
+    `checkpoint_every` episodes; True if interrupted."""
     rng = np.random.default_rng(cfg.seed)
     if state.get("rng") is not None:
         rng.bit_generator.state = state["rng"]
@@ -177,8 +185,12 @@ def _run_scripted(cfg, env, recorder, state: dict) -> bool:
                 info = play(env, lambda t, obs, chosen=actions: chosen[t])
             recorder.on_episode(info)
             state["rng"] = rng.bit_generator.state
+            if cfg.checkpoint_every and recorder.episodes % cfg.checkpoint_every == 0:
+                save_state()
     except KeyboardInterrupt:
         return True
+    finally:
+        save_state()
     return False
 
 
@@ -260,15 +272,21 @@ def run_search(cfg: SearchConfig, resume_dir: str | Path | None = None) -> dict:
                                cfg.episodes if cfg.agent != "uniform" else 1, state.get("recorder"),
                                teacher_fields(teacher_blob, env.teacher))  # fmt: skip
     started = time.perf_counter()
+    earlier_seconds, earlier_env_seconds = state.get("seconds", 0.0), state.get("env_seconds", 0.0)
+
+    def save_state(agent=None) -> None:
+        if agent is not None:
+            save_agent(agent, run_dir, state)
+        state.update(recorder=recorder.state(), seconds=time.perf_counter() - started + earlier_seconds,
+                     env_seconds=env.env_seconds + earlier_env_seconds)  # fmt: skip
+        write_json(state_path, state)
+
     with stop_on_signals():
         if cfg.agent in ALGORITHMS:
-            interrupted = _run_rl(cfg, env, recorder, run_dir, resuming, state)
+            interrupted = _run_rl(cfg, env, recorder, run_dir, resuming, state, save_state)
         else:
-            interrupted = _run_scripted(cfg, env, recorder, state)
-    elapsed = time.perf_counter() - started + state.get("seconds", 0.0)
-    env_seconds = env.env_seconds + state.get("env_seconds", 0.0)
-    state.update(recorder=recorder.state(), seconds=elapsed, env_seconds=env_seconds)
-    write_json(state_path, state)
+            interrupted = _run_scripted(cfg, env, recorder, state, save_state)
+    elapsed, env_seconds = state["seconds"], state["env_seconds"]
     recorder.close()
     if interrupted:
         writer.close()

@@ -193,6 +193,38 @@ def test_search_resumes_after_interruption(teacher_path, tmp_path, capsys, monke
     assert [e.step for e in events.Scalars("search/reward")] == [1, 2, 3, 4]
 
 
+KILL_AT_SIXTH_EPISODE = """
+import os, signal, sys
+import agents.callbacks
+from agents.cli import main
+real = agents.callbacks.EpisodeRecorder.on_episode
+def kill_at_sixth(self, info, sigma=None):
+    if self.episodes == 5:
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(self, info, sigma)
+agents.callbacks.EpisodeRecorder.on_episode = kill_at_sixth
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("agent", ["ddpg", "random"])
+def test_a_hard_kill_loses_only_the_episodes_since_the_last_checkpoint(teacher_path, tmp_path, capsys, agent):
+    argv = ["search", "--set", f"teacher={teacher_path}", "--set", f"out_dir={tmp_path}", *SEARCH,
+            "--set", "episodes=8", "--set", "checkpoint_every=2", "--set", f"agent={agent}"]  # fmt: skip
+    killed = subprocess.run([sys.executable, "-c", KILL_AT_SIXTH_EPISODE, *argv], capture_output=True)
+    assert killed.returncode == -signal.SIGKILL
+    run_dir = next(tmp_path.iterdir())
+    state = json.loads((run_dir / "search_state.json").read_text())
+    assert state["recorder"]["episodes"] == 4  # the fifth episode came after the last checkpoint
+    assert (run_dir / "agent.zip").exists() == (agent == "ddpg")
+    assert not list(run_dir.glob("*.tmp*"))
+    assert main(["search", "--resume", str(run_dir), "--json"]) == 0
+    results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert results["episodes"] == 8
+    policy = json.loads((run_dir / "policy.json").read_text())
+    assert policy["metadata"]["episode_reward"] == results["best_reward"]  # not a best lost with the kill
+
+
 def test_search_config_errors_are_one_line(tmp_path, capsys):
     assert main(["search", "--set", "no_such_key=1"]) == 2
     assert "unknown config keys" in capsys.readouterr().err
