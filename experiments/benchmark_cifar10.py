@@ -218,12 +218,14 @@ COMMANDS = """\
 ```bash
 python experiments/benchmark_cifar10.py --rows resnet20:teacher resnet20:uniform resnet20:random \\
     resnet20:ddpg-channel resnet20:ddpg-removal+channel resnet20:ddpg-channel+quantize   # one row per job is fine
-python experiments/benchmark_cifar10.py --rows resnet20:uniform:0.3 resnet20:random:0.3 resnet20:ddpg-latency:0.73
+python experiments/benchmark_cifar10.py --rows resnet20:uniform:0.3 resnet20:ddpg-latency:0.73
+python experiments/benchmark_cifar10.py --rows resnet20:random:0.3 resnet20:ddpg-channel:0.3 --set finetune_steps=30
 python experiments/benchmark_cifar10.py --latency   # on an idle machine, after every row
 ```
 
 Each row runs `amc search --config experiments/configs/<config>.yaml --set budget=… --set seed=0` (400 episodes,
-100 warm-up, σ decay 0.99, reward = accuracy on 1,000 val images after BN recalibration), then
+100 warm-up, σ decay 0.99, reward = accuracy on 1,000 val images after BN recalibration; the 30% rows add
+`--set finetune_steps=30`: 30 KD steps per candidate before that evaluation, the "search reward" column), then
 `amc finetune --epochs 15` on the search's student, then costs; `--latency` times the baked student against
 the teacher, alternately, in one process. Machine: {machine}. Fine-tunes and searches ran one thread each,
 two at a time."""
@@ -270,8 +272,8 @@ def write_report(rows: list[dict]) -> None:
         "alternately with the teacher in one process (speedup = teacher / student).",
         "",
         "| model | method | budget | val no FT | test no FT | test FT | Δ teacher | FLOPs | params | size | "
-        "b1 ms | b128 ms/img | speedup b1 | speedup b128 | search min | episodes |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "b1 ms | b128 ms/img | speedup b1 | speedup b128 | search reward | search min | episodes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     teachers = {r["model"]: r["acc_test_ft"] for r in rows if r["method"] == "teacher"}
     for r in rows:
@@ -283,16 +285,58 @@ def write_report(rows: list[dict]) -> None:
             f"**{100 * r['acc_test_ft']:.2f}**", f"{100 * delta:+.2f}", f"{r['flops_ratio']:.3f}",
             f"{r['params_ratio']:.3f}", f"{r['size_ratio']:.3f}", _num(r, "latency_ms_b1", "{:.2f}"),
             _num(r, "latency_ms_b128", "{:.3f}"), _num(r, "speedup_b1", "{:.2f}×"), _num(r, "speedup_b128", "{:.2f}×"),
-            f"{r['search_minutes']:.1f}", str(r["episodes"]),
+            reward_label(r), f"{r['search_minutes']:.1f}", str(r["episodes"]),
         ]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", *targets(rows)]
+    lines += ["", *targets(rows), "", *search_gains(rows)]
     plots = _plots(rows)
     lines += ["", *plots, "", COMMANDS.format(machine=machine()), "", PAPER]
     proxies = RESULTS / "reward_proxies.md"
     if proxies.exists():
         lines += ["", proxies.read_text()]
     (RESULTS / "cifar10.md").write_text("\n".join(lines) + "\n")
+
+
+def reward_label(row: dict) -> str:
+    """What the row's search rewarded: accuracy after BN recalibration, or after N KD steps per candidate."""
+    if row["method"] in ("teacher", "uniform"):
+        return "–"
+    reward = row.get("search_reward") or reward_settings(Path(row["run_dir"]))
+    steps = reward.get("finetune_steps") or 0
+    return f"KD {steps} steps" if steps else "BN recal"
+
+
+def search_gains(rows: list[dict]) -> list[str]:
+    """After the same fine-tune, what each search gained over uniform (and random search) at equal cost."""
+    by = {(r["model"], r["method"], r["budget"]): r for r in rows}
+    out = [
+        "## Where the search pays off after fine-tuning",
+        "",
+        "Test accuracy after the same KD fine-tune, in %; Δ in points. The latency row is compared with the",
+        "uniform 50%-FLOPs student, whose batch-1 latency set its budget.",
+        "",
+        "| model | budget | search reward | uniform | random search | DDPG | DDPG − uniform | DDPG − random "
+        "| DDPG − uniform before FT |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def pct(row: dict | None) -> str:
+        return f"{100 * row['acc_test_ft']:.2f}" if row else "–"
+
+    def gain(a: dict | None, b: dict | None, key: str = "acc_test_ft") -> str:
+        return f"{100 * (a[key] - b[key]):+.2f}" if a and b else "–"
+
+    for (model, method, budget), ddpg in by.items():
+        if method == "ddpg-channel":
+            uniform, random, label = by.get((model, "uniform", budget)), by.get((model, "random", budget)), "FLOPs"
+        elif method == "ddpg-latency":
+            uniform, random, label = by.get((model, "uniform", 0.5)), None, "latency"
+        else:
+            continue
+        out.append(f"| {model} | {label} {budget:g} | {reward_label(ddpg)} | {pct(uniform)} | {pct(random)} | "
+                   f"{pct(ddpg)} | **{gain(ddpg, uniform)}** | {gain(ddpg, random)} | "
+                   f"{gain(ddpg, uniform, 'acc_test_noft')} |")  # fmt: skip
+    return out
 
 
 def targets(rows: list[dict]) -> list[str]:
