@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,11 +16,14 @@ import agents.callbacks
 from agents.buffers import EpisodeRewardReplayBuffer
 from agents.callbacks import TAGS
 from agents.cli import main
+from agents.config import load_config
 from agents.ddpg import AgentSettings, AmcDDPG, make_agent
 from agents.noise import TruncatedNormalDecayNoise
+from agents.search import SEARCHERS
+from amc.budget import Budget
 from amc.data import load_synthetic
 from amc.models import create_model
-from envs.compression import CompressionEnv
+from envs.compression import MODES, CompressionEnv
 
 SEARCH = ["--set", "episodes=4", "--set", "warmup_episodes=2", "--set", "eval_samples=32",
           "--set", "recalibrate_batches=2", "--set", "precision=fp32", "--set", "batch_size=8"]  # fmt: skip
@@ -197,6 +201,7 @@ KILL_AT_SIXTH_EPISODE = """
 import os, signal, sys
 import agents.callbacks
 from agents.cli import main
+from agents.config import load_config
 real = agents.callbacks.EpisodeRecorder.on_episode
 def kill_at_sixth(self, info, sigma=None):
     if self.episodes == 5:
@@ -223,6 +228,14 @@ def test_a_hard_kill_loses_only_the_episodes_since_the_last_checkpoint(teacher_p
     assert results["episodes"] == 8
     policy = json.loads((run_dir / "policy.json").read_text())
     assert policy["metadata"]["episode_reward"] == results["best_reward"]  # not a best lost with the kill
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "experiments/configs").glob("*.yaml")),
+                         ids=lambda p: p.stem)  # fmt: skip
+def test_every_shipped_config_loads(path):
+    cfg = load_config(path)
+    assert Budget.parse(cfg.budget).items()
+    assert cfg.mode in MODES and cfg.agent in SEARCHERS
 
 
 def test_search_config_errors_are_one_line(tmp_path, capsys):
