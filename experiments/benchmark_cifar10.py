@@ -443,7 +443,7 @@ def _plots(rows: list[dict]) -> list[str]:
         state = Path(r.get("run_dir", "")) / "search_state.json"
         if r["method"] in ("random", "ddpg-channel") and state.exists():
             rewards = json.loads(state.read_text())["recorder"]["rewards"]
-            curves[f"{r['model']} {r['method']} {r['budget']:g}"] = rewards
+            curves[f"{r['model']} {r['method']} {r['budget']:g}, {reward_label(r)}"] = rewards
     if curves:
         fig, ax = plt.subplots(figsize=(7, 4))
         for name, rewards in curves.items():
