@@ -201,7 +201,6 @@ KILL_AT_SIXTH_EPISODE = """
 import os, signal, sys
 import agents.callbacks
 from agents.cli import main
-from agents.config import load_config
 real = agents.callbacks.EpisodeRecorder.on_episode
 def kill_at_sixth(self, info, sigma=None):
     if self.episodes == 5:
