@@ -268,6 +268,9 @@ def machine() -> str:
 
 def load_rows() -> list[dict]:
     rows = [json.loads(p.read_text()) for p in sorted(BENCH_DIR.glob("*/*/row.json"))]
+    for r in rows:  # rows finished before `search_reward` was recorded
+        if "run_dir" in r and "search_reward" not in r:
+            r["search_reward"] = reward_settings(Path(r["run_dir"]))
     order = {m: i for i, m in enumerate(METHOD_ORDER)}
     kinds = {"FLOPs": 0, "size": 1, "latency": 2}
 
@@ -326,8 +329,7 @@ def reward_label(row: dict) -> str:
     """What the row's search rewarded: accuracy after BN recalibration, or after N KD steps per candidate."""
     if row["method"] in ("teacher", "uniform"):
         return "–"
-    reward = row.get("search_reward") or reward_settings(Path(row["run_dir"]))
-    steps = reward.get("finetune_steps") or 0
+    steps = row["search_reward"].get("finetune_steps") or 0
     return f"KD {steps} steps" if steps else "BN recal"
 
 
