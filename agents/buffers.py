@@ -14,29 +14,31 @@ from stable_baselines3.common.buffers import ReplayBuffer
 
 
 class EpisodeRewardReplayBuffer(ReplayBuffer):
+    """Credits each finished episode's final reward, minus the moving baseline, to all of its steps. With
+    several envs each keeps its own episode; episodes that end on the same step update the baseline in env
+    order."""
+
     def __init__(self, *args, baseline_decay: float = 0.5, **kwargs):
         super().__init__(*args, **kwargs)
-        if self.n_envs != 1:
-            raise ValueError("EpisodeRewardReplayBuffer supports a single environment")
         self.baseline_decay = baseline_decay
         self.baseline: float | None = None
-        self.episode_start = 0
-        self.episode_length = 0
+        self.start_new_episode()
 
     def add(self, obs, next_obs, action, reward, done, infos) -> None:
         super().add(obs, next_obs, action, reward, done, infos)
         self.episode_length += 1
-        if not bool(np.asarray(done).reshape(-1)[0]):
-            return
-        final = float(np.asarray(reward).reshape(-1)[0])
-        if self.baseline is None:
-            self.baseline = final
-        credited = final - self.baseline
-        self.baseline += self.baseline_decay * (final - self.baseline)
-        positions = (self.episode_start + np.arange(self.episode_length)) % self.buffer_size
-        self.rewards[positions, 0] = credited
-        self.start_new_episode()
+        rewards, dones = np.asarray(reward).reshape(-1), np.asarray(done).reshape(-1)
+        for env in np.flatnonzero(dones):
+            final = float(rewards[env])
+            if self.baseline is None:
+                self.baseline = final
+            credited = final - self.baseline
+            self.baseline += self.baseline_decay * (final - self.baseline)
+            positions = (self.episode_start[env] + np.arange(self.episode_length[env])) % self.buffer_size
+            self.rewards[positions, env] = credited
+            self.episode_start[env], self.episode_length[env] = self.pos, 0
 
     def start_new_episode(self) -> None:
-        """Forget a partial episode (e.g. one cut short by Ctrl-C) so it is not credited later."""
-        self.episode_start, self.episode_length = self.pos, 0
+        """Forget partial episodes (e.g. ones cut short by Ctrl-C) so they are not credited later."""
+        self.episode_start = np.full(self.n_envs, self.pos, dtype=np.int64)
+        self.episode_length = np.zeros(self.n_envs, dtype=np.int64)

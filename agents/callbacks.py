@@ -17,8 +17,8 @@ from tqdm.auto import tqdm
 from amc.policy import CompressionPolicy
 
 TAGS = (
-    "search/reward", "search/accuracy", "search/best_reward", "search/seconds_per_episode", "search/sigma",
-    "search/flops_ratio", "search/params_ratio", "search/size_ratio",
+    "search/reward", "search/accuracy", "search/best_reward", "search/seconds_per_episode",
+    "search/episodes_per_minute", "search/sigma", "search/flops_ratio", "search/params_ratio", "search/size_ratio",
 )  # fmt: skip
 """The scalar tags every search writes (plus `search/latency_ratio` with a latency table, `actions/<i>`)."""
 
@@ -55,7 +55,9 @@ class EpisodeRecorder:
         self.best_info = state.get("best_info")
         self.rewards: list[float] = state.get("rewards", [])
         self.best_episode = state.get("best_episode")
-        self._last_time = time.perf_counter()
+        self.total_episodes = total_episodes
+        self._last_time = self._started = time.perf_counter()
+        self._started_at = self.episodes
         self.progress = tqdm(total=total_episodes, initial=self.episodes, desc="search", unit="episode",
                              dynamic_ncols=True)  # fmt: skip
         if self.best_info is not None and self.best_episode is not None:
@@ -65,7 +67,16 @@ class EpisodeRecorder:
         return {"episodes": self.episodes, "best_reward": self.best_reward, "best_info": self.best_info,
                 "best_episode": self.best_episode, "rewards": self.rewards}  # fmt: skip
 
+    @property
+    def episodes_per_minute(self) -> float:
+        """Episodes finished per minute of wall time, since this process started recording."""
+        return 60.0 * (self.episodes - self._started_at) / max(time.perf_counter() - self._started, 1e-9)
+
     def on_episode(self, info: dict, sigma: float | None = None) -> None:
+        """Record one finished episode; episodes past `total_episodes` (the last round of N parallel
+        episodes can overshoot) are ignored."""
+        if self.episodes >= self.total_episodes:
+            return
         now = time.perf_counter()
         self.episodes += 1
         e, w = self.episodes, self.writer
@@ -77,6 +88,7 @@ class EpisodeRecorder:
             if key.endswith("_ratio"):
                 w.add_scalar(f"search/{key}", value, e)
         w.add_scalar("search/seconds_per_episode", now - self._last_time, e)
+        w.add_scalar("search/episodes_per_minute", self.episodes_per_minute, e)
         w.add_scalar("search/sigma", sigma if sigma is not None else 0.0, e)
         values = info["values"]
         for i, (name, value) in enumerate(zip(self.step_names, values, strict=True)):
@@ -89,7 +101,8 @@ class EpisodeRecorder:
         w.add_scalar("search/best_reward", self.best_reward, e)
         self._last_time = now
         self.progress.update(1)
-        self.progress.set_postfix(reward=f"{reward:.3f}", best=f"{self.best_reward:.3f}")
+        self.progress.set_postfix(reward=f"{reward:.3f}", best=f"{self.best_reward:.3f}",
+                                  eps_per_min=f"{self.episodes_per_minute:.1f}")  # fmt: skip
 
     def _write_best(self, episode: int) -> None:
         info = self.best_info
@@ -137,8 +150,9 @@ class EpisodeCallback(BaseCallback):
 
 
 class PeriodicCheckpoint(BaseCallback):
-    """Calls `save(model)` after every `every` finished episodes, at the start of the next rollout: by then
-    SB3 has stored the episode's transitions and trained on them."""
+    """Calls `save(model)` each time the episode count passes a multiple of `every`, at the start of the next
+    rollout: by then SB3 has stored the episodes' transitions and trained on them. (With N envs, episodes
+    finish N at a time, so a save may come up to N - 1 episodes late.)"""
 
     def __init__(self, recorder: EpisodeRecorder, every: int, save):
         super().__init__()
@@ -147,7 +161,7 @@ class PeriodicCheckpoint(BaseCallback):
 
     def _on_rollout_start(self) -> None:
         episodes = self.recorder.episodes
-        if self.every > 0 and episodes > self._saved_at and episodes % self.every == 0:
+        if self.every > 0 and episodes // self.every > self._saved_at // self.every:
             self.save(self.model)
             self._saved_at = episodes
 

@@ -55,9 +55,13 @@ class SearchConfig:
     )
     checkpoint_every: int = doc(10, "save the agent and the search state every this many episodes (0: only on stop)")
     final_finetune_epochs: int = doc(0, "KD fine-tune the best student for this many epochs at the end")
-    precision: str = doc("bf16", "bf16 or fp32 for rewards and fine-tuning")
+    precision: str = doc("auto", "auto (bf16 where the device runs it natively, else fp32), bf16 or fp32")
     seed: int = doc(0, "seed of the agent, its noise and the random searcher")
     device: str = doc("auto", "auto, cpu or cuda")
+    workers: int = doc(1, "episodes run side by side, each student evaluated by its own worker")
+    backend: str = doc("auto", "where workers run: local (processes here; auto's choice for workers > 1) or ray")
+    ray_address: str | None = doc(None, "backend ray: join this cluster (auto or host:port); unset starts a local Ray")
+    worker_threads: int | None = doc(None, "torch threads per worker (default: this machine's cores / workers)")
     out_dir: str = doc("runs", "parent folder of run folders")
 
 
@@ -73,6 +77,8 @@ def _coerce(value, hint, key: str):
             return [int(v) for v in items]
         if target is bool:
             return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+        if target is int and (isinstance(value, bool) or (isinstance(value, float) and not value.is_integer())):
+            raise ValueError(value)  # int(1.7) would silently become 1
         return target(value)
     except (TypeError, ValueError) as exc:
         raise AmcError(f"config key {key}={value!r} is not a valid {target.__name__}") from exc

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from stable_baselines3 import DDPG, SAC, TD3
 
 from agents.buffers import EpisodeRewardReplayBuffer
-from agents.noise import TruncatedNormalDecayNoise
+from agents.noise import TruncatedNormalDecayNoise, shared_schedule
 
 
 class SeparateCriticLearningRate:
@@ -59,15 +59,20 @@ class AgentSettings:
 
 def make_agent(env, steps_per_episode: int, settings: AgentSettings):
     """An SB3 agent with AMC's hyper-parameters: 300-300 nets, lr 1e-4/1e-3, tau 0.01, gamma 1, batch 64,
-    uniformly random warm-up episodes, decaying truncated-normal noise, and final-reward credit."""
+    uniformly random warm-up episodes, decaying truncated-normal noise, and final-reward credit.
+
+    With a VecEnv of N envs (N episodes side by side) the agent trains after every round of N episodes,
+    as many gradient steps as the N episodes had steps, and the noise schedule counts every env's episodes."""
     if settings.algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {settings.algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
     cls = ALGORITHMS[settings.algorithm]
+    n_envs = getattr(env, "num_envs", 1)
     kwargs = {}
     if settings.algorithm != "sac":
-        kwargs["action_noise"] = TruncatedNormalDecayNoise(
+        noise = TruncatedNormalDecayNoise(
             settings.noise_sigma, settings.noise_decay, settings.warmup_episodes, seed=settings.seed
         )
+        kwargs["action_noise"] = noise if n_envs == 1 else shared_schedule(noise, n_envs)
     agent = cls(
         "MlpPolicy",
         env,
@@ -77,7 +82,7 @@ def make_agent(env, steps_per_episode: int, settings: AgentSettings):
         batch_size=settings.batch_size,
         tau=settings.tau,
         gamma=settings.gamma,
-        train_freq=(1, "episode"),
+        train_freq=(1, "episode") if n_envs == 1 else (steps_per_episode, "step"),  # SB3: episodic needs 1 env
         gradient_steps=-1,
         replay_buffer_class=EpisodeRewardReplayBuffer,
         replay_buffer_kwargs={"baseline_decay": settings.baseline_decay},

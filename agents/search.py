@@ -15,19 +15,26 @@ from pathlib import Path
 import numpy as np
 import torch
 from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.noise import VectorizedActionNoise
 
 from agents.callbacks import EpisodeCallback, EpisodeRecorder, PeriodicCheckpoint, write_json
 from agents.config import SearchConfig, dump_config, load_config
 from agents.ddpg import ALGORITHMS, AgentSettings, make_agent
-from agents.noise import TruncatedNormalDecayNoise
+from agents.noise import TruncatedNormalDecayNoise, shared_schedule
+from agents.vec_env import BatchedEvaluationVecEnv
+from agents.workers import WorkerSpec, check_ray_address, resolve_backend, start_workers, worker_threads
 from amc.baselines import random_policy, uniform
 from amc.budget import Budget
 from amc.checkpoint import load_checkpoint, model_from_checkpoint, package_versions
+from amc.cost_model import CostModel
+from amc.data import DataSplits
 from amc.distill import FinetuneSettings, finetune
 from amc.errors import AmcError
 from amc.evaluation import evaluate_report, load_data_for
+from amc.evaluator import CachedEvaluator, CandidateEvaluator, EvaluationSettings
 from amc.latency import LatencyTable
 from amc.policy import CompressionPolicy, model_fingerprint
+from amc.precision import resolve_precision
 from amc.student import apply_policy, save_student
 from amc.training import evaluate_accuracy, resolve_device
 from envs.compression import CompressionEnv
@@ -46,17 +53,47 @@ def new_run_dir(cfg: SearchConfig) -> Path:
     return run_dir
 
 
-def build_env(cfg: SearchConfig, teacher_blob: dict) -> CompressionEnv:
-    device = resolve_device(cfg.device)
-    teacher = model_from_checkpoint(teacher_blob).to(device)
-    data = load_data_for(teacher_blob, cfg.dataset, cfg.data_dir, None)
+def evaluation_settings(cfg: SearchConfig) -> EvaluationSettings:
+    return EvaluationSettings(eval_samples=cfg.eval_samples, recalibrate_batches=cfg.recalibrate_batches,
+                              finetune_steps=cfg.finetune_steps, reconstruct=cfg.reconstruct,
+                              precision=cfg.precision)  # fmt: skip
+
+
+def make_env(cfg: SearchConfig, teacher: torch.nn.Module, data: DataSplits,
+             evaluator: CachedEvaluator | None = None) -> CompressionEnv:  # fmt: skip
     table = LatencyTable.load(cfg.latency_table) if cfg.latency_table else None
+    settings = evaluation_settings(cfg)
     return CompressionEnv(
-        teacher, data, Budget.parse(cfg.budget), mode=cfg.mode, reward=cfg.reward, eval_samples=cfg.eval_samples,
-        recalibrate_batches=cfg.recalibrate_batches, finetune_steps=cfg.finetune_steps, precision=cfg.precision,
-        latency_table=table, min_keep=cfg.min_keep, max_sparsity=cfg.max_sparsity, min_bits=cfg.min_bits,
-        max_bits=cfg.max_bits, round_to=cfg.round_to, reconstruct=cfg.reconstruct,
+        teacher, data, Budget.parse(cfg.budget), mode=cfg.mode, reward=cfg.reward, eval_samples=settings.eval_samples,
+        recalibrate_batches=settings.recalibrate_batches, finetune_steps=settings.finetune_steps,
+        precision=settings.precision, latency_table=table, min_keep=cfg.min_keep, max_sparsity=cfg.max_sparsity,
+        min_bits=cfg.min_bits, max_bits=cfg.max_bits, round_to=cfg.round_to, reconstruct=settings.reconstruct,
+        evaluator=evaluator,
     )  # fmt: skip
+
+
+def load_teacher_and_data(cfg: SearchConfig, teacher_blob: dict) -> tuple[torch.nn.Module, DataSplits]:
+    teacher = model_from_checkpoint(teacher_blob).to(resolve_device(cfg.device))
+    return teacher, load_data_for(teacher_blob, cfg.dataset, cfg.data_dir, None)
+
+
+def build_env(cfg: SearchConfig, teacher_blob: dict) -> CompressionEnv:
+    """One env that evaluates in this process (for `amc policy predict` and scripts)."""
+    return make_env(cfg, *load_teacher_and_data(cfg, teacher_blob))
+
+
+def start_evaluator(cfg: SearchConfig, backend: str, teacher_blob: dict, teacher, data: DataSplits) -> CachedEvaluator:
+    """The search's shared evaluator: in this process (`serial`) or on `cfg.workers` local or Ray workers."""
+    threads = worker_threads(backend, cfg.workers, cfg.worker_threads)
+    settings = evaluation_settings(cfg)
+    if backend == "serial":
+        backend_impl = CandidateEvaluator(teacher, data, settings)
+    else:
+        spec = WorkerSpec(teacher_blob, data, settings, cfg.device, threads)
+        backend_impl = start_workers(backend, spec, cfg.workers, cfg.ray_address)
+    print(f"search: backend {backend}, {cfg.workers} worker(s) x {threads} thread(s), precision {cfg.precision}",
+          flush=True)  # fmt: skip
+    return CachedEvaluator(backend_impl, CostModel(teacher, data.input_shape).channels)
 
 
 def agent_settings(cfg: SearchConfig) -> AgentSettings:
@@ -78,32 +115,47 @@ def play(env: CompressionEnv, actions_for_step) -> dict:
     raise RuntimeError("episode did not terminate")
 
 
+def play_round(vec_env: BatchedEvaluationVecEnv, actions: np.ndarray) -> list[dict]:
+    """One episode per env, env i playing `actions[i, t]` at step t; returns the N final infos."""
+    vec_env.reset()
+    for t in range(actions.shape[1]):
+        _, _, dones, infos = vec_env.step(actions[:, t : t + 1].astype(np.float32))
+    if not all(dones):
+        raise RuntimeError("episodes did not terminate together")
+    return infos
+
+
+def base_noise(agent) -> TruncatedNormalDecayNoise | None:
+    noise = getattr(agent, "action_noise", None)
+    if isinstance(noise, VectorizedActionNoise):
+        noise = noise.base_noise
+    return noise if isinstance(noise, TruncatedNormalDecayNoise) else None
+
+
 def save_agent(agent, run_dir: Path, state: dict) -> None:
     """The agent, its replay buffer (each replaced atomically) and its noise schedule, for `--resume`."""
     for name, suffix, save in (("agent", ".zip", agent.save), ("replay_buffer", ".pkl", agent.save_replay_buffer)):
         tmp = run_dir / f"{name}.tmp{suffix}"
         save(tmp)
         tmp.replace(run_dir / f"{name}{suffix}")
-    noise = getattr(agent, "action_noise", None)
-    state["noise"] = noise.state() if isinstance(noise, TruncatedNormalDecayNoise) else None
+    noise = base_noise(agent)
+    state["noise"] = noise.state() if noise is not None else None
 
 
-def _run_rl(cfg, env, recorder, run_dir: Path, resuming: bool, state: dict, save_state) -> bool:
+def _run_rl(cfg, vec_env, steps: int, recorder, run_dir: Path, resuming: bool, state: dict, save_state) -> bool:
     """Train the SB3 agent for the remaining episodes, saving every `checkpoint_every`; True if interrupted."""
-    steps = len(env.steps)
-    monitored = Monitor(env)
     agent_path, buffer_path = run_dir / "agent.zip", run_dir / "replay_buffer.pkl"
     if resuming and agent_path.exists():
-        agent = ALGORITHMS[cfg.agent].load(agent_path, env=monitored, device=cfg.device)
+        agent = ALGORITHMS[cfg.agent].load(agent_path, env=vec_env, device=cfg.device)
         if buffer_path.exists():
             agent.load_replay_buffer(buffer_path)
             agent.replay_buffer.start_new_episode()
         if state.get("noise") is not None:
             noise = TruncatedNormalDecayNoise(cfg.noise_sigma, cfg.noise_decay, cfg.warmup_episodes)
             noise.load_state(state["noise"])
-            agent.action_noise = noise
+            agent.action_noise = noise if vec_env.num_envs == 1 else shared_schedule(noise, vec_env.num_envs)
     else:
-        agent = make_agent(monitored, steps, agent_settings(cfg))
+        agent = make_agent(vec_env, steps, agent_settings(cfg))
         if cfg.init_agent:
             warm_start(agent, cfg.init_agent, cfg.agent)
     remaining = cfg.episodes - recorder.episodes
@@ -168,24 +220,28 @@ def _scripted_values(cfg, env: CompressionEnv, rng: np.random.Generator) -> list
     return [policy.keep_ratios[s.name] for s in env.steps]
 
 
-def _run_scripted(cfg, env, recorder, state: dict, save_state) -> bool:
-    """Uniform, random search or random actions, through the same env and logging, saving every
-    `checkpoint_every` episodes; True if interrupted."""
+def _scripted_actions(cfg, env: CompressionEnv, rng: np.random.Generator) -> list[float]:
+    values = _scripted_values(cfg, env, rng)
+    if values is None:
+        return list(rng.uniform(-1.0, 1.0, len(env.steps)))
+    return env.values_to_actions(values)
+
+
+def _run_scripted(cfg, vec_env: BatchedEvaluationVecEnv, recorder, state: dict, save_state) -> bool:
+    """Uniform, random search or random actions, through the same env and logging, N episodes at a time,
+    saving every `checkpoint_every` episodes; True if interrupted."""
     rng = np.random.default_rng(cfg.seed)
     if state.get("rng") is not None:
         rng.bit_generator.state = state["rng"]
-    episodes = 1 if cfg.agent == "uniform" else cfg.episodes
+    env = vec_env.envs[0].unwrapped
     try:
-        while recorder.episodes < episodes:
-            values = _scripted_values(cfg, env, rng)
-            if values is None:
-                info = play(env, lambda t, obs: rng.uniform(-1.0, 1.0))
-            else:
-                actions = env.values_to_actions(values)
-                info = play(env, lambda t, obs, chosen=actions: chosen[t])
-            recorder.on_episode(info)
+        while recorder.episodes < recorder.total_episodes:
+            before = recorder.episodes
+            actions = np.asarray([_scripted_actions(cfg, env, rng) for _ in range(vec_env.num_envs)])
+            for info in play_round(vec_env, actions):
+                recorder.on_episode(info)
             state["rng"] = rng.bit_generator.state
-            if cfg.checkpoint_every and recorder.episodes % cfg.checkpoint_every == 0:
+            if cfg.checkpoint_every and recorder.episodes // cfg.checkpoint_every > before // cfg.checkpoint_every:
                 save_state()
     except KeyboardInterrupt:
         return True
@@ -213,15 +269,16 @@ def stop_on_signals() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _final_student(cfg, env: CompressionEnv, teacher_blob: dict, run_dir: Path, policy: CompressionPolicy) -> dict:
-    data, teacher = env.data, env.teacher
-    raw = apply_policy(teacher, policy, env.input_shape, validate=False)
+def _final_student(cfg, evaluator: CandidateEvaluator, teacher_blob: dict, run_dir: Path,
+                   policy: CompressionPolicy) -> dict:  # fmt: skip
+    data, teacher = evaluator.data, evaluator.teacher
+    raw = apply_policy(teacher, policy, evaluator.input_shape, validate=False)
     without_recalibration = {split: evaluate_accuracy(raw, data, split) for split in ("test", "val")}
-    student = env.build_student(policy, short_finetune=False)
+    student = evaluator.build_student(policy, short_finetune=False)
     before = evaluate_report(student, data)  # BN-recalibrated only, whatever the reward fine-tuned
     reward_finetune = {}
-    if env.finetune_steps:
-        env.short_finetune(student)
+    if evaluator.settings.finetune_steps:
+        evaluator.short_finetune(student)
         reward_finetune["student_after_reward_finetune"] = evaluate_report(student, data)
     after = reward_finetune.get("student_after_reward_finetune", before)
     if cfg.final_finetune_epochs:
@@ -245,21 +302,42 @@ def _final_student(cfg, env: CompressionEnv, teacher_blob: dict, run_dir: Path, 
 
 
 def run_search(cfg: SearchConfig, resume_dir: str | Path | None = None) -> dict:
-    """Run (or resume) a search; returns the results that are also written to results.json."""
+    """Run (or resume) a search; returns the results that are also written to results.json. Bad settings,
+    a missing Ray or an unreachable cluster fail before anything is written."""
     if cfg.agent not in SEARCHERS:
         raise AmcError(f"unknown agent {cfg.agent!r}; choose one of {', '.join(SEARCHERS)}")
+    backend = resolve_backend(cfg.backend, cfg.workers)
+    if backend == "ray":
+        check_ray_address(cfg.ray_address)
     resuming = resume_dir is not None
-    run_dir = Path(resume_dir) if resuming else new_run_dir(cfg)
-    state_path = run_dir / "search_state.json"
+    state_path = Path(resume_dir or ".") / "search_state.json"
     state = json.loads(state_path.read_text()) if resuming and state_path.exists() else {}
-    dump_config(cfg, run_dir / "config.yaml")
-    torch.manual_seed(cfg.seed)
-
+    if resuming and cfg.agent in ALGORITHMS and state.get("workers", 1) != cfg.workers:
+        raise AmcError(f"{resume_dir} was searched with workers={state.get('workers', 1)} and its replay buffer "
+                       f"has that many envs; resume with --set workers={state.get('workers', 1)}")  # fmt: skip
     teacher_blob = load_checkpoint(cfg.teacher)
-    env = build_env(cfg, teacher_blob)
-    env.reset(seed=cfg.seed)
+    torch.manual_seed(cfg.seed)
+    teacher, data = load_teacher_and_data(cfg, teacher_blob)
+    cfg.precision = resolve_precision(cfg.precision, resolve_device(cfg.device), announce=True)
+    evaluator = start_evaluator(cfg, backend, teacher_blob, teacher, data)
+    try:
+        run_dir = Path(resume_dir) if resuming else new_run_dir(cfg)
+        dump_config(cfg, run_dir / "config.yaml")
+        vec_env = BatchedEvaluationVecEnv(
+            [lambda: Monitor(make_env(cfg, teacher, data, evaluator)) for _ in range(cfg.workers)], evaluator
+        )
+        vec_env.seed(cfg.seed)
+        results = _search(cfg, backend, vec_env, teacher_blob, run_dir, resuming, state)
+    finally:
+        evaluator.close()
+    return results
+
+
+def _search(cfg, backend: str, vec_env: BatchedEvaluationVecEnv, teacher_blob: dict, run_dir: Path,
+            resuming: bool, state: dict) -> dict:  # fmt: skip
     from torch.utils.tensorboard import SummaryWriter
 
+    env: CompressionEnv = vec_env.envs[0].unwrapped
     writer = SummaryWriter(str(run_dir / "tb"))
     if not resuming:
         table = "\n".join(["|key|value|", "|-|-|", *(f"|{k}|{v}|" for k, v in asdict(cfg).items())])
@@ -273,20 +351,22 @@ def run_search(cfg: SearchConfig, resume_dir: str | Path | None = None) -> dict:
                                teacher_fields(teacher_blob, env.teacher))  # fmt: skip
     started = time.perf_counter()
     earlier_seconds, earlier_env_seconds = state.get("seconds", 0.0), state.get("env_seconds", 0.0)
+    state_path = run_dir / "search_state.json"
 
     def save_state(agent=None) -> None:
         if agent is not None:
             save_agent(agent, run_dir, state)
         state.update(recorder=recorder.state(), seconds=time.perf_counter() - started + earlier_seconds,
-                     env_seconds=env.env_seconds + earlier_env_seconds)  # fmt: skip
+                     env_seconds=vec_env.seconds + earlier_env_seconds, workers=cfg.workers)  # fmt: skip
         write_json(state_path, state)
 
     with stop_on_signals():
         if cfg.agent in ALGORITHMS:
-            interrupted = _run_rl(cfg, env, recorder, run_dir, resuming, state, save_state)
+            interrupted = _run_rl(cfg, vec_env, len(env.steps), recorder, run_dir, resuming, state, save_state)
         else:
-            interrupted = _run_scripted(cfg, env, recorder, state, save_state)
+            interrupted = _run_scripted(cfg, vec_env, recorder, state, save_state)
     elapsed, env_seconds = state["seconds"], state["env_seconds"]
+    episodes_per_minute = recorder.episodes_per_minute
     recorder.close()
     if interrupted:
         writer.close()
@@ -294,13 +374,20 @@ def run_search(cfg: SearchConfig, resume_dir: str | Path | None = None) -> dict:
     if recorder.best_info is None:
         raise AmcError("the search finished no episode; raise --set episodes")
 
+    evaluator = vec_env.evaluator.backend
+    if not isinstance(evaluator, CandidateEvaluator):  # the workers are elsewhere; the final student is built here
+        evaluator = CandidateEvaluator(env.teacher, env.data, evaluation_settings(cfg))
     policy = stamp_policy(CompressionPolicy.load(run_dir / "policy.json"), teacher_blob, env.teacher)
     results = {
         "run_dir": str(run_dir), "episodes": recorder.episodes, "best_reward": recorder.best_reward,
         "best_episode": policy.metadata.get("episode"), "search_minutes": elapsed / 60.0,
+        "backend": backend, "workers": cfg.workers, "device": resolve_device(cfg.device).type,
+        "precision": cfg.precision,
+        "episodes_per_minute": episodes_per_minute, "evaluations": vec_env.evaluator.evaluations,
+        "seconds_per_candidate": vec_env.evaluator.evaluation_seconds / max(vec_env.evaluator.evaluations, 1),
         "agent_overhead": max(0.0, 1.0 - env_seconds / max(elapsed, 1e-9)),
         "best_val_subset_accuracy": recorder.best_info["accuracy"],
-        **_final_student(cfg, env, teacher_blob, run_dir, policy),
+        **_final_student(cfg, evaluator, teacher_blob, run_dir, policy),
     }  # fmt: skip
     before = results["student_before_finetune"]
     policy.metadata["measured"] = {

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -14,7 +15,8 @@ import torch.nn.functional as F
 from amc.config import doc
 from amc.data import DataSplits
 from amc.errors import AmcError
-from amc.training import LossFn, autocast, evaluate_accuracy, make_optimizer, resolve_device, train_epoch
+from amc.precision import autocast, resolve_precision
+from amc.training import LossFn, evaluate_accuracy, make_optimizer, resolve_device, train_epoch
 
 
 def kd_loss(
@@ -52,11 +54,24 @@ def distillation_loss(teacher: nn.Module, alpha: float, temperature: float, mse_
     return loss
 
 
+def recalibration_batches(data: DataSplits, batches: int = 20, batch_size: int = 128, seed: int = 0) -> list:
+    """The training images BN recalibration runs on: `batches` seeded, shuffled, unaugmented batches."""
+    loader = data.batches("train", batch_size, generator=torch.Generator().manual_seed(seed))
+    loader.shuffle = True
+    return [x for x, _ in itertools.islice(loader, batches)]
+
+
 @torch.no_grad()
 def recalibrate_bn(
     model: nn.Module, data: DataSplits, batches: int = 20, batch_size: int = 128, seed: int = 0, precision: str = "fp32"
 ) -> nn.Module:
-    """Re-estimate BatchNorm running statistics from `batches` training batches (no augmentation).
+    """Re-estimate BatchNorm running statistics from `batches` training batches (no augmentation)."""
+    return recalibrate_bn_on(model, recalibration_batches(data, batches, batch_size, seed), precision)
+
+
+@torch.no_grad()
+def recalibrate_bn_on(model: nn.Module, images: Iterable[torch.Tensor], precision: str = "fp32") -> nn.Module:
+    """Re-estimate BatchNorm running statistics from batches of images.
 
     Uses a cumulative average while it runs and restores each layer's momentum afterwards, so later
     fine-tuning behaves normally.
@@ -71,13 +86,9 @@ def recalibrate_bn(
     was_training = model.training
     model.train()
     device = next(model.parameters()).device
-    loader = data.batches("train", batch_size, generator=torch.Generator().manual_seed(seed))
-    loader.shuffle = True
     try:
         with autocast(precision, device):
-            for i, (x, _) in enumerate(loader):
-                if i >= batches:
-                    break
+            for x in images:
                 model(x.to(device))
     finally:
         for m, momentum in zip(norms, momenta, strict=True):
@@ -99,7 +110,7 @@ class FinetuneSettings:
     alpha: float = doc(0.9, "weight of the soft-target KL term; 1 - alpha weighs cross-entropy")
     temperature: float = doc(4.0, "softmax temperature T of the soft targets")
     mse_weight: float = doc(0.0, "weight of N2N's MSE between student and teacher logits")
-    precision: str = doc("bf16", "bf16 or fp32 for training")
+    precision: str = doc("auto", "auto (bf16 where native), bf16 or fp32 for training")
     seed: int = doc(0, "seed for shuffling and augmentation")
 
 
@@ -117,6 +128,7 @@ def finetune(
 ) -> dict:
     """KD fine-tune `student` in place. `on_epoch_end(epoch, state)` gets a resumable state every epoch."""
     device = device or resolve_device()
+    settings.precision = resolve_precision(settings.precision, device)
     student.to(device)
     teacher.to(device).eval()
     loss_fn = distillation_loss(teacher, settings.alpha, settings.temperature, settings.mse_weight)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from amc.config import doc
 from amc.data import DataSplits, load_dataset
 from amc.errors import AmcError
 from amc.models import create_model, model_spec
+from amc.precision import autocast, resolve_precision
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -27,16 +27,22 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def autocast(precision: str, device: torch.device):
-    """bf16 autocast (fast on CPUs with avx512_bf16 and on GPUs), or a no-op for fp32."""
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    raise AmcError(f"unknown precision {precision!r}; use bf16 or fp32")
-
-
 @torch.no_grad()
+def accuracy_on(model: nn.Module, batches, *, precision: str = "fp32", device: torch.device | None = None) -> float:
+    """Top-1 accuracy (a fraction) over `(images, labels)` batches, in eval mode."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    with autocast(precision, device):
+        for x, y in batches:
+            logits = model(x.to(device))
+            correct += (logits.argmax(1).cpu() == y.cpu()).sum().item()
+            total += len(y)
+    model.train(was_training)
+    return correct / max(total, 1)
+
+
 def evaluate_accuracy(
     model: nn.Module,
     data: DataSplits,
@@ -49,16 +55,9 @@ def evaluate_accuracy(
 ) -> float:
     """Top-1 accuracy (a fraction) on one split, in eval mode."""
     device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    correct = total = 0
-    with autocast(precision, device):
-        for x, y in data.batches(split, batch_size, limit=limit, channels_last=precision == "bf16"):
-            logits = model(x.to(device))
-            correct += (logits.argmax(1).cpu() == y).sum().item()
-            total += len(y)
-    model.train(was_training)
-    return correct / max(total, 1)
+    precision = resolve_precision(precision, device)
+    batches = data.batches(split, batch_size, limit=limit, channels_last=precision == "bf16")
+    return accuracy_on(model, batches, precision=precision, device=device)
 
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -85,6 +84,7 @@ def train_epoch(
     progress: bool = True,
 ) -> dict[str, float]:
     """One pass over the training split (or `max_steps` batches); returns mean loss and train accuracy."""
+    precision = resolve_precision(precision, device)
     model.train()
     loader = data.batches("train", batch_size, train=True, generator=generator, channels_last=precision == "bf16")
     total = min(len(loader), max_steps) if max_steps else len(loader)
@@ -145,7 +145,7 @@ class TrainConfig:
     momentum: float = doc(0.9, "Nesterov momentum")
     weight_decay: float = doc(5e-4, "weight decay on conv and linear weights")
     schedule: str = doc("onecycle", "learning-rate schedule: onecycle or cosine")
-    precision: str = doc("bf16", "bf16 (autocast + channels_last) or fp32 for training; reports are fp32")
+    precision: str = doc("auto", "auto (bf16 where native), bf16 (autocast + channels_last) or fp32; reports are fp32")
     seed: int = doc(0, "seed for initialisation, the val split, shuffling and augmentation")
     device: str = doc("auto", "auto, cpu or cuda")
     out: str = doc("teacher.pt", "checkpoint path; rewritten after every epoch")
@@ -158,6 +158,7 @@ def train_teacher(cfg: TrainConfig) -> dict:
     from torch.utils.tensorboard import SummaryWriter
 
     device = resolve_device(cfg.device)
+    cfg.precision = resolve_precision(cfg.precision, device, announce=True)
     out = Path(cfg.out)
     torch.manual_seed(cfg.seed)
     data = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download, seed=cfg.seed)

@@ -8,21 +8,17 @@ from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
-import torch
 import torch.nn as nn
 from gymnasium import spaces
 
 from amc.budget import Budget
 from amc.cost_model import CostModel
 from amc.data import DataSplits
-from amc.distill import FinetuneSettings, finetune, recalibrate_bn
 from amc.errors import AmcError
+from amc.evaluator import CachedEvaluator, CandidateEvaluator, EvaluationSettings
 from amc.latency import LatencyTable
 from amc.policy import CompressionPolicy
-from amc.pruning import kept_channels
 from amc.rewards import Outcome, get_reward
-from amc.student import apply_policy
-from amc.training import evaluate_accuracy
 
 MODES = ("channel", "fine-grained", "removal", "removal+channel", "quantize", "channel+quantize")
 STAGES = {"removal": 0, "channel": 1, "fine-grained": 1, "quantize": 2}
@@ -52,9 +48,11 @@ class CompressionEnv(gym.Env):
     ## Description
     AMC (He et al., ECCV 2018) as a Gymnasium environment, extended with N2N-style block removal and
     HAQ-style bit widths. An episode walks the teacher's units in forward order, one step each; the
-    agent answers with one continuous action per unit. After the last step the student is really built
-    (`amc.student.apply_policy`), its BatchNorm statistics are recalibrated, optionally it is KD
-    fine-tuned for a few steps, and it is evaluated on a subset of the held-out validation split.
+    agent answers with one continuous action per unit. After the last step an `amc.evaluator` really
+    builds the student, recalibrates its BatchNorm statistics, optionally KD fine-tunes it for a few
+    steps, and evaluates it on a subset of the held-out validation split. The env keeps the walk, the
+    action wall, the observation and the reward; the evaluator (possibly shared by several envs, with
+    its workers in other processes or on a Ray cluster) does the building and scoring.
 
     ## Action Space
     `Box(-1, 1, (1,), float32)`, mapped linearly onto the current stage's range:
@@ -97,15 +95,24 @@ class CompressionEnv(gym.Env):
 
     ## Episode End
     `terminated=True` after the last unit; never truncated. `info` at the end holds `accuracy`,
-    `reward`, one `<resource>_ratio` per cost, `policy` (a `CompressionPolicy` dict) and `cached`.
+    `reward`, one `<resource>_ratio` per cost, `policy` (a `CompressionPolicy` dict), `values` (the
+    per-step values after the wall) and `cached` (the student was evaluated before).
+
+    ## Helpers for drivers of the walk
+    `at_last_step`, and `final_policy(action)`: the policy the episode ends with if `action` is the
+    last step's (a vectorized driver hands these to the evaluator together, before stepping).
+    `values_to_actions(values)` inverts the action mapping, for scripted searchers.
 
     ## Arguments
     - `teacher`: the trained `nn.Module` (never modified). `data`: an `amc.data.DataSplits`.
     - `budget`: an `amc.budget.Budget` or a dict such as `{"flops": 0.5}`.
     - `mode`: one of `channel`, `fine-grained`, `removal`, `removal+channel`, `quantize`, `channel+quantize`.
-    - `reward`: a registered reward name. `eval_samples`: validation images per evaluation.
-    - `recalibrate_batches`: BN recalibration batches (0 disables). `finetune_steps`: KD steps per episode.
-    - `reconstruct`: refit pruned layers' consumers by least squares before evaluating (AMC).
+    - `reward`: a registered reward name.
+    - `evaluator`: an `amc.evaluator.CachedEvaluator` to share (e.g. a pool of workers). Without one the
+      env makes its own in this process from `eval_samples` (validation images per evaluation),
+      `recalibrate_batches` (BN recalibration batches, 0 disables), `finetune_steps` (KD steps per
+      episode), `reconstruct` (least-squares refit of pruned layers' consumers, AMC), `precision`
+      (`auto`: bf16 where the device runs it natively) and `evaluation_seed`.
     - `latency_table`: an `amc.latency.LatencyTable`, required for a latency budget.
     - `min_keep`, `max_sparsity`, `min_bits`, `max_bits`, `removal_threshold`, `round_to`: action ranges.
 
@@ -128,7 +135,7 @@ class CompressionEnv(gym.Env):
         eval_batch_size: int = 500,
         recalibrate_batches: int = 20,
         finetune_steps: int = 0,
-        precision: str = "bf16",
+        precision: str = "auto",
         latency_table: LatencyTable | None = None,
         min_keep: float = 0.2,
         max_sparsity: float = 0.9,
@@ -138,6 +145,7 @@ class CompressionEnv(gym.Env):
         round_to: int = 1,
         reconstruct: bool = False,
         evaluation_seed: int = 0,
+        evaluator: CachedEvaluator | None = None,
     ):
         super().__init__()
         if mode not in MODES:
@@ -148,15 +156,10 @@ class CompressionEnv(gym.Env):
         self.mode = mode
         self.reward_name, self.reward_fn = reward, get_reward(reward)
         self.input_shape = tuple(input_shape or data.input_shape)
-        self.eval_samples, self.eval_batch_size = eval_samples, eval_batch_size
-        self.recalibrate_batches, self.finetune_steps = recalibrate_batches, finetune_steps
-        self.precision = precision
         self.latency_table = latency_table
         self.min_keep, self.max_sparsity = min_keep, max_sparsity
         self.min_bits, self.max_bits = min_bits, max_bits
         self.removal_threshold, self.round_to = removal_threshold, round_to
-        self.reconstruct = reconstruct
-        self.evaluation_seed = evaluation_seed
         if self.budget.latency is not None and latency_table is None:
             raise AmcError("a latency budget needs a latency table; build one with `amc profile-latency`")
 
@@ -171,10 +174,13 @@ class CompressionEnv(gym.Env):
         self._static = self._static_features()
         self.action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
         self.observation_space = spaces.Box(0.0, 1.0, (len(OBSERVATION_FEATURES),), np.float32)
-        self._cache: dict[tuple, float] = {}
-        self.teacher_accuracy = evaluate_accuracy(
-            teacher, data, "val", limit=eval_samples, batch_size=eval_batch_size, precision=precision
-        )
+        if evaluator is None:
+            settings = EvaluationSettings(eval_samples, eval_batch_size, recalibrate_batches, finetune_steps,
+                                          reconstruct, precision, evaluation_seed)  # fmt: skip
+            evaluator = CachedEvaluator(CandidateEvaluator(teacher, data, settings, self.input_shape),
+                                        self.cost_model.channels)  # fmt: skip
+        self.evaluator = evaluator
+        self.teacher_accuracy = evaluator.teacher_accuracy
         if not self.budget.met_by(self._ratios(self._most_aggressive_policy())):
             raise AmcError(
                 f"budget {dict(self.budget.items())} is impossible in mode {mode!r} even at the most aggressive "
@@ -344,12 +350,25 @@ class CompressionEnv(gym.Env):
         finally:
             self.env_seconds += time.perf_counter() - started
 
+    @property
+    def at_last_step(self) -> bool:
+        return self.t == len(self.steps) - 1
+
+    def final_policy(self, action) -> CompressionPolicy:
+        """The policy this episode ends with if `action` is the last step's action."""
+        if not self.at_last_step:
+            raise AmcError("final_policy() is only defined at the last step of an episode")
+        return self._policy(self.values + [self._walled_value(action)])
+
+    def _walled_value(self, action) -> float:
+        a = float(np.asarray(action, dtype=np.float64).reshape(-1)[0])
+        return self._action_wall(self._value(self.steps[self.t], a))
+
     def _step(self, action):
         if self.t >= len(self.steps):
             raise AmcError("step() called after the episode ended; call reset() first")
         a = float(np.asarray(action, dtype=np.float64).reshape(-1)[0])
-        step = self.steps[self.t]
-        value = self._action_wall(self._value(step, a))
+        value = self._walled_value(a)
         self.values.append(value)
         self.actions.append(a)
         self.previous_action = float(np.clip(a, -1.0, 1.0))
@@ -361,18 +380,15 @@ class CompressionEnv(gym.Env):
     def _finish(self) -> tuple[float, bool, bool, dict]:
         policy = self._policy(self.values)
         ratios = self._ratios(policy)
-        key = self._cache_key(policy)
-        cached = key in self._cache
+        cached = policy in self.evaluator
+        evaluation = self.evaluator.evaluate(policy)
         if not cached:
-            started = time.perf_counter()
-            self._cache[key] = self.evaluate_policy(policy)
-            self.evaluation_seconds += time.perf_counter() - started
-        accuracy = self._cache[key]
-        outcome = Outcome(accuracy, self.teacher_accuracy, ratios, ratios["flops"] * self.teacher_macs)
+            self.evaluation_seconds += evaluation.seconds
+        outcome = Outcome(evaluation.accuracy, self.teacher_accuracy, ratios, ratios["flops"] * self.teacher_macs)
         reward = float(self.reward_fn(outcome))
         info = {
             "value": self.values[-1],
-            "accuracy": accuracy,
+            "accuracy": evaluation.accuracy,
             "reward": reward,
             **{f"{k}_ratio": v for k, v in ratios.items()},
             "policy": policy.to_dict(),
@@ -380,42 +396,6 @@ class CompressionEnv(gym.Env):
             "cached": cached,
         }
         return reward, True, False, info
-
-    def _cache_key(self, policy: CompressionPolicy) -> tuple:
-        kept = tuple(
-            kept_channels(self.cost_model.channels[n], r, self.round_to) for n, r in sorted(policy.keep_ratios.items())
-        )
-        sparsity = tuple(round(v, 4) for _, v in sorted(policy.sparsity.items()))
-        return kept, tuple(sorted(policy.removed_blocks)), tuple(sorted(policy.bits.items())), sparsity
-
-    def build_student(self, policy: CompressionPolicy, short_finetune: bool = True) -> nn.Module:
-        """The student for a policy, BN-recalibrated and (unless `short_finetune` is False) given the
-        reward's brief KD fine-tune of `finetune_steps` steps."""
-        student = apply_policy(self.teacher, policy, self.input_shape, validate=False,
-                               reconstruction_data=self.data if self.reconstruct else None)  # fmt: skip
-        if self.recalibrate_batches:
-            recalibrate_bn(student, self.data, batches=self.recalibrate_batches, seed=self.evaluation_seed,
-                           precision=self.precision)  # fmt: skip
-        if short_finetune:
-            self.short_finetune(student)
-        return student
-
-    def short_finetune(self, student: nn.Module) -> None:
-        """The reward's KD fine-tune of `finetune_steps` steps (lr 0.01, cosine), in place; no-op at 0."""
-        if self.finetune_steps:
-            settings = FinetuneSettings(steps=self.finetune_steps, lr=0.01, precision=self.precision,
-                                        seed=self.evaluation_seed)  # fmt: skip
-            finetune(student, self.teacher, self.data, settings, show_progress=False,
-                     device=next(self.teacher.parameters()).device)  # fmt: skip
-
-    def evaluate_policy(self, policy: CompressionPolicy) -> float:
-        """Validation accuracy (on `eval_samples` images) of the student a policy builds."""
-        with torch.random.fork_rng(devices=[]):
-            student = self.build_student(policy)
-        return evaluate_accuracy(
-            student, self.data, "val", limit=self.eval_samples, batch_size=self.eval_batch_size,
-            precision=self.precision,
-        )  # fmt: skip
 
     def values_to_actions(self, values: Sequence[float]) -> list[float]:
         """Inverse of the action mapping: the actions that reproduce given per-step values."""

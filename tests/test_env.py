@@ -13,6 +13,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 import envs  # noqa: F401  (registers amc/Compression-v0)
 from amc.data import load_synthetic
 from amc.errors import AmcError
+from amc.evaluator import Evaluation
 from amc.models import create_model
 from amc.rewards import REWARDS, Outcome, get_reward
 from envs.compression import MODES, CompressionEnv
@@ -76,11 +77,20 @@ def test_every_finished_episode_meets_the_budget(mode):
             assert info[f"{resource}_ratio"] <= limit + 1e-6
 
 
+class ConstantAccuracy:
+    """An evaluator backend that builds nothing."""
+
+    teacher_accuracy = 0.5
+
+    def evaluate_many(self, policies):
+        return [Evaluation(0.5, 0, 0, 0, 0.0) for _ in policies]
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.lists(st.floats(-1, 1), min_size=7, max_size=7), st.sampled_from([0.3, 0.5, 0.7]))
 def test_action_wall_holds_for_any_action_sequence(actions, budget):
     env = make_env("removal+channel", budget={"flops": budget})
-    env.evaluate_policy = lambda policy: 0.5  # the wall is what is tested here, not the accuracy
+    env.evaluator.backend = ConstantAccuracy()  # the wall is what is tested here, not the accuracy
     *_, info = rollout(env, actions)
     assert info["flops_ratio"] <= budget + 1e-6
 
@@ -102,12 +112,12 @@ def test_same_seed_same_rollout():
 def test_identical_policies_are_evaluated_once():
     env = make_env()
     calls = []
-    real = env.evaluate_policy
-    env.evaluate_policy = lambda policy: calls.append(1) or real(policy)
+    real = env.evaluator.backend.evaluate_many
+    env.evaluator.backend.evaluate_many = lambda policies: calls.append(len(policies)) or real(policies)
     actions = [0.3] * len(env.steps)
     *_, first = rollout(env, actions)
     *_, second = rollout(env, actions)
-    assert len(calls) == 1 and not first["cached"] and second["cached"]
+    assert calls == [1] and not first["cached"] and second["cached"]
     assert first["accuracy"] == second["accuracy"]
 
 

@@ -38,14 +38,14 @@ def test_unknown_model_names_are_refused():
         create_model("tv:not_a_model")
 
 
-def test_core_imports_without_gymnasium_or_sb3():
+def test_core_imports_without_gymnasium_sb3_or_ray():
     import subprocess
     import sys
 
     code = (
         "import sys, pkgutil, importlib, amc\n"
         "for m in pkgutil.iter_modules(amc.__path__): importlib.import_module('amc.' + m.name)\n"
-        "bad = [m for m in ('gymnasium', 'stable_baselines3', 'envs', 'agents') if m in sys.modules]\n"
+        "bad = [m for m in ('gymnasium', 'stable_baselines3', 'ray', 'envs', 'agents') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -1,0 +1,159 @@
+"""`CandidateEvaluator`: what one search candidate costs to score. It builds the student a policy describes,
+recalibrates its BatchNorm, optionally gives it a short KD fine-tune or a least-squares refit, and measures
+its validation accuracy and costs.
+
+Everything an evaluation depends on (the validation subset, the BN batches, the seeds) is fixed when the
+evaluator is made, so one policy gets one result from any evaluator with the same settings: in this process,
+in a worker process or in a Ray actor.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from amc.cost import count_macs, count_params, size_bytes
+from amc.data import DataSplits
+from amc.distill import FinetuneSettings, finetune, recalibrate_bn_on, recalibration_batches
+from amc.policy import CompressionPolicy
+from amc.precision import resolve_precision
+from amc.student import apply_policy
+from amc.training import accuracy_on
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """How a candidate is scored; the same settings give the same result for the same policy."""
+
+    eval_samples: int = 1000
+    """Validation images per evaluation (the first ones of the held-out split)."""
+    eval_batch_size: int = 500
+    recalibrate_batches: int = 20
+    """BatchNorm recalibration batches of 128 training images (0: off)."""
+    finetune_steps: int = 0
+    """KD steps (lr 0.01, cosine) before the evaluation (0: off)."""
+    reconstruct: bool = False
+    """Least-squares refit of layers that lost inputs (AMC), before the evaluation."""
+    precision: str = "auto"
+    seed: int = 0
+    """Seed of the BN batches and the short fine-tune."""
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One candidate's outcome: validation accuracy on the subset, and the built student's measured costs."""
+
+    accuracy: float
+    flops: int
+    params: int
+    size_bytes: int
+    seconds: float
+
+
+class CandidateEvaluator:
+    """Scores policies for one teacher on one data set. Holds the teacher, the validation batches and the
+    BN batches, made once."""
+
+    def __init__(self, teacher: nn.Module, data: DataSplits, settings: EvaluationSettings = EvaluationSettings(),
+                 input_shape: Sequence[int] | None = None):  # fmt: skip
+        self.teacher = teacher.eval()
+        self.data = data
+        self.device = next(teacher.parameters()).device
+        self.settings = settings
+        self.precision = resolve_precision(settings.precision, self.device)
+        self.input_shape = tuple(input_shape or data.input_shape)
+        channels_last = self.precision == "bf16"
+        self._val = [
+            (x.to(self.device), y)
+            for x, y in data.batches("val", settings.eval_batch_size, limit=settings.eval_samples,
+                                     channels_last=channels_last)
+        ]  # fmt: skip
+        self._bn_images = recalibration_batches(data, settings.recalibrate_batches, seed=settings.seed)
+        self._teacher_accuracy: float | None = None
+
+    @property
+    def teacher_accuracy(self) -> float:
+        """The teacher's accuracy on the same validation subset (computed once)."""
+        if self._teacher_accuracy is None:
+            self._teacher_accuracy = self.accuracy(self.teacher)
+        return self._teacher_accuracy
+
+    def accuracy(self, model: nn.Module) -> float:
+        return accuracy_on(model, self._val, precision=self.precision, device=self.device)
+
+    def build_student(self, policy: CompressionPolicy, short_finetune: bool = True) -> nn.Module:
+        """The student a policy describes, BN-recalibrated and (unless `short_finetune` is False) given the
+        reward's brief KD fine-tune."""
+        reconstruction = self.data if self.settings.reconstruct else None
+        student = apply_policy(self.teacher, policy, self.input_shape, validate=False,
+                               reconstruction_data=reconstruction)  # fmt: skip
+        if self.settings.recalibrate_batches:
+            recalibrate_bn_on(student, self._bn_images, precision=self.precision)
+        if short_finetune:
+            self.short_finetune(student)
+        return student
+
+    def short_finetune(self, student: nn.Module) -> None:
+        """The reward's KD fine-tune of `finetune_steps` steps (lr 0.01, cosine), in place; no-op at 0."""
+        if self.settings.finetune_steps:
+            settings = FinetuneSettings(steps=self.settings.finetune_steps, lr=0.01, precision=self.precision,
+                                        seed=self.settings.seed)  # fmt: skip
+            finetune(student, self.teacher, self.data, settings, show_progress=False, device=self.device)
+
+    def evaluate(self, policy: CompressionPolicy) -> Evaluation:
+        """Build, recalibrate, optionally fine-tune, then score one policy. Global RNG state is untouched."""
+        started = time.perf_counter()
+        with torch.random.fork_rng(devices=[]):
+            student = self.build_student(policy)
+            flops = count_macs(student, self.input_shape)  # its example input draws from the RNG
+        return Evaluation(
+            accuracy=self.accuracy(student), flops=flops, params=count_params(student),
+            size_bytes=size_bytes(student), seconds=time.perf_counter() - started,
+        )  # fmt: skip
+
+    def evaluate_many(self, policies: Sequence[CompressionPolicy]) -> list[Evaluation]:
+        return [self.evaluate(p) for p in policies]
+
+    def close(self) -> None:
+        pass
+
+
+class CachedEvaluator:
+    """Evaluates each distinct student once. `backend` is anything with `evaluate_many(policies)`,
+    `teacher_accuracy` and `close()`: a `CandidateEvaluator` here, or a pool of them in other processes.
+    `evaluate_many` sends the policies it has not seen to the backend together, so a pool scores them at once."""
+
+    def __init__(self, backend, channels: dict[str, int]):
+        self.backend, self.channels = backend, channels
+        self._results: dict[tuple, Evaluation] = {}
+        self.evaluations = 0
+        """Policies the backend really evaluated."""
+        self.evaluation_seconds = 0.0
+        """Their summed evaluation time, measured where each ran."""
+
+    def __contains__(self, policy: CompressionPolicy) -> bool:
+        return policy.structure_key(self.channels) in self._results
+
+    def evaluate_many(self, policies: Sequence[CompressionPolicy]) -> list[Evaluation]:
+        keys = [p.structure_key(self.channels) for p in policies]
+        new = {k: p for k, p in zip(keys, policies, strict=True) if k not in self._results}
+        if new:
+            results = self.backend.evaluate_many(list(new.values()))
+            self._results.update(zip(new, results, strict=True))
+            self.evaluations += len(new)
+            self.evaluation_seconds += sum(r.seconds for r in results)
+        return [self._results[k] for k in keys]
+
+    def evaluate(self, policy: CompressionPolicy) -> Evaluation:
+        return self.evaluate_many([policy])[0]
+
+    @property
+    def teacher_accuracy(self) -> float:
+        return self.backend.teacher_accuracy
+
+    def close(self) -> None:
+        self.backend.close()
