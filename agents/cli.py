@@ -70,9 +70,7 @@ def _add_search_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML file of SearchConfig fields (e.g. experiments/configs/*.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run in this folder")
-    parser.add_argument(
-        "--init-agent", metavar="AGENT_ZIP", help="warm-start from a saved agent (= --set init_agent=…)"
-    )
+    parser.add_argument("--init-agent", metavar="AGENT_PT", help="warm-start from a saved agent (= --set init_agent=…)")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
 
 

@@ -51,7 +51,7 @@ class SearchConfig:
     round_to: int = doc(1, "round kept channels to a multiple of this")
     latency_table: str | None = doc(None, "latency table JSON (from `amc profile-latency`), for latency budgets")
     init_agent: str | None = doc(
-        None, "warm-start actor and critic from a saved agent.zip (another budget or model); shorten warmup_episodes"
+        None, "warm-start actor and critic from a saved agent.pt (another budget or model); shorten warmup_episodes"
     )
     checkpoint_every: int = doc(10, "save the agent and the search state every this many episodes (0: only on stop)")
     final_finetune_epochs: int = doc(0, "KD fine-tune the best student for this many epochs at the end")

@@ -7,9 +7,10 @@ import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from agents.checkpoint import load_agent, restore_agent
 from agents.config import SearchConfig, load_config
-from agents.ddpg import ALGORITHMS
-from agents.search import build_env, play, stamp_policy
+from agents.ddpg import ALGORITHMS, make_agent
+from agents.search import agent_settings, build_env, play, stamp_policy
 from amc.budget import Budget
 from amc.checkpoint import load_checkpoint
 from amc.config import doc
@@ -21,7 +22,7 @@ from amc.policy import CompressionPolicy
 class PredictConfig:
     """Run a saved agent greedily on a teacher and budget and write the policy it chooses."""
 
-    agent: str = doc("agent.zip", "agent saved by `amc search` (its config.yaml beside it sets mode and ranges)")
+    agent: str = doc("agent.pt", "agent saved by `amc search` (its config.yaml beside it sets mode and ranges)")
     teacher: str = doc("teacher.pt", "teacher checkpoint to compress")
     budget: str | None = doc(None, "budget, e.g. flops=0.4 (default: the search's)")
     mode: str | None = doc(None, "compression mode (default: the search's)")
@@ -44,8 +45,7 @@ def search_config_beside(agent_path: Path, cfg: PredictConfig) -> SearchConfig:
 
 def predict_command(cfg: PredictConfig) -> dict:
     agent_path = Path(cfg.agent)
-    if not agent_path.is_file():
-        raise AmcError(f"agent {agent_path} does not exist; pass the agent.zip of an `amc search` run")
+    saved = load_agent(agent_path)
     search_cfg = search_config_beside(agent_path, cfg)
     if search_cfg.agent not in ALGORITHMS:
         raise AmcError(f"{agent_path.parent} was searched by {search_cfg.agent!r}, which has no agent to run")
@@ -53,12 +53,11 @@ def predict_command(cfg: PredictConfig) -> dict:
     started = time.perf_counter()
     teacher_blob = load_checkpoint(search_cfg.teacher)
     env = build_env(search_cfg, teacher_blob)
-    try:
-        agent = ALGORITHMS[search_cfg.agent].load(agent_path, device=search_cfg.device)
-    except Exception as exc:  # SB3 raises many kinds on a foreign or corrupt zip
-        raise AmcError(f"cannot load {agent_path} ({type(exc).__name__}); is it an amc agent.zip?") from exc
-    if agent.observation_space.shape != env.observation_space.shape:
-        raise AmcError(f"{agent_path} observes {agent.observation_space.shape}, the env {env.observation_space.shape}")
+    if tuple(saved["observation_shape"]) != env.observation_space.shape:
+        raise AmcError(f"{agent_path} observes {tuple(saved['observation_shape'])}, the env "
+                       f"{env.observation_space.shape}")  # fmt: skip
+    agent = make_agent(env, len(env.steps), agent_settings(search_cfg))
+    restore_agent(agent, saved)
     env.reset(seed=search_cfg.seed)
     info = play(env, lambda t, obs: float(agent.predict(obs, deterministic=True)[0][0]))
     policy = stamp_policy(CompressionPolicy.from_dict(info["policy"]), teacher_blob, env.teacher)

@@ -17,6 +17,7 @@ import torch
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.noise import VectorizedActionNoise
 
+from agents import checkpoint as agent_checkpoint
 from agents.callbacks import EpisodeCallback, EpisodeRecorder, PeriodicCheckpoint, write_json
 from agents.config import SearchConfig, dump_config, load_config
 from agents.ddpg import ALGORITHMS, AgentSettings, make_agent
@@ -40,6 +41,7 @@ from amc.training import evaluate_accuracy, resolve_device
 from envs.compression import CompressionEnv
 
 SEARCHERS = (*ALGORITHMS, "random", "random-actions", "uniform")
+AGENT_FILE, BUFFER_FILE = "agent.pt", "replay_buffer.npz"
 
 
 def new_run_dir(cfg: SearchConfig) -> Path:
@@ -87,6 +89,7 @@ def start_evaluator(cfg: SearchConfig, backend: str, teacher_blob: dict, teacher
     threads = worker_threads(backend, cfg.workers, cfg.worker_threads)
     settings = evaluation_settings(cfg)
     if backend == "serial":
+        torch.set_num_threads(threads)
         backend_impl = CandidateEvaluator(teacher, data, settings)
     else:
         spec = WorkerSpec(teacher_blob, data, settings, cfg.device, threads)
@@ -132,32 +135,45 @@ def base_noise(agent) -> TruncatedNormalDecayNoise | None:
     return noise if isinstance(noise, TruncatedNormalDecayNoise) else None
 
 
-def save_agent(agent, run_dir: Path, state: dict) -> None:
-    """The agent, its replay buffer (each replaced atomically) and its noise schedule, for `--resume`."""
-    for name, suffix, save in (("agent", ".zip", agent.save), ("replay_buffer", ".pkl", agent.save_replay_buffer)):
-        tmp = run_dir / f"{name}.tmp{suffix}"
-        save(tmp)
-        tmp.replace(run_dir / f"{name}{suffix}")
+def save_agent_state(agent, cfg: SearchConfig, run_dir: Path, state: dict) -> None:
+    """The agent, its replay buffer (each replaced atomically, neither a pickle) and its noise schedule."""
+    agent_checkpoint.save_agent(agent, run_dir / AGENT_FILE, cfg.agent)
+    agent_checkpoint.save_replay_buffer(agent.replay_buffer, run_dir / BUFFER_FILE)
     noise = base_noise(agent)
     state["noise"] = noise.state() if noise is not None else None
 
 
-def _run_rl(cfg, vec_env, steps: int, recorder, run_dir: Path, resuming: bool, state: dict, save_state) -> bool:
+def read_saved_agent(cfg: SearchConfig, run_dir: Path | None) -> tuple[dict | None, dict | None]:
+    """The agent (and replay buffer) a search starts from: its run folder's on resume, else `init_agent`'s.
+    Read, and refused in one line if damaged or crafted, before the search writes anything."""
+    if cfg.agent not in ALGORITHMS:
+        return None, None
+    if run_dir is None:
+        return (agent_checkpoint.load_agent(cfg.init_agent) if cfg.init_agent else None), None
+    agent_path, buffer_path = run_dir / AGENT_FILE, run_dir / BUFFER_FILE
+    if not agent_path.exists():
+        if (run_dir / "agent.zip").exists():
+            raise AmcError(f"{run_dir} was saved by an older amc as agent.zip, a pickle that amc no longer loads; "
+                           "start a new search")  # fmt: skip
+        return None, None
+    buffer = agent_checkpoint.read_replay_buffer(buffer_path) if buffer_path.exists() else None
+    return agent_checkpoint.load_agent(agent_path), buffer
+
+
+def _run_rl(cfg, vec_env, steps: int, recorder, resuming: bool, saved: tuple, state: dict, save_state) -> bool:
     """Train the SB3 agent for the remaining episodes, saving every `checkpoint_every`; True if interrupted."""
-    agent_path, buffer_path = run_dir / "agent.zip", run_dir / "replay_buffer.pkl"
-    if resuming and agent_path.exists():
-        agent = ALGORITHMS[cfg.agent].load(agent_path, env=vec_env, device=cfg.device)
-        if buffer_path.exists():
-            agent.load_replay_buffer(buffer_path)
-            agent.replay_buffer.start_new_episode()
+    saved_agent, saved_buffer = saved
+    agent = make_agent(vec_env, steps, agent_settings(cfg))
+    if resuming and saved_agent is not None:
+        agent_checkpoint.restore_agent(agent, saved_agent)
+        if saved_buffer is not None:
+            agent_checkpoint.fill_replay_buffer(agent.replay_buffer, saved_buffer)
         if state.get("noise") is not None:
             noise = TruncatedNormalDecayNoise(cfg.noise_sigma, cfg.noise_decay, cfg.warmup_episodes)
             noise.load_state(state["noise"])
             agent.action_noise = noise if vec_env.num_envs == 1 else shared_schedule(noise, vec_env.num_envs)
-    else:
-        agent = make_agent(vec_env, steps, agent_settings(cfg))
-        if cfg.init_agent:
-            warm_start(agent, cfg.init_agent, cfg.agent)
+    elif saved_agent is not None:
+        warm_start(agent, saved_agent, cfg.init_agent)
     remaining = cfg.episodes - recorder.episodes
     callbacks = [EpisodeCallback(recorder), PeriodicCheckpoint(recorder, cfg.checkpoint_every, save_state)]
     interrupted = False
@@ -185,20 +201,13 @@ def stamp_policy(policy: CompressionPolicy, teacher_blob: dict, teacher) -> Comp
     return policy
 
 
-def warm_start(agent, path: str | Path, algorithm: str) -> None:
-    """Copy actor and critic (and their targets) from a saved agent. The observation is AMC's per-layer
-    embedding, normalized per model, so an agent from another budget or model fits."""
-    if not Path(path).is_file():
-        raise AmcError(f"init_agent {path} does not exist; pass the agent.zip of an earlier search")
+def warm_start(agent, saved: dict, path: str | Path) -> None:
+    """Copy actor and critic (and their targets) from a saved agent (`load_agent(path)`). The observation is
+    AMC's per-layer embedding, normalized per model, so an agent from another budget or model fits."""
+    if tuple(saved["observation_shape"]) != agent.observation_space.shape:
+        raise AmcError(f"{path} observes {tuple(saved['observation_shape'])}, this env {agent.observation_space.shape}")
     try:
-        saved = ALGORITHMS[algorithm].load(path, device=agent.device)
-    except Exception as exc:  # SB3 raises many kinds on a foreign or corrupt zip
-        kind = type(exc).__name__
-        raise AmcError(f"cannot load {path} as a {algorithm} agent ({kind}); is it an amc agent.zip?") from exc
-    if saved.observation_space.shape != agent.observation_space.shape:
-        raise AmcError(f"{path} observes {saved.observation_space.shape}, this env {agent.observation_space.shape}")
-    try:
-        agent.policy.load_state_dict(saved.policy.state_dict())
+        agent.policy.load_state_dict(saved["parameters"]["policy"])
     except RuntimeError as exc:
         raise AmcError(f"{path} has other network sizes than `hidden`; set hidden to the saved agent's") from exc
 
@@ -315,6 +324,7 @@ def run_search(cfg: SearchConfig, resume_dir: str | Path | None = None) -> dict:
     if resuming and cfg.agent in ALGORITHMS and state.get("workers", 1) != cfg.workers:
         raise AmcError(f"{resume_dir} was searched with workers={state.get('workers', 1)} and its replay buffer "
                        f"has that many envs; resume with --set workers={state.get('workers', 1)}")  # fmt: skip
+    saved = read_saved_agent(cfg, Path(resume_dir) if resuming else None)
     teacher_blob = load_checkpoint(cfg.teacher)
     torch.manual_seed(cfg.seed)
     teacher, data = load_teacher_and_data(cfg, teacher_blob)
@@ -327,14 +337,14 @@ def run_search(cfg: SearchConfig, resume_dir: str | Path | None = None) -> dict:
             [lambda: Monitor(make_env(cfg, teacher, data, evaluator)) for _ in range(cfg.workers)], evaluator
         )
         vec_env.seed(cfg.seed)
-        results = _search(cfg, backend, vec_env, teacher_blob, run_dir, resuming, state)
+        results = _search(cfg, backend, vec_env, teacher_blob, run_dir, resuming, saved, state)
     finally:
         evaluator.close()
     return results
 
 
 def _search(cfg, backend: str, vec_env: BatchedEvaluationVecEnv, teacher_blob: dict, run_dir: Path,
-            resuming: bool, state: dict) -> dict:  # fmt: skip
+            resuming: bool, saved: tuple, state: dict) -> dict:  # fmt: skip
     from torch.utils.tensorboard import SummaryWriter
 
     env: CompressionEnv = vec_env.envs[0].unwrapped
@@ -355,14 +365,14 @@ def _search(cfg, backend: str, vec_env: BatchedEvaluationVecEnv, teacher_blob: d
 
     def save_state(agent=None) -> None:
         if agent is not None:
-            save_agent(agent, run_dir, state)
+            save_agent_state(agent, cfg, run_dir, state)
         state.update(recorder=recorder.state(), seconds=time.perf_counter() - started + earlier_seconds,
                      env_seconds=vec_env.seconds + earlier_env_seconds, workers=cfg.workers)  # fmt: skip
         write_json(state_path, state)
 
     with stop_on_signals():
         if cfg.agent in ALGORITHMS:
-            interrupted = _run_rl(cfg, vec_env, len(env.steps), recorder, run_dir, resuming, state, save_state)
+            interrupted = _run_rl(cfg, vec_env, len(env.steps), recorder, resuming, saved, state, save_state)
         else:
             interrupted = _run_scripted(cfg, vec_env, recorder, state, save_state)
     elapsed, env_seconds = state["seconds"], state["env_seconds"]

@@ -8,6 +8,7 @@ it. The engines are the standard library's process pool and Ray; neither needs a
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 import threading
@@ -66,6 +67,7 @@ _worker_evaluator: CandidateEvaluator | None = None
 
 def _start_local_worker(spec: WorkerSpec, parent: int) -> None:
     global _worker_evaluator
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the search's to handle: it saves, then closes the pool
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     _worker_evaluator = make_evaluator(spec)
 
@@ -240,7 +242,7 @@ def resolve_backend(backend: str, workers: int) -> str:
 
 
 def worker_threads(backend: str, workers: int, requested: int | None) -> int:
-    """Torch threads per worker: as asked, else this machine's cores shared out (1 on a Ray cluster)."""
+    """Torch threads per worker (for `serial`, of this process): as asked, else this machine's cores shared out."""
     if requested is not None:
         if requested < 1:
             raise AmcError(f"worker_threads is {requested}; set it to 1 or more, or leave it unset")

@@ -58,57 +58,65 @@ def policy_names() -> list[str]:
     return sorted(p.stem for p in POLICIES.glob("*.json"))
 
 
-def make_env(finetune_steps: int = 0, eval_samples: int = 1000):
+def make_evaluator(finetune_steps: int = 0, eval_samples: int = 1000):
+    """The search's candidate evaluator for the 50%-FLOPs ResNet-20 config, with another reward setting."""
     from agents.config import load_config
-    from agents.search import build_env
+    from agents.search import evaluation_settings, load_teacher_and_data
     from amc.checkpoint import load_checkpoint
+    from amc.evaluator import CandidateEvaluator
 
     cfg = load_config("experiments/configs/resnet20_c10_flops50.yaml")
     cfg.finetune_steps, cfg.eval_samples = finetune_steps, eval_samples
-    return build_env(cfg, load_checkpoint(cfg.teacher))
+    return CandidateEvaluator(*load_teacher_and_data(cfg, load_checkpoint(cfg.teacher)), evaluation_settings(cfg))
 
 
-def kd_loss_score(env, policy) -> float:
+def accuracy_score(evaluator, policy) -> float:
+    return evaluator.evaluate(policy).accuracy
+
+
+def kd_loss_score(evaluator, policy) -> float:
     """Minus the KD loss (T 4, alpha 0.9) of the recalibrated student on the val subset: higher is better."""
     from amc.distill import kd_loss
-    from amc.training import autocast
+    from amc.precision import autocast
 
-    student = env.build_student(policy).eval()
+    student = evaluator.build_student(policy).eval()
     total, count = 0.0, 0
-    with torch.no_grad(), autocast(env.precision, torch.device("cpu")):
-        for x, y in env.data.batches("val", 500, limit=env.eval_samples):
-            total += kd_loss(student(x), env.teacher(x), y).item() * len(y)
+    batches = evaluator.data.batches("val", 500, limit=evaluator.settings.eval_samples)
+    with torch.no_grad(), autocast(evaluator.precision, evaluator.device):
+        for x, y in batches:
+            x, y = x.to(evaluator.device), y.to(evaluator.device)
+            total += kd_loss(student(x), evaluator.teacher(x), y).item() * len(y)
             count += len(y)
     return -total / count
 
 
-def params_score(env, policy) -> float:
+def params_score(evaluator, policy) -> float:
     """Zero-cost: the student's parameter count relative to the teacher's (more weights kept at equal FLOPs)."""
     from amc.cost import count_params
     from amc.student import apply_policy
 
-    student = apply_policy(env.teacher, policy, env.input_shape, validate=False)
-    return count_params(student) / count_params(env.teacher)
+    student = apply_policy(evaluator.teacher, policy, evaluator.input_shape, validate=False)
+    return count_params(student) / count_params(evaluator.teacher)
 
 
 def score_proxies(names: list[str], only: list[str] | None = None) -> None:
     from amc.policy import CompressionPolicy
 
     proxies = {
-        "bn_recal_acc": lambda env, p: env.evaluate_policy(p),
-        "bn_recal_acc_5k": lambda env, p: env.evaluate_policy(p),
+        "bn_recal_acc": accuracy_score,
+        "bn_recal_acc_5k": accuracy_score,
         "neg_kd_loss": kd_loss_score,
         "params_ratio": params_score,
-        **{f"kd_{n}_steps_acc": (lambda env, p: env.evaluate_policy(p)) for n in KD_STEPS},
+        **{f"kd_{n}_steps_acc": accuracy_score for n in KD_STEPS},
     }
-    env_args = {
+    evaluator_args = {
         "bn_recal_acc_5k": {"eval_samples": 5000},
         **{f"kd_{n}_steps_acc": {"finetune_steps": n} for n in KD_STEPS},
     }
     for proxy, score in proxies.items():
         if only and proxy not in only:
             continue
-        env = make_env(**env_args.get(proxy, {}))
+        evaluator = make_evaluator(**evaluator_args.get(proxy, {}))
         for name in names:
             path = WORK / name / "proxies.json"
             done = json.loads(path.read_text()) if path.exists() else {}
@@ -117,7 +125,7 @@ def score_proxies(names: list[str], only: list[str] | None = None) -> None:
             policy = CompressionPolicy.load(POLICIES / f"{name}.json")
             started = time.perf_counter()
             with torch.random.fork_rng(devices=[]):
-                value = float(score(env, policy))
+                value = float(score(evaluator, policy))
             done[proxy] = {"value": value, "seconds": time.perf_counter() - started}
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(done, indent=1))

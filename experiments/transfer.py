@@ -17,7 +17,7 @@ import numpy as np
 
 from agents.cli import run_json
 
-SOURCE_AGENT = "runs/bench/resnet20/ddpg-channel-0.5/search-20261124-115412/agent.zip"  # the 50% FLOPs search
+SOURCE_AGENT = "runs/bench/resnet20/ddpg-channel-0.5/search-20261124-115412/agent.pt"  # the 50% FLOPs search
 CONFIG = "experiments/configs/resnet20_c10_flops50.yaml"
 OUT = Path("runs/transfer")
 RESULTS = Path("experiments/results")

@@ -21,7 +21,7 @@ from amc.policy import CompressionPolicy
 
 TINY = ["--set", "warmup_episodes=2", "--set", "eval_samples=32", "--set", "recalibrate_batches=2",
         "--set", "precision=fp32", "--set", "batch_size=8"]  # fmt: skip
-ARTIFACTS = ("config.yaml", "policy.json", "agent.zip", "replay_buffer.pkl", "search_state.json", "student.pt",
+ARTIFACTS = ("config.yaml", "policy.json", "agent.pt", "replay_buffer.npz", "search_state.json", "student.pt",
              "results.json", "tb")  # fmt: skip
 
 

@@ -4,12 +4,13 @@ warm-started and greedy agents, and `amc report`."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
+from agents.checkpoint import load_agent
 from agents.cli import main
-from agents.ddpg import AmcDDPG
 from amc.checkpoint import load_checkpoint, model_from_checkpoint
 from amc.cost import size_bytes
 from amc.export import bake, load_packed, save_packed
@@ -143,34 +144,37 @@ def test_export_refuses_an_unknown_format(searched, capsys):
     assert "unknown export format 'tflite'" in capsys.readouterr().err
 
 
+def policy_weights(run_dir) -> dict:
+    return load_agent(Path(run_dir) / "agent.pt")["parameters"]["policy"]
+
+
 def test_init_agent_starts_from_the_saved_actor_and_critic(searched, tmp_path, capsys):
     teacher, run_dir = searched
     # warm-up covers every episode, so the new agent never trains: what it saves is what it started from
-    results = search(teacher, tmp_path, capsys, "--init-agent", str(run_dir / "agent.zip"), "--set",
+    results = search(teacher, tmp_path, capsys, "--init-agent", str(run_dir / "agent.pt"), "--set",
                      "budget=flops=0.4", "--set", "episodes=2", "--set", "warmup_episodes=2")  # fmt: skip
-    saved, started = AmcDDPG.load(run_dir / "agent.zip"), AmcDDPG.load(f"{results['run_dir']}/agent.zip")
-    for key, value in saved.policy.state_dict().items():
-        assert torch.equal(value, started.policy.state_dict()[key]), key
+    saved, started = policy_weights(run_dir), policy_weights(results["run_dir"])
+    for key, value in saved.items():
+        assert torch.equal(value, started[key]), key
     fresh = search(teacher, tmp_path / "fresh", capsys, "--set", "episodes=2", "--set", "warmup_episodes=2")
-    fresh_agent = AmcDDPG.load(f"{fresh['run_dir']}/agent.zip")
-    assert not torch.equal(fresh_agent.actor.mu[0].weight, saved.actor.mu[0].weight)
+    assert not torch.equal(policy_weights(fresh["run_dir"])["actor.mu.0.weight"], saved["actor.mu.0.weight"])
 
 
 def test_init_agent_works_on_another_model(searched, tmp_path, capsys):
     _, run_dir = searched
     other = tmp_path / "plain20.pt"
     train("plain20", other, capsys)
-    results = search(other, tmp_path, capsys, "--init-agent", str(run_dir / "agent.zip"), "--set", "episodes=2",
+    results = search(other, tmp_path, capsys, "--init-agent", str(run_dir / "agent.pt"), "--set", "episodes=2",
                      "--set", "warmup_episodes=2")  # fmt: skip
-    started = AmcDDPG.load(f"{results['run_dir']}/agent.zip")
-    assert torch.equal(started.actor.mu[0].weight, AmcDDPG.load(run_dir / "agent.zip").actor.mu[0].weight)
+    started = policy_weights(results["run_dir"])["actor.mu.0.weight"]
+    assert torch.equal(started, policy_weights(run_dir)["actor.mu.0.weight"])
     assert results["flops_ratio"] <= 0.5 + 1e-6
 
 
 def test_init_agent_with_other_network_sizes_is_one_line(searched, tmp_path, capsys):
     teacher, run_dir = searched
     argv = ["search", "--set", f"teacher={teacher}", "--set", f"out_dir={tmp_path}", *TINY, "--set",
-            "hidden=[8, 8]", "--set", f"init_agent={run_dir / 'agent.zip'}"]  # fmt: skip
+            "hidden=[8, 8]", "--set", f"init_agent={run_dir / 'agent.pt'}"]  # fmt: skip
     assert main(argv) == 2
     assert "set hidden to the saved agent's" in capsys.readouterr().err
 
@@ -179,7 +183,7 @@ def test_greedy_policy_predict_is_deterministic_and_meets_a_new_budget(searched,
     teacher, run_dir = searched
     policies = []
     for name in ("a.json", "b.json"):
-        result = run(["policy", "predict", "--agent", str(run_dir / "agent.zip"), "--teacher", str(teacher),
+        result = run(["policy", "predict", "--agent", str(run_dir / "agent.pt"), "--teacher", str(teacher),
                       "--budget", "flops=0.3", "--out", str(tmp_path / name)], capsys)  # fmt: skip
         assert result["flops_ratio"] <= 0.3 + 1e-6
         policies.append(CompressionPolicy.load(tmp_path / name))

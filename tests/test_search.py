@@ -15,6 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import agents.callbacks
 from agents.buffers import EpisodeRewardReplayBuffer
 from agents.callbacks import TAGS
+from agents.checkpoint import load_agent, restore_agent, save_agent
 from agents.cli import main
 from agents.config import load_config
 from agents.ddpg import AgentSettings, AmcDDPG, make_agent
@@ -88,8 +89,10 @@ def test_saved_agent_predicts_the_same(tmp_path):
     env = small_env()
     agent = make_agent(env, len(env.steps), AgentSettings(warmup_episodes=0, batch_size=4))
     agent.learn(total_timesteps=3 * len(env.steps))
-    agent.save(tmp_path / "agent.zip")
-    loaded = AmcDDPG.load(tmp_path / "agent.zip", env=env)
+    save_agent(agent, tmp_path / "agent.pt", "ddpg")
+    loaded = make_agent(env, len(env.steps), AgentSettings(warmup_episodes=0, batch_size=4, seed=1))
+    restore_agent(loaded, load_agent(tmp_path / "agent.pt"))
+    assert loaded.num_timesteps == agent.num_timesteps
     observations = np.random.default_rng(0).uniform(0, 1, (10, 11)).astype(np.float32)
     assert np.allclose(agent.predict(observations, deterministic=True)[0],
                        loaded.predict(observations, deterministic=True)[0])  # fmt: skip
@@ -117,7 +120,7 @@ def test_search_subprocess_writes_every_artifact_and_documented_tags(teacher_pat
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads(done.stdout.strip().splitlines()[-1])
     run_dir = tmp_path / results["run_dir"].split("/")[-1]
-    for artifact in ("config.yaml", "policy.json", "agent.zip", "student.pt", "results.json", "tb"):
+    for artifact in ("config.yaml", "policy.json", "agent.pt", "replay_buffer.npz", "student.pt", "results.json", "tb"):
         assert (run_dir / artifact).exists(), artifact
     assert results["episodes"] == 2 and results["flops_ratio"] <= 0.5 + 1e-6
     events = EventAccumulator(str(run_dir / "tb"), size_guidance={"images": 0}).Reload()
@@ -186,7 +189,7 @@ def test_search_resumes_after_interruption(teacher_path, tmp_path, capsys, monke
     run_dir = next(tmp_path.iterdir())
     state = json.loads((run_dir / "search_state.json").read_text())
     assert state["recorder"]["episodes"] == 2
-    assert (run_dir / "policy.json").exists() and (run_dir / "replay_buffer.pkl").exists()
+    assert (run_dir / "policy.json").exists() and (run_dir / "replay_buffer.npz").exists()
     interrupted_policy = json.loads((run_dir / "policy.json").read_text())
     assert interrupted_policy["architecture"] == "resnet8" and interrupted_policy["fingerprint"]  # usable as is
     monkeypatch.setattr(agents.callbacks.EpisodeRecorder, "on_episode", real)
@@ -220,7 +223,7 @@ def test_a_hard_kill_loses_only_the_episodes_since_the_last_checkpoint(teacher_p
     run_dir = next(tmp_path.iterdir())
     state = json.loads((run_dir / "search_state.json").read_text())
     assert state["recorder"]["episodes"] == 4  # the fifth episode came after the last checkpoint
-    assert (run_dir / "agent.zip").exists() == (agent == "ddpg")
+    assert (run_dir / "agent.pt").exists() == (agent == "ddpg")
     assert not list(run_dir.glob("*.tmp*"))
     assert main(["search", "--resume", str(run_dir), "--json"]) == 0
     results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
