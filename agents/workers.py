@@ -65,11 +65,16 @@ _worker_evaluator: CandidateEvaluator | None = None
 """The evaluator of this worker process (set by `_start_local_worker`)."""
 
 
-def _start_local_worker(spec: WorkerSpec, parent: int) -> None:
+def _start_local_worker(spec: WorkerSpec, parent: int, ready) -> None:
     global _worker_evaluator
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the search's to handle: it saves, then closes the pool
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     _worker_evaluator = make_evaluator(spec)
+    ready.wait(timeout=READY_TIMEOUT_S)  # no worker takes a task before every worker has its evaluator
+
+
+def _worker_pid(_) -> int:
+    return os.getpid()
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -89,14 +94,17 @@ def _teacher_accuracy_in_worker() -> float:
 
 class LocalWorkers:
     """`workers` processes on this machine (spawned, so each has its own torch threads and, on CUDA, its
-    own context). The teacher and the data reach them through shared memory, not through files."""
+    own context), all started and holding their evaluator before the search begins. The teacher and the
+    data reach them through shared memory, not through files."""
 
     def __init__(self, spec: WorkerSpec, workers: int):
         import torch.multiprocessing as mp
 
+        context = mp.get_context("spawn")
         self.workers = workers
-        self._pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_start_local_worker,
-                                         initargs=(spec, os.getpid()))  # fmt: skip
+        self._pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_local_worker,
+                                         initargs=(spec, os.getpid(), context.Barrier(workers)))  # fmt: skip
+        self._pids = self._call(lambda: list(self._pool.map(_worker_pid, range(workers))))  # starts all, now
         self._teacher_accuracy: float | None = None
 
     def _call(self, run):
@@ -116,7 +124,7 @@ class LocalWorkers:
         return self._teacher_accuracy
 
     def pids(self) -> list[int]:
-        return list(self._pool._processes)  # the executor exposes no public list of its processes
+        return list(self._pids)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -11,7 +11,7 @@ python3 -m pip install --quiet --no-deps --no-index .device/wheels/*.whl
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))" | tee -a "$OUT/gpu.txt"
 common=(--set data_dir=.device/cifar10-jpeg.tar.gz --results "$OUT/scaling_gpu.json" --out-dir /tmp/runs)
-python3 experiments/benchmark_scaling.py throughput --rows local:1 local:4 local:8 "${common[@]}" 2>&1 \
+python3 experiments/benchmark_scaling.py throughput --rows ${ROWS:-local:1 local:4 local:8} "${common[@]}" 2>&1 \
   | grep -v "search: *[0-9]*%" | tee "$OUT/bn.log"
-python3 experiments/benchmark_scaling.py throughput --rows local:1 local:4 local:8 --finetune-steps 30 \
+python3 experiments/benchmark_scaling.py throughput --rows ${KD_ROWS:-local:1 local:4 local:8} --finetune-steps 30 \
   --episodes "${KD_EPISODES:-60}" "${common[@]}" 2>&1 | grep -v "search: *[0-9]*%" | tee "$OUT/kd30.log"

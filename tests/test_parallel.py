@@ -136,7 +136,7 @@ def test_one_policy_gets_one_reward_from_any_backend_and_worker(spec, ray_sessio
 def test_a_dead_local_worker_stops_the_evaluation_instead_of_hanging(spec):
     workers = LocalWorkers(spec, 2)
     try:
-        assert 0.0 <= workers.teacher_accuracy <= 1.0  # starts the workers
+        assert len(set(workers.pids())) == 2  # both started before any evaluation
         os.kill(workers.pids()[0], signal.SIGKILL)
         with pytest.raises(WorkerLost, match="resume"):
             workers.evaluate_many([CompressionPolicy(keep_ratios={"conv1": 0.5})] * 4)
