@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -32,3 +35,27 @@ def model_kwargs(name: str) -> dict:
     if name.startswith("tv:"):
         return {"small_input": True}
     return {}
+
+
+KILL_AT_SIXTH_EPISODE = """
+import os, signal, sys
+import agents.callbacks
+from agents.cli import main
+real = agents.callbacks.EpisodeRecorder.on_episode
+def kill_at_sixth(self, info, sigma=None):
+    if self.episodes == 5:
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(self, info, sigma)
+agents.callbacks.EpisodeRecorder.on_episode = kill_at_sixth
+main(sys.argv[1:])
+"""
+
+
+@pytest.fixture
+def search_killed_at_sixth_episode():
+    """Runs `amc ARGV` in a subprocess that SIGKILLs itself when its sixth episode ends (a hard kill)."""
+
+    def run(argv: list[str]) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", KILL_AT_SIXTH_EPISODE, *argv], capture_output=True, timeout=300)
+
+    return run

@@ -4,7 +4,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 
 import numpy as np
@@ -70,24 +69,12 @@ def test_two_workers_finish_meet_the_budget_and_write_every_artifact(backend, te
     assert policy.metadata["episode_reward"] == max(rewards) == results["best_reward"]
 
 
-KILL_AT_SIXTH_EPISODE = """
-import os, signal, sys
-import agents.callbacks
-from agents.cli import main
-real = agents.callbacks.EpisodeRecorder.on_episode
-def kill_at_sixth(self, info, sigma=None):
-    if self.episodes == 5:
-        os.kill(os.getpid(), signal.SIGKILL)
-    real(self, info, sigma)
-agents.callbacks.EpisodeRecorder.on_episode = kill_at_sixth
-main(sys.argv[1:])
-"""
-
-
 @pytest.mark.parametrize("backend", ["local", "ray"])
-def test_two_workers_resume_after_a_hard_kill(backend, teacher_path, tmp_path, capsys, request):
+def test_two_workers_resume_after_a_hard_kill(
+    backend, teacher_path, tmp_path, capsys, request, search_killed_at_sixth_episode
+):
     argv = search_argv(teacher_path, tmp_path, backend, "--set", "episodes=8", "--set", "checkpoint_every=2")
-    killed = subprocess.run([sys.executable, "-c", KILL_AT_SIXTH_EPISODE, *argv], capture_output=True, timeout=300)
+    killed = search_killed_at_sixth_episode(argv)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     run_dir = next(tmp_path.iterdir())
     state = json.loads((run_dir / "search_state.json").read_text())

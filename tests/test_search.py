@@ -200,25 +200,13 @@ def test_search_resumes_after_interruption(teacher_path, tmp_path, capsys, monke
     assert [e.step for e in events.Scalars("search/reward")] == [1, 2, 3, 4]
 
 
-KILL_AT_SIXTH_EPISODE = """
-import os, signal, sys
-import agents.callbacks
-from agents.cli import main
-real = agents.callbacks.EpisodeRecorder.on_episode
-def kill_at_sixth(self, info, sigma=None):
-    if self.episodes == 5:
-        os.kill(os.getpid(), signal.SIGKILL)
-    real(self, info, sigma)
-agents.callbacks.EpisodeRecorder.on_episode = kill_at_sixth
-main(sys.argv[1:])
-"""
-
-
 @pytest.mark.parametrize("agent", ["ddpg", "random"])
-def test_a_hard_kill_loses_only_the_episodes_since_the_last_checkpoint(teacher_path, tmp_path, capsys, agent):
+def test_a_hard_kill_loses_only_the_episodes_since_the_last_checkpoint(
+    teacher_path, tmp_path, capsys, agent, search_killed_at_sixth_episode
+):
     argv = ["search", "--set", f"teacher={teacher_path}", "--set", f"out_dir={tmp_path}", *SEARCH,
             "--set", "episodes=8", "--set", "checkpoint_every=2", "--set", f"agent={agent}"]  # fmt: skip
-    killed = subprocess.run([sys.executable, "-c", KILL_AT_SIXTH_EPISODE, *argv], capture_output=True)
+    killed = search_killed_at_sixth_episode(argv)
     assert killed.returncode == -signal.SIGKILL
     run_dir = next(tmp_path.iterdir())
     state = json.loads((run_dir / "search_state.json").read_text())
