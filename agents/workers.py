@@ -73,8 +73,8 @@ def _start_local_worker(spec: WorkerSpec, parent: int, ready) -> None:
     ready.wait(timeout=READY_TIMEOUT_S)  # no worker takes a task before every worker has its evaluator
 
 
-def _worker_pid(_) -> int:
-    return os.getpid()
+def _started(_) -> None:
+    """A task every worker runs once: returns when all workers have their evaluator."""
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -104,15 +104,15 @@ class LocalWorkers:
         self.workers = workers
         self._pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_local_worker,
                                          initargs=(spec, os.getpid(), context.Barrier(workers)))  # fmt: skip
-        self._pids = self._call(lambda: list(self._pool.map(_worker_pid, range(workers))))  # starts all, now
+        self._call(lambda: list(self._pool.map(_started, range(workers))))  # starts every worker, now
         self._teacher_accuracy: float | None = None
 
     def _call(self, run):
         try:
             return run()
         except BrokenProcessPool as exc:
-            raise WorkerLost("a worker process died mid-evaluation; the search state is saved, resume with "
-                             "`amc search --resume RUN_DIR`") from exc  # fmt: skip
+            raise WorkerLost("a worker process died; the search stopped with its state saved (resume with "
+                             "`amc search --resume RUN_DIR`)") from exc  # fmt: skip
 
     def evaluate_many(self, policies: Sequence[CompressionPolicy]) -> list[Evaluation]:
         return self._call(lambda: list(self._pool.map(_evaluate_in_worker, policies)))
@@ -124,7 +124,7 @@ class LocalWorkers:
         return self._teacher_accuracy
 
     def pids(self) -> list[int]:
-        return list(self._pids)
+        return list(self._pool._processes)  # the executor has no public list of its processes
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -214,8 +214,8 @@ class RayWorkers:
         try:
             return run()
         except self.ray.exceptions.RayActorError as exc:
-            raise WorkerLost("a Ray worker died twice mid-evaluation; the search state is saved, resume with "
-                             "`amc search --resume RUN_DIR`") from exc  # fmt: skip
+            raise WorkerLost("a Ray worker died twice; the search stopped with its state saved (resume with "
+                             "`amc search --resume RUN_DIR`)") from exc  # fmt: skip
 
     def evaluate_many(self, policies: Sequence[CompressionPolicy]) -> list[Evaluation]:
         return self._call(lambda: list(self.pool.map(lambda actor, p: actor.evaluate.remote(p), policies)))
