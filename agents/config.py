@@ -27,7 +27,9 @@ class SearchConfig:
     mode: str = doc("channel", "channel, fine-grained, removal, removal+channel, quantize, channel+quantize")
     reward: str = doc("acc", "acc, err_log_flops, n2n or haq")
     agent: str = doc(
-        "ddpg", "ddpg, td3, sac; random (random keep ratios scaled to the budget), random-actions, or uniform"
+        "ddpg",
+        "ddpg, td3, sac; tpe or cmaes (Optuna); random (random keep ratios scaled to the budget), random-actions, "
+        "or uniform",
     )
     episodes: int = doc(400, "episodes in total, warm-up included")
     warmup_episodes: int = doc(100, "episodes of uniformly random actions before the agent learns")

@@ -18,6 +18,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.noise import VectorizedActionNoise
 
 from agents import checkpoint as agent_checkpoint
+from agents.blackbox import BLACKBOX_AGENTS, OptunaSearcher, import_optuna
 from agents.callbacks import EpisodeCallback, EpisodeRecorder, PeriodicCheckpoint, write_json
 from agents.config import SearchConfig, dump_config, load_config
 from agents.ddpg import ALGORITHMS, AgentSettings, make_agent
@@ -40,7 +41,7 @@ from amc.student import apply_policy, save_student
 from amc.training import evaluate_accuracy, resolve_device
 from envs.compression import CompressionEnv
 
-SEARCHERS = (*ALGORITHMS, "random", "random-actions", "uniform")
+SEARCHERS = (*ALGORITHMS, *BLACKBOX_AGENTS, "random", "random-actions", "uniform")
 AGENT_FILE, BUFFER_FILE = "agent.pt", "replay_buffer.npz"
 
 
@@ -259,6 +260,27 @@ def _run_scripted(cfg, vec_env: BatchedEvaluationVecEnv, recorder, state: dict, 
     return False
 
 
+def _run_blackbox(cfg, vec_env: BatchedEvaluationVecEnv, recorder, state: dict, save_state) -> bool:
+    """TPE or CMA-ES (Optuna) through the same env and logging, N episodes (trials) at a time, saving every
+    `checkpoint_every` episodes; True if interrupted."""
+    steps = len(vec_env.envs[0].unwrapped.steps)
+    searcher = OptunaSearcher(cfg.agent, steps, cfg.seed, cfg.warmup_episodes, state.setdefault("trials", []))
+    try:
+        while recorder.episodes < recorder.total_episodes:
+            before = recorder.episodes
+            infos = play_round(vec_env, searcher.ask(vec_env.num_envs))
+            searcher.tell([info["reward"] for info in infos])
+            for info in infos:
+                recorder.on_episode(info)
+            if cfg.checkpoint_every and recorder.episodes // cfg.checkpoint_every > before // cfg.checkpoint_every:
+                save_state()
+    except KeyboardInterrupt:
+        return True
+    finally:
+        save_state()
+    return False
+
+
 @contextmanager
 def stop_on_signals() -> Iterator[None]:
     """SIGTERM, and a SIGINT that a non-interactive shell set to ignored for a background job, stop the
@@ -316,6 +338,8 @@ def run_search(cfg: SearchConfig, resume_dir: str | Path | None = None) -> dict:
     if cfg.agent not in SEARCHERS:
         raise AmcError(f"unknown agent {cfg.agent!r}; choose one of {', '.join(SEARCHERS)}")
     backend = resolve_backend(cfg.backend, cfg.workers)
+    if cfg.agent in BLACKBOX_AGENTS:
+        import_optuna()
     if backend == "ray":
         check_ray_address(cfg.ray_address)
     resuming = resume_dir is not None
@@ -373,6 +397,8 @@ def _search(cfg, backend: str, vec_env: BatchedEvaluationVecEnv, teacher_blob: d
     with stop_on_signals():
         if cfg.agent in ALGORITHMS:
             interrupted = _run_rl(cfg, vec_env, len(env.steps), recorder, resuming, saved, state, save_state)
+        elif cfg.agent in BLACKBOX_AGENTS:
+            interrupted = _run_blackbox(cfg, vec_env, recorder, state, save_state)
         else:
             interrupted = _run_scripted(cfg, vec_env, recorder, state, save_state)
     elapsed, env_seconds = state["seconds"], state["env_seconds"]
