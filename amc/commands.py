@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch.nn as nn
 
-from amc.baselines import random_policy, uniform
+from amc.baselines import global_pruning, random_policy, uniform
 from amc.budget import Budget
 from amc.checkpoint import load_checkpoint, model_from_checkpoint
 from amc.config import doc
@@ -117,15 +117,18 @@ def apply_command(cfg: ApplyConfig) -> dict:
 
 @dataclass
 class BaselineConfig:
-    """Write a hand-crafted policy (uniform or random) that meets a budget."""
+    """Write a baseline policy that meets a budget: uniform, random, or Torch-Pruning's global pruning."""
 
-    method: str = doc("uniform", "uniform or random", positional=True)
+    method: str = doc("uniform", "uniform, random or global", positional=True)
     teacher: str = doc("teacher.pt", "teacher checkpoint")
     flops: float | None = doc(None, "FLOPs budget as a ratio of the teacher's")
     params: float | None = doc(None, "parameter budget as a ratio of the teacher's")
     size: float | None = doc(None, "size budget as a ratio of the teacher's")
     round_to: int = doc(1, "round kept channels to a multiple of this")
     seed: int = doc(0, "seed of the random policy")
+    importance: str = doc("l1", "global: channel importance, l1, l1-normalized, lamp or taylor (needs data)")
+    max_pruning_ratio: float = doc(0.8, "global: the most of any one layer's channels that may be removed")
+    data_dir: str | None = doc(None, "global with taylor: data folder or .tar.gz (default: the teacher's)")
     out: str = doc("policy.json", "policy JSON to write")
     json: bool = doc(False, "print one JSON object as the last line of stdout")
 
@@ -139,8 +142,12 @@ def baseline_command(cfg: BaselineConfig) -> dict:
         policy = uniform(cost_model, budget, round_to=cfg.round_to)
     elif cfg.method == "random":
         policy = random_policy(cost_model, budget, np.random.default_rng(cfg.seed), round_to=cfg.round_to)
+    elif cfg.method == "global":
+        data = load_data_for(blob, None, cfg.data_dir, None) if cfg.importance == "taylor" else None
+        policy = global_pruning(teacher, input_shape_of(blob), cost_model, budget, importance=cfg.importance,
+                                max_pruning_ratio=cfg.max_pruning_ratio, data=data, round_to=cfg.round_to)  # fmt: skip
     else:
-        raise AmcError(f"unknown baseline {cfg.method!r}; use uniform or random")
+        raise AmcError(f"unknown baseline {cfg.method!r}; use uniform, random or global")
     predicted = cost_model.ratios(cost_model.predict(policy.keep_ratios, round_to=cfg.round_to))
     policy.architecture = blob["arch"]["name"]
     policy.num_classes = blob["arch"]["num_classes"]

@@ -151,3 +151,35 @@ def test_truncated_checkpoint_is_refused(teacher_path, tmp_path, capsys):
     code, _, err = run(["evaluate", str(broken)], capsys)
     assert code == 2 and "corrupt or truncated" in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "importance, budget",
+    [("l1", ["--flops", "0.5"]), ("l1-normalized", ["--flops", "0.5"]), ("lamp", ["--flops", "0.5"]),
+     ("taylor", ["--flops", "0.5"]), ("lamp", ["--params", "0.4"])],
+)  # fmt: skip
+def test_global_pruning_policy_meets_the_budget_when_built(importance, budget, teacher_path, tmp_path, capsys):
+    policy, student = tmp_path / "p.json", tmp_path / "s.pt"
+    argv = ["baseline", "global", "--teacher", str(teacher_path), *budget, "--importance", importance, "--out",
+            str(policy), "--json"]  # fmt: skip
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    resource, limit = budget[0][2:], float(budget[1])
+    saved = json.loads(policy.read_text())
+    assert saved["metadata"]["method"] == f"global-{importance}" and len(set(saved["keep_ratios"].values())) > 1
+    code, out, _ = run(["apply", "--teacher", str(teacher_path), "--policy", str(policy), "--out", str(student),
+                        "--json"], capsys)  # fmt: skip
+    assert code == 0 and last_json(out)[f"{resource}_ratio"] <= limit + 1e-9
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [(["--importance", "hessian"], "unknown importance"), (["--max-pruning-ratio", "1.0"], "must lie in (0, 1)"),
+     (["--max-pruning-ratio", "0.05"], "raise max_pruning_ratio")],
+)  # fmt: skip
+def test_global_pruning_bad_settings_are_one_line(extra, message, teacher_path, tmp_path, capsys):
+    argv = ["baseline", "global", "--teacher", str(teacher_path), "--flops", "0.3", "--out", str(tmp_path / "p.json"),
+            *extra]  # fmt: skip
+    code, _, err = run(argv, capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "p.json").exists()
