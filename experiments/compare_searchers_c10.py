@@ -1,0 +1,236 @@
+"""Is the learned search worth it? DDPG against what users would pick instead, over seeds, on ResNet-20 /
+CIFAR-10 (issue 19): Optuna's TPE and CMA-ES, random search, uniform, and Torch-Pruning's global pruning,
+every best student KD fine-tuned with the benchmark's 15-epoch recipe.
+
+    python experiments/compare_searchers_c10.py run --rows ddpg:0 tpe:0 cmaes:0 random:0 uniform:0 global-lamp:0
+    python experiments/compare_searchers_c10.py report
+
+A row is METHOD:SEED. For a search (ddpg, td3, tpe, cmaes, random) the seed is the search's and the fine-tune
+uses seed 0; uniform and global-IMPORTANCE are deterministic, so there the seed is the fine-tune's. Every stage
+of a row is resumable and its folder is keyed by the row's full settings, so changed settings never reuse an
+old result. Finished rows are merged into experiments/results/searchers.json; `report` writes searchers.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from agents.config import SearchConfig, load_config
+from agents.search import evaluation_settings, load_teacher_and_data, resume_config, run_search
+from amc.baselines import global_pruning
+from amc.budget import Budget
+from amc.checkpoint import load_checkpoint
+from amc.commands import FinetuneConfig, finetune_command
+from amc.cost_model import CostModel
+from amc.evaluation import evaluate_report
+from amc.evaluator import CandidateEvaluator
+from amc.student import save_student
+
+SEARCHES = ("ddpg", "td3", "tpe", "cmaes", "random")
+
+
+@dataclass
+class Args:
+    command: str
+    rows: list[str] = field(default_factory=list)
+    config: str = "experiments/configs/resnet20_c10_flops30.yaml"
+    episodes: int = 400
+    workers: int = 2
+    finetune_epochs: int = 15
+    set: list[str] = field(default_factory=list)
+    """Extra search-config overrides, KEY=VALUE (e.g. data_dir=...)."""
+    out_dir: str = "runs/searchers"
+    results: str = "experiments/results/searchers.json"
+
+
+@dataclass
+class Row:
+    method: str
+    seed: int
+    args: Args
+
+    def config(self) -> SearchConfig:
+        agent = self.method if self.method in SEARCHES else "uniform"
+        overrides = [f"episodes={self.args.episodes}", f"workers={self.args.workers}", f"agent={agent}",
+                     f"seed={self.seed if self.method in SEARCHES else 0}", *self.args.set]  # fmt: skip
+        return load_config(self.args.config, overrides)
+
+    @property
+    def settings(self) -> dict:
+        cfg = asdict(self.config())
+        for key in ("workers", "backend", "ray_address", "worker_threads", "out_dir", "name", "device"):
+            cfg.pop(key)  # where and how fast it runs, not what it computes
+        return {"method": self.method, "seed": self.seed, "search": cfg, "finetune_epochs": self.args.finetune_epochs}
+
+    @property
+    def folder(self) -> Path:
+        digest = hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()[:8]
+        return Path(self.args.out_dir) / f"{self.method}-s{self.seed}-{digest}"
+
+
+def searched_student(row: Row) -> tuple[Path, dict]:
+    """The row's student before the long fine-tune (what the search reward saw) and its report."""
+    cfg = row.config()
+    cfg.out_dir, cfg.name = str(row.folder), "search"
+    if row.method.startswith("global-"):
+        return global_student(row, cfg)
+    runs = sorted(row.folder.glob("search-*"))
+    done = [r for r in runs if (r / "results.json").exists()]
+    if done:
+        results = json.loads((done[-1] / "results.json").read_text())
+    elif runs:
+        results = run_search(resume_config(runs[-1], []), resume_dir=runs[-1])
+    else:
+        results = run_search(cfg)
+    run_dir = Path(results["run_dir"])
+    return run_dir / "student.pt", {
+        "before": results["student"], "search_minutes": results["search_minutes"], "episodes": results["episodes"],
+        "candidates": results.get("evaluations"), "best_reward": results["best_reward"],
+    }  # fmt: skip
+
+
+def global_student(row: Row, cfg: SearchConfig) -> tuple[Path, dict]:
+    """Torch-Pruning's global pruning to the budget, built the way a search builds its final student."""
+    path, report_path = row.folder / "student.pt", row.folder / "student.json"
+    if report_path.exists():
+        return path, json.loads(report_path.read_text())
+    started = time.perf_counter()
+    blob = load_checkpoint(cfg.teacher)
+    teacher, data = load_teacher_and_data(cfg, blob)
+    cost_model = CostModel(teacher, data.input_shape)
+    importance = row.method.removeprefix("global-")
+    policy = global_pruning(teacher, data.input_shape, cost_model, Budget.parse(cfg.budget), importance=importance,
+                            data=data, round_to=cfg.round_to)  # fmt: skip
+    student = CandidateEvaluator(teacher, data, evaluation_settings(cfg)).build_student(policy).cpu()
+    report = {"before": evaluate_report(student, data), "search_minutes": (time.perf_counter() - started) / 60,
+              "episodes": 0, "candidates": 1, "best_reward": None}  # fmt: skip
+    row.folder.mkdir(parents=True, exist_ok=True)
+    save_student(path, student, blob, policy, metrics=report["before"])
+    report_path.write_text(json.dumps(report, indent=1))
+    return path, report
+
+
+def fine_tuned(row: Row, student: Path) -> dict:
+    done, out = row.folder / "finetune.json", row.folder / "student_ft.pt"
+    if done.exists():
+        return json.loads(done.read_text())
+    seed = 0 if row.method in SEARCHES else row.seed
+    cfg = row.config()
+    result = finetune_command(FinetuneConfig(student=str(student), teacher=cfg.teacher, out=str(out), seed=seed,
+                                             epochs=row.args.finetune_epochs, data_dir=cfg.data_dir,
+                                             resume=out.exists()))  # fmt: skip
+    done.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def run(args: Args) -> None:
+    for text in args.rows:
+        method, seed = text.split(":")
+        row = Row(method, int(seed), args)
+        student, searched = searched_student(row)
+        tuned = fine_tuned(row, student)
+        before = searched["before"]
+        result = {
+            "method": method, "seed": int(seed), "folder": str(row.folder), "budget": row.config().budget,
+            "acc_test_noft": before["accuracy"], "acc_val_noft": before["val_accuracy"],
+            "acc_test_ft": tuned["accuracy"], "acc_val_ft": tuned["val_accuracy"],
+            "flops": before["flops"], "search_minutes": searched["search_minutes"], "episodes": searched["episodes"],
+            "candidates": searched["candidates"], "best_reward": searched["best_reward"],
+            "finetune_minutes": tuned["finetune_seconds"] / 60, "settings": row.settings,
+            "measured_at": time.strftime("%Y-%m-%d %H:%M"),
+        }  # fmt: skip
+        path = Path(args.results)
+        rows = json.loads(path.read_text()) if path.exists() else []
+        rows = [r for r in rows if r["folder"] != result["folder"]] + [result]
+        path.write_text(json.dumps(rows, indent=1) + "\n")
+        print(json.dumps({k: result[k] for k in ("method", "seed", "acc_test_noft", "acc_test_ft")}), flush=True)
+
+
+def t_interval(diffs: list[float]) -> tuple[float, float]:
+    """Mean and 95% half-width (Student's t) of paired differences."""
+    from scipy import stats
+
+    mean = statistics.mean(diffs)
+    if len(diffs) < 2:
+        return mean, float("nan")
+    return mean, stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
+
+
+def report(args: Args) -> None:
+    rows = json.loads(Path(args.results).read_text())
+    by_method: dict[str, dict[int, dict]] = {}
+    for r in rows:
+        by_method.setdefault(r["method"], {})[r["seed"]] = r
+    budgets = sorted({r["budget"] for r in rows})
+    lines = [f"# Searchers compared over seeds ({', '.join(budgets)})", "",
+             "Generated by `python experiments/compare_searchers_c10.py report` from searchers.json. Test accuracy "
+             "in %; FT = the benchmark's 15-epoch KD fine-tune (seed 0 after a search; the row's seed for uniform "
+             "and global pruning, which are deterministic).", "",
+             "| method | seeds | before FT, mean ± sd | after FT, mean ± sd | after FT, each seed | search min | "
+             "candidates |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+
+    def pct(values) -> str:
+        values = [100 * v for v in values]
+        sd = statistics.stdev(values) if len(values) > 1 else float("nan")
+        return f"{statistics.mean(values):.2f} ± {sd:.2f}"
+
+    means = {}
+    for method, seeds in sorted(by_method.items()):
+        rs = [seeds[s] for s in sorted(seeds)]
+        means[method] = statistics.mean(r["acc_test_ft"] for r in rs)
+        each = ", ".join(f"{100 * r['acc_test_ft']:.2f}" for r in rs)
+        candidates = statistics.mean(r["candidates"] or 0 for r in rs)
+        lines.append(f"| {method} | {len(rs)} | {pct(r['acc_test_noft'] for r in rs)} | "
+                     f"{pct(r['acc_test_ft'] for r in rs)} | {each} | "
+                     f"{statistics.mean(r['search_minutes'] for r in rs):.1f} | {candidates:.0f} |")  # fmt: skip
+    if len(means) > 1:
+        ranked = sorted(means, key=means.get, reverse=True)
+        best = ranked[0]
+        lines += ["", f"## Paired differences after FT against {best} (same seed index), 95% t interval", "",
+                  "| method | pairs | mean difference (points) | 95% CI |", "|---|---|---|---|"]  # fmt: skip
+        verdicts = []
+        for method in ranked[1:]:
+            pairs = sorted(set(by_method[best]) & set(by_method[method]))
+            diffs = [100 * (by_method[best][s]["acc_test_ft"] - by_method[method][s]["acc_test_ft"]) for s in pairs]
+            if not diffs:
+                continue
+            mean, half = t_interval(diffs)
+            lines.append(f"| {method} | {len(diffs)} | {mean:+.2f} | [{mean - half:+.2f}, {mean + half:+.2f}] |")
+            verdicts.append((method, mean, half))
+        lines += ["", f"**The answer.** After fine-tuning, {best} has the highest mean test accuracy "
+                  f"({100 * means[best]:.2f}%)."]  # fmt: skip
+        for method, mean, half in verdicts:
+            if half != half:  # one pair: no interval yet
+                lines.append(f"- against {method}: {mean:+.2f} points from one pair; no interval until more seeds run.")
+            else:
+                beyond = mean - half > 0
+                lines.append(f"- against {method}: {mean:+.2f} points, "
+                             f"{'beyond' if beyond else 'within'} the noise (95% interval ±{half:.2f}).")  # fmt: skip
+    out = Path(args.results).with_suffix(".md")
+    out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {out}")
+
+
+def parse_args() -> Args:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["run", "report"])
+    for name, value in vars(Args(command="")).items():
+        if name == "command":
+            continue
+        flag = f"--{name.replace('_', '-')}"
+        if isinstance(value, list):
+            parser.add_argument(flag, nargs="+", default=value)
+        else:
+            parser.add_argument(flag, type=type(value), default=value)
+    return Args(**vars(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    arguments = parse_args()
+    {"run": run, "report": report}[arguments.command](arguments)
