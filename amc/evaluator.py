@@ -130,13 +130,12 @@ class CachedEvaluator:
     def __init__(self, backend, channels: dict[str, int]):
         self.backend, self.channels = backend, channels
         self._results: dict[tuple, Evaluation] = {}
+        self._unclaimed: set[tuple] = set()
+        """Results evaluated ahead (`evaluate_many`) that no `claim` has handed out yet."""
         self.evaluations = 0
         """Policies the backend really evaluated."""
         self.evaluation_seconds = 0.0
         """Their summed evaluation time, measured where each ran."""
-
-    def __contains__(self, policy: CompressionPolicy) -> bool:
-        return policy.structure_key(self.channels) in self._results
 
     def evaluate_many(self, policies: Sequence[CompressionPolicy]) -> list[Evaluation]:
         keys = [p.structure_key(self.channels) for p in policies]
@@ -144,12 +143,22 @@ class CachedEvaluator:
         if new:
             results = self.backend.evaluate_many(list(new.values()))
             self._results.update(zip(new, results, strict=True))
+            self._unclaimed.update(new)
             self.evaluations += len(new)
             self.evaluation_seconds += sum(r.seconds for r in results)
         return [self._results[k] for k in keys]
 
     def evaluate(self, policy: CompressionPolicy) -> Evaluation:
         return self.evaluate_many([policy])[0]
+
+    def claim(self, policy: CompressionPolicy) -> tuple[Evaluation, bool]:
+        """The policy's evaluation, and whether this is the first time it is handed out: a result evaluated
+        ahead counts as new once, so an episode whose student was evaluated in a batch is not `cached`."""
+        key = policy.structure_key(self.channels)
+        evaluation = self.evaluate(policy)
+        first = key in self._unclaimed
+        self._unclaimed.discard(key)
+        return evaluation, first
 
     @property
     def teacher_accuracy(self) -> float:

@@ -117,7 +117,8 @@ class CompressionEnv(gym.Env):
     - `min_keep`, `max_sparsity`, `min_bits`, `max_bits`, `removal_threshold`, `round_to`: action ranges.
 
     ## Version History
-    - v0: initial version.
+    - v0: initial version. Added since, backward compatible: the `evaluator` argument, `values` in the
+      final `info`, `precision` defaulting to `auto`.
     """
 
     metadata = {"render_modes": []}
@@ -380,9 +381,9 @@ class CompressionEnv(gym.Env):
     def _finish(self) -> tuple[float, bool, bool, dict]:
         policy = self._policy(self.values)
         ratios = self._ratios(policy)
-        cached = policy in self.evaluator
-        evaluation = self.evaluator.evaluate(policy)
-        if not cached:
+        evaluation, first = self.evaluator.claim(policy)
+        cached = not first
+        if first:
             self.evaluation_seconds += evaluation.seconds
         outcome = Outcome(evaluation.accuracy, self.teacher_accuracy, ratios, ratios["flops"] * self.teacher_macs)
         reward = float(self.reward_fn(outcome))

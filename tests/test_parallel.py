@@ -206,3 +206,27 @@ def test_each_env_is_credited_its_own_final_reward():
     assert np.allclose(buffer.rewards[:3, 0], 0.0)  # env 0 ends first in env order and sets the baseline
     assert np.allclose(buffer.rewards[:3, 1], 0.2)
     assert buffer.baseline == pytest.approx(0.7)
+
+
+def test_envs_of_one_round_share_the_cache_and_report_it_honestly():
+    from stable_baselines3.common.monitor import Monitor
+
+    from agents.search import play_round
+    from agents.vec_env import BatchedEvaluationVecEnv
+    from amc.cost_model import CostModel
+    from amc.evaluator import CachedEvaluator
+    from envs.compression import CompressionEnv
+
+    teacher, data = create_model("resnet8", num_classes=4), load_synthetic()
+    settings = EvaluationSettings(eval_samples=32, recalibrate_batches=2, precision="fp32")
+    evaluator = CachedEvaluator(CandidateEvaluator(teacher, data, settings), CostModel(teacher, (3, 16, 16)).channels)
+    vec_env = BatchedEvaluationVecEnv(
+        [lambda: Monitor(CompressionEnv(teacher, data, {"flops": 0.5}, evaluator=evaluator)) for _ in range(2)],
+        evaluator,
+    )
+    steps = len(vec_env.envs[0].unwrapped.steps)
+    same = play_round(vec_env, np.zeros((2, steps)))
+    assert evaluator.evaluations == 1 and [info["cached"] for info in same] == [False, True]
+    other = play_round(vec_env, np.stack([np.zeros(steps), np.full(steps, 0.5)]))
+    assert evaluator.evaluations == 2 and [info["cached"] for info in other] == [True, False]
+    assert same[0]["reward"] == other[0]["reward"]
