@@ -237,39 +237,14 @@ def _scripted_actions(cfg, env: CompressionEnv, rng: np.random.Generator) -> lis
     return env.values_to_actions(values)
 
 
-def _run_scripted(cfg, vec_env: BatchedEvaluationVecEnv, recorder, state: dict, save_state) -> bool:
-    """Uniform, random search or random actions, through the same env and logging, N episodes at a time,
-    saving every `checkpoint_every` episodes; True if interrupted."""
-    rng = np.random.default_rng(cfg.seed)
-    if state.get("rng") is not None:
-        rng.bit_generator.state = state["rng"]
-    env = vec_env.envs[0].unwrapped
+def _run_rounds(cfg, vec_env: BatchedEvaluationVecEnv, recorder, save_state, next_actions, after_round) -> bool:
+    """Play rounds of N episodes with `next_actions()` (shape N x steps) until the episode total, passing each
+    round's final infos to `after_round`; save every `checkpoint_every` episodes; True if interrupted."""
     try:
         while recorder.episodes < recorder.total_episodes:
             before = recorder.episodes
-            actions = np.asarray([_scripted_actions(cfg, env, rng) for _ in range(vec_env.num_envs)])
-            for info in play_round(vec_env, actions):
-                recorder.on_episode(info)
-            state["rng"] = rng.bit_generator.state
-            if cfg.checkpoint_every and recorder.episodes // cfg.checkpoint_every > before // cfg.checkpoint_every:
-                save_state()
-    except KeyboardInterrupt:
-        return True
-    finally:
-        save_state()
-    return False
-
-
-def _run_blackbox(cfg, vec_env: BatchedEvaluationVecEnv, recorder, state: dict, save_state) -> bool:
-    """TPE or CMA-ES (Optuna) through the same env and logging, N episodes (trials) at a time, saving every
-    `checkpoint_every` episodes; True if interrupted."""
-    steps = len(vec_env.envs[0].unwrapped.steps)
-    searcher = OptunaSearcher(cfg.agent, steps, cfg.seed, cfg.warmup_episodes, state.setdefault("trials", []))
-    try:
-        while recorder.episodes < recorder.total_episodes:
-            before = recorder.episodes
-            infos = play_round(vec_env, searcher.ask(vec_env.num_envs))
-            searcher.tell([info["reward"] for info in infos])
+            infos = play_round(vec_env, next_actions())
+            after_round(infos)
             for info in infos:
                 recorder.on_episode(info)
             if cfg.checkpoint_every and recorder.episodes // cfg.checkpoint_every > before // cfg.checkpoint_every:
@@ -279,6 +254,30 @@ def _run_blackbox(cfg, vec_env: BatchedEvaluationVecEnv, recorder, state: dict, 
     finally:
         save_state()
     return False
+
+
+def _run_scripted(cfg, vec_env: BatchedEvaluationVecEnv, recorder, state: dict, save_state) -> bool:
+    """Uniform, random search or random actions, through the same env and logging, N episodes at a time."""
+    rng = np.random.default_rng(cfg.seed)
+    if state.get("rng") is not None:
+        rng.bit_generator.state = state["rng"]
+    env = vec_env.envs[0].unwrapped
+
+    def next_actions() -> np.ndarray:
+        return np.asarray([_scripted_actions(cfg, env, rng) for _ in range(vec_env.num_envs)])
+
+    def after_round(infos) -> None:
+        state["rng"] = rng.bit_generator.state
+
+    return _run_rounds(cfg, vec_env, recorder, save_state, next_actions, after_round)
+
+
+def _run_blackbox(cfg, vec_env: BatchedEvaluationVecEnv, recorder, state: dict, save_state) -> bool:
+    """TPE or CMA-ES (Optuna) through the same env and logging, N episodes (trials) at a time."""
+    steps = len(vec_env.envs[0].unwrapped.steps)
+    searcher = OptunaSearcher(cfg.agent, steps, cfg.seed, cfg.warmup_episodes, state.setdefault("trials", []))
+    return _run_rounds(cfg, vec_env, recorder, save_state, lambda: searcher.ask(vec_env.num_envs),
+                       lambda infos: searcher.tell([info["reward"] for info in infos]))  # fmt: skip
 
 
 @contextmanager

@@ -4,6 +4,8 @@ import sys
 import pytest
 import torch
 
+import agents.callbacks
+from agents.cli import main
 from amc.data import load_synthetic
 from amc.models import create_model
 
@@ -59,3 +61,28 @@ def search_killed_at_sixth_episode():
         return subprocess.run([sys.executable, "-c", KILL_AT_SIXTH_EPISODE, *argv], capture_output=True, timeout=300)
 
     return run
+
+
+@pytest.fixture(scope="module")
+def teacher_path(tmp_path_factory):
+    """A ResNet-8 teacher trained for two epochs on the synthetic data, once per test module."""
+    path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
+    argv = ["train-teacher", "--model", "resnet8", "--dataset", "synthetic", "--epochs", "2", "--lr", "0.05",
+            "--precision", "fp32", "--out", str(path)]  # fmt: skip
+    assert main(argv) == 0
+    return path
+
+
+@pytest.fixture
+def interrupt_third_episode(monkeypatch):
+    """The next search raises KeyboardInterrupt (as Ctrl-C would) in its third episode; call the returned
+    function to let later searches run undisturbed."""
+    real = agents.callbacks.EpisodeRecorder.on_episode
+
+    def interrupt_at_third(self, info, sigma=None):
+        if self.episodes == 2:
+            raise KeyboardInterrupt
+        real(self, info, sigma)
+
+    monkeypatch.setattr(agents.callbacks.EpisodeRecorder, "on_episode", interrupt_at_third)
+    return lambda: monkeypatch.setattr(agents.callbacks.EpisodeRecorder, "on_episode", real)

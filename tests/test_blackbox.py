@@ -5,20 +5,10 @@ import sys
 
 import pytest
 
-import agents.callbacks
 from agents.cli import main
 
 TINY = ["--set", "warmup_episodes=2", "--set", "eval_samples=32", "--set", "recalibrate_batches=2",
         "--set", "precision=fp32"]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def teacher_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
-    argv = ["train-teacher", "--model", "resnet8", "--dataset", "synthetic", "--epochs", "2", "--lr", "0.05",
-            "--precision", "fp32", "--out", str(path)]  # fmt: skip
-    assert main(argv) == 0
-    return path
 
 
 def search(teacher_path, out_dir, agent, *extra):
@@ -37,19 +27,11 @@ def test_blackbox_searchers_meet_the_budget_and_log_every_trial(agent, teacher_p
     assert max(t["reward"] for t in state["trials"]) == results["best_reward"]
 
 
-def test_tpe_resumes_with_its_trials(teacher_path, tmp_path, capsys, monkeypatch):
-    real = agents.callbacks.EpisodeRecorder.on_episode
-
-    def interrupt_at_third(self, info, sigma=None):
-        if self.episodes == 2:
-            raise KeyboardInterrupt
-        real(self, info, sigma)
-
-    monkeypatch.setattr(agents.callbacks.EpisodeRecorder, "on_episode", interrupt_at_third)
+def test_tpe_resumes_with_its_trials(teacher_path, tmp_path, capsys, interrupt_third_episode):
     assert main(search(teacher_path, tmp_path, "tpe", "--set", "episodes=5")) == 130
     run_dir = next(tmp_path.iterdir())
     assert len(json.loads((run_dir / "search_state.json").read_text())["trials"]) == 3  # told, then interrupted
-    monkeypatch.setattr(agents.callbacks.EpisodeRecorder, "on_episode", real)
+    interrupt_third_episode()  # undo
     capsys.readouterr()
     assert main(["search", "--resume", str(run_dir), "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["episodes"] == 5

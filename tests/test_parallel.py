@@ -24,15 +24,6 @@ ARTIFACTS = ("config.yaml", "policy.json", "agent.pt", "replay_buffer.npz", "sea
              "results.json", "tb")  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def teacher_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
-    argv = ["train-teacher", "--model", "resnet8", "--dataset", "synthetic", "--epochs", "2", "--lr", "0.05",
-            "--precision", "fp32", "--out", str(path)]  # fmt: skip
-    assert main(argv) == 0
-    return path
-
-
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray for the whole test run (starting one takes seconds)."""

@@ -30,15 +30,6 @@ SEARCH = ["--set", "episodes=4", "--set", "warmup_episodes=2", "--set", "eval_sa
           "--set", "recalibrate_batches=2", "--set", "precision=fp32", "--set", "batch_size=8"]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def teacher_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
-    argv = ["train-teacher", "--model", "resnet8", "--dataset", "synthetic", "--epochs", "2", "--lr", "0.05",
-            "--precision", "fp32", "--out", str(path)]  # fmt: skip
-    assert main(argv) == 0
-    return path
-
-
 def small_env():
     return CompressionEnv(create_model("resnet8", num_classes=4), load_synthetic(), {"flops": 0.5}, eval_samples=32,
                           recalibrate_batches=2, precision="fp32")  # fmt: skip
@@ -174,15 +165,7 @@ def test_a_signal_stops_a_background_search_with_its_state_saved(teacher_path, t
     assert 2 <= state["recorder"]["episodes"] < 4
 
 
-def test_search_resumes_after_interruption(teacher_path, tmp_path, capsys, monkeypatch):
-    real = agents.callbacks.EpisodeRecorder.on_episode
-
-    def interrupt_at_third(self, info, sigma=None):
-        if self.episodes == 2:
-            raise KeyboardInterrupt
-        real(self, info, sigma)
-
-    monkeypatch.setattr(agents.callbacks.EpisodeRecorder, "on_episode", interrupt_at_third)
+def test_search_resumes_after_interruption(teacher_path, tmp_path, capsys, interrupt_third_episode):
     argv = ["search", "--set", f"teacher={teacher_path}", "--set", f"out_dir={tmp_path}", *SEARCH]
     assert main(argv) == 130
     capsys.readouterr()
@@ -192,7 +175,7 @@ def test_search_resumes_after_interruption(teacher_path, tmp_path, capsys, monke
     assert (run_dir / "policy.json").exists() and (run_dir / "replay_buffer.npz").exists()
     interrupted_policy = json.loads((run_dir / "policy.json").read_text())
     assert interrupted_policy["architecture"] == "resnet8" and interrupted_policy["fingerprint"]  # usable as is
-    monkeypatch.setattr(agents.callbacks.EpisodeRecorder, "on_episode", real)
+    interrupt_third_episode()  # undo
     assert main(["search", "--resume", str(run_dir), "--json"]) == 0
     results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert results["episodes"] == 4
