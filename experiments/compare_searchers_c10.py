@@ -177,8 +177,9 @@ def report(args: Args) -> None:
 
     def pct(values) -> str:
         values = [100 * v for v in values]
-        sd = statistics.stdev(values) if len(values) > 1 else float("nan")
-        return f"{statistics.mean(values):.2f} ± {sd:.2f}"
+        if len(values) < 2:
+            return f"{values[0]:.2f} (one seed)"
+        return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
     means = {}
     for method, seeds in sorted(by_method.items()):
@@ -201,7 +202,8 @@ def report(args: Args) -> None:
             if not diffs:
                 continue
             mean, half = t_interval(diffs)
-            lines.append(f"| {method} | {len(diffs)} | {mean:+.2f} | [{mean - half:+.2f}, {mean + half:+.2f}] |")
+            interval = "–" if half != half else f"[{mean - half:+.2f}, {mean + half:+.2f}]"
+            lines.append(f"| {method} | {len(diffs)} | {mean:+.2f} | {interval} |")
             verdicts.append((method, mean, half))
         lines += ["", f"**The answer.** After fine-tuning, {best} has the highest mean test accuracy "
                   f"({100 * means[best]:.2f}%)."]  # fmt: skip
