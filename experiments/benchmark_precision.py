@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from machine import describe
+from script_args import parse_args
 
 from amc.models import create_model
 from amc.precision import autocast, native_bf16, resolve_precision
@@ -94,7 +94,4 @@ def main(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for name, value in vars(Args()).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
-    main(Args(**vars(parser.parse_args())))
+    main(parse_args(Args, __doc__))

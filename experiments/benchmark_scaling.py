@@ -14,7 +14,6 @@ Run throughput rows on an otherwise idle machine.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from machine import describe
+from script_args import parse_args
 
 from agents.config import load_config
 from agents.search import run_search
@@ -192,21 +192,6 @@ def report(args: Args) -> None:
     print(f"wrote {out}")
 
 
-def parse_args() -> Args:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["throughput", "quality", "report"])
-    defaults = Args(command="")
-    for name, value in vars(defaults).items():
-        if name == "command":
-            continue
-        flag = f"--{name.replace('_', '-')}"
-        if isinstance(value, list):
-            parser.add_argument(flag, nargs="+", type=type(value[0]) if value else str, default=value)
-        else:
-            parser.add_argument(flag, type=type(value), default=value)
-    return Args(**vars(parser.parse_args()))
-
-
 if __name__ == "__main__":
-    args = parse_args()
+    args = parse_args(Args, __doc__, ["throughput", "quality", "report"])
     {"throughput": throughput, "quality": quality, "report": report}[args.command](args)

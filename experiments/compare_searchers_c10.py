@@ -13,13 +13,14 @@ old result. Finished rows are merged into experiments/results/searchers.json; `r
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from script_args import parse_args
 
 from agents.config import SearchConfig, load_config
 from agents.search import evaluation_settings, load_teacher_and_data, resume_config, run_search
@@ -219,20 +220,6 @@ def report(args: Args) -> None:
     print(f"wrote {out}")
 
 
-def parse_args() -> Args:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["run", "report"])
-    for name, value in vars(Args(command="")).items():
-        if name == "command":
-            continue
-        flag = f"--{name.replace('_', '-')}"
-        if isinstance(value, list):
-            parser.add_argument(flag, nargs="+", default=value)
-        else:
-            parser.add_argument(flag, type=type(value), default=value)
-    return Args(**vars(parser.parse_args()))
-
-
 if __name__ == "__main__":
-    arguments = parse_args()
+    arguments = parse_args(Args, __doc__, ["run", "report"])
     {"run": run, "report": report}[arguments.command](arguments)

@@ -1,0 +1,24 @@
+"""The command line of an experiment script, made from its typed `Args` dataclass (cleanrl style)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+
+def parse_args(cls, doc: str, commands: list[str] | None = None):
+    """`--flag` per field of `cls` (lists take several values); a leading COMMAND field when `commands`."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if commands:
+        parser.add_argument("command", choices=commands)
+    for f in dataclasses.fields(cls):
+        if f.name == "command":
+            continue
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        flag = f"--{f.name.replace('_', '-')}"
+        if isinstance(default, list):
+            kind = type(default[0]) if default else str
+            parser.add_argument(flag, nargs="+", type=kind, default=default)
+        else:
+            parser.add_argument(flag, type=type(default), default=default)
+    return cls(**vars(parser.parse_args()))
