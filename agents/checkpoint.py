@@ -112,8 +112,11 @@ def fill_replay_buffer(buffer, saved: dict[str, np.ndarray]) -> None:
         else:
             raise AmcError(f"the saved replay buffer's {name} has shape {array.shape}, this search's {target.shape}; "
                            "resume with the settings it was saved with")  # fmt: skip
-    grown = len(saved[BUFFER_ARRAYS[0]]) < buffer.buffer_size
-    buffer.pos, buffer.full = (len(saved[BUFFER_ARRAYS[0]]) if full else pos, False) if grown else (pos, full)
+    saved_size = len(saved[BUFFER_ARRAYS[0]])
+    if saved_size == buffer.buffer_size:
+        buffer.pos, buffer.full = pos, full
+    else:  # copied oldest first into the front of a longer buffer
+        buffer.pos, buffer.full = (saved_size if full else pos), False
     baseline = float(saved["baseline"])
     buffer.baseline = None if np.isnan(baseline) else baseline
     buffer.start_new_episode()
