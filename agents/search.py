@@ -97,7 +97,7 @@ def start_evaluator(cfg: SearchConfig, backend: str, teacher_blob: dict, teacher
         backend_impl = start_workers(backend, spec, cfg.workers, cfg.ray_address)
     print(f"search: backend {backend}, {cfg.workers} worker(s) x {threads} thread(s), precision {cfg.precision}",
           flush=True)  # fmt: skip
-    return CachedEvaluator(backend_impl, CostModel(teacher, data.input_shape).channels)
+    return CachedEvaluator(backend_impl, CostModel(teacher, data.input_shape).pieces)
 
 
 def agent_settings(cfg: SearchConfig) -> AgentSettings:

@@ -135,10 +135,8 @@ def global_pruning(
         pruner.step()
         kept = {}
         for unit in cost_model.units:
-            layer = model.get_submodule(unit.name)
-            kept[unit.name] = (
-                layer.out_channels if isinstance(layer, nn.Conv2d) else layer.out_features
-            ) / unit.channels
+            root = model.get_submodule(unit.root)
+            kept[unit.name] = (root.out_channels if isinstance(root, nn.Conv2d) else root.out_features) / unit.channels
         return kept
 
     def meets(keep: dict[str, float]) -> bool:

@@ -105,6 +105,7 @@ def apply_command(cfg: ApplyConfig) -> dict:
     shape = input_shape_of(blob)
     data = load_data_for(blob, None, cfg.data_dir, None) if batches or refit else None
     student = apply_policy(teacher, policy, shape, reconstruction_data=data if refit else None)
+    CostModel(teacher, shape).check_student(student, policy)
     if batches:
         recalibrate_bn(student, data, batches=batches, precision=precision)
     result = cost_ratios(student, teacher, shape)

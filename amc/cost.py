@@ -45,6 +45,21 @@ def layer_macs(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
     return macs
 
 
+def layer_shapes(model: nn.Module) -> dict[str, tuple[int, int]]:
+    """(input, output) channels of every conv/linear layer."""
+    shapes = {}
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            shapes[name] = (m.in_channels, m.out_channels)
+        elif isinstance(m, nn.Linear):
+            shapes[name] = (m.in_features, m.out_features)
+    return shapes
+
+
+def norm_channels(model: nn.Module) -> dict[str, int]:
+    return {name: m.num_features for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+
+
 def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
     """Conv and linear MACs for one image (what papers call FLOPs); `torch.utils.flop_counter` counts 2x this."""
     return sum(layer_macs(model, input_shape).values())

@@ -8,9 +8,14 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
-from amc.cost import layer_macs, sparse_weight_bits
-from amc.pruning import PruningUnit, execution_order, find_units, kept_channels
+from amc.cost import layer_macs, layer_shapes, norm_channels, sparse_weight_bits
+from amc.errors import AmcError
+from amc.policy import CompressionPolicy
+from amc.pruning import PruningUnit, execution_order, find_units
 from amc.removal import removable_blocks
+
+Parts = list[tuple[str, list[int]]]
+"""(unit, how many of the layer's channels each piece of the unit feeds), one entry per unit."""
 
 
 @dataclass
@@ -22,11 +27,21 @@ class LayerCost:
     """Output channels (rows of the weight matrix)."""
     in_channels: int
     bias: int
-    out_unit: str | None
-    in_unit: str | None
+    outputs: Parts
+    """The units that remove this layer's output channels."""
+    inputs: Parts
+    """The units that remove this layer's input channels."""
     depthwise: bool
     block: str | None
     """The removable block holding this layer, if any."""
+
+    @property
+    def out_unit(self) -> str | None:
+        return self.outputs[0][0] if len(self.outputs) == 1 else None
+
+    @property
+    def in_unit(self) -> str | None:
+        return self.inputs[0][0] if len(self.inputs) == 1 else None
 
 
 @dataclass
@@ -37,7 +52,11 @@ class Costs:
 
 
 class CostModel:
-    """Per-layer teacher costs plus which pruning unit controls each layer's input and output channels."""
+    """Per-layer teacher costs plus which pruning units remove each layer's input and output channels.
+
+    A layer's kept channels are its channels less what each unit removes from it; a unit removes the same
+    share of every piece (amc/pruning.py), so the prediction is exact for any topology torch-pruning prunes.
+    """
 
     def __init__(
         self,
@@ -48,10 +67,14 @@ class CostModel:
     ):
         self.units = units if units is not None else find_units(model, input_shape)
         self.removable = removable if removable is not None else removable_blocks(model, input_shape)
+        self.by_name = {u.name: u for u in self.units}
         self.channels = {u.name: u.channels for u in self.units}
-        out_unit = {layer: u.name for u in self.units for layer in u.out_layers}
-        in_unit = {layer: u.name for u in self.units for layer in u.in_layers}
-        norm_unit = {layer: u.name for u in self.units for layer in u.norm_layers}
+        self.pieces = {u.name: [len(p) for p in u.pieces] for u in self.units}
+        parts: dict[str, dict[str, Parts]] = {"out": {}, "in": {}, "norm": {}}
+        for u in self.units:
+            for role, index in (("out", u.out_index), ("in", u.in_index), ("norm", u.norm_index)):
+                for layer, mapping in index.items():
+                    parts[role].setdefault(layer, []).append((u.name, u.channel_counts(mapping)))
         depthwise = {layer for u in self.units for layer in u.depthwise_layers}
         macs = layer_macs(model, input_shape)
 
@@ -59,7 +82,7 @@ class CostModel:
             return next((b for b in self.removable if name == b or name.startswith(b + ".")), None)
 
         self.layers: list[LayerCost] = []
-        self.norms: list[tuple[str, int, str | None, str | None]] = []  # name, channels, unit, block
+        self.norms: list[tuple[str, int, Parts, str | None]] = []  # name, channels, parts, block
         self.fixed_params = 0  # parameters outside conv/linear/norm layers, never pruned
         for name, module in model.named_modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
@@ -71,14 +94,14 @@ class CostModel:
                         module.weight.shape[0],
                         module.in_channels if isinstance(module, nn.Conv2d) else module.in_features,
                         0 if module.bias is None else module.bias.numel(),
-                        out_unit.get(name),
-                        in_unit.get(name),
+                        parts["out"].get(name, []),
+                        parts["in"].get(name, []),
                         name in depthwise,
                         block_of(name),
                     )
                 )
             elif isinstance(module, nn.modules.batchnorm._BatchNorm):
-                self.norms.append((name, module.num_features, norm_unit.get(name), block_of(name)))
+                self.norms.append((name, module.num_features, parts["norm"].get(name, []), block_of(name)))
             else:
                 self.fixed_params += sum(p.numel() for p in module.parameters(recurse=False))
         self.block_bypass = self._block_bypass(model, input_shape)
@@ -97,10 +120,22 @@ class CostModel:
         return bypass
 
     def keep_fraction(self, keep_ratios: dict[str, float], unit: str | None, round_to: int) -> float:
+        """The share of a unit's channels kept."""
         if unit is None or unit not in keep_ratios:
             return 1.0
-        channels = self.channels[unit]
-        return kept_channels(channels, keep_ratios[unit], round_to) / channels
+        kept = self.by_name[unit].kept_per_piece(keep_ratios[unit], round_to)
+        return sum(kept) / self.channels[unit]
+
+    def removed_channels(self, keep_ratios: dict[str, float], parts: Parts, source: dict, round_to: int) -> float:
+        """Channels the units in `parts` remove from one layer."""
+        removed = 0.0
+        for unit, counts in parts:
+            if unit in source:  # the layer now reads another unit's channels (a removed block)
+                removed += sum(counts) * (1.0 - self.keep_fraction(keep_ratios, source[unit], round_to))
+            elif unit in keep_ratios:
+                kept = self.by_name[unit].kept_per_piece(keep_ratios[unit], round_to)
+                removed += sum(c * (1.0 - k / n) for c, k, n in zip(counts, kept, self.pieces[unit], strict=True))
+        return removed
 
     def _bypass_sources(self, removed: set[str]) -> dict[str, str | None]:
         """Units whose consumers, once their blocks are removed, read another unit's channels instead."""
@@ -114,29 +149,28 @@ class CostModel:
                 source[unit] = source[source[unit]]
         return source
 
-    def layer_fractions(
+    def layer_channels(
         self, keep_ratios: dict[str, float], removed: Iterable[str] = (), round_to: int = 1
     ) -> list[tuple[LayerCost, float, float]]:
-        """(layer, kept fraction of its inputs, kept fraction of its outputs) for every layer left."""
+        """(layer, kept input channels, kept output channels) for every layer left."""
         removed = set(removed)
         source = self._bypass_sources(removed)
-        fractions = []
+        kept = []
         for layer in self.layers:
             if layer.block in removed:
                 continue
-            out_frac = self.keep_fraction(keep_ratios, layer.out_unit, round_to)
-            in_unit = source.get(layer.in_unit, layer.in_unit)
-            in_frac = out_frac if layer.depthwise else self.keep_fraction(keep_ratios, in_unit, round_to)
-            fractions.append((layer, in_frac, out_frac))
-        return fractions
+            outs = layer.rows - self.removed_channels(keep_ratios, layer.outputs, {}, round_to)
+            ins = layer.in_channels - self.removed_channels(keep_ratios, layer.inputs, source, round_to)
+            kept.append((layer, outs if layer.depthwise else ins, outs))
+        return kept
 
     def layer_shapes(
         self, keep_ratios: dict[str, float], removed: Iterable[str] = (), round_to: int = 1
     ) -> dict[str, tuple[int, int]]:
         """(input, output) channels of every remaining conv/linear layer: what a latency table needs."""
         return {
-            layer.name: (round(layer.in_channels * in_frac), round(layer.rows * out_frac))
-            for layer, in_frac, out_frac in self.layer_fractions(keep_ratios, removed, round_to)
+            layer.name: (round(ins), round(outs))
+            for layer, ins, outs in self.layer_channels(keep_ratios, removed, round_to)
         }
 
     def predict(
@@ -150,7 +184,8 @@ class CostModel:
         removed = set(removed)
         bits, sparsity = bits or {}, sparsity or {}
         macs = params = size_bits = 0.0
-        for layer, in_frac, out_frac in self.layer_fractions(keep_ratios, removed, round_to):
+        for layer, ins, outs in self.layer_channels(keep_ratios, removed, round_to):
+            in_frac, out_frac = ins / layer.in_channels, outs / layer.rows
             # A depthwise conv's per-output cost does not depend on its (tied) input count.
             scale = out_frac if layer.depthwise else out_frac * in_frac
             macs += layer.macs * scale
@@ -163,15 +198,34 @@ class CostModel:
             if b < 32:
                 size_bits += rows * 32
         source = self._bypass_sources(removed)
-        for _, channels, unit, block in self.norms:
+        for _, channels, parts, block in self.norms:
             if block in removed:
                 continue
-            kept = channels * self.keep_fraction(keep_ratios, source.get(unit, unit), round_to)
+            kept = channels - self.removed_channels(keep_ratios, parts, source, round_to)
             params += 2 * kept
             size_bits += 4 * kept * 32  # weight, bias, running mean and variance
         params += self.fixed_params
         size_bits += self.fixed_params * 32
         return Costs(macs=macs, params=params, size_bytes=size_bits / 8)
+
+    def check_student(self, student: nn.Module, policy: CompressionPolicy) -> None:
+        """Raise, naming the first layer, if the built student differs from the prediction: its costs, and so
+        the budget, would not be what the search was promised."""
+        predicted = self.layer_shapes(policy.keep_ratios, policy.removed_blocks, policy.round_to)
+        source = self._bypass_sources(set(policy.removed_blocks))
+        predicted_norms = {
+            name: round(channels - self.removed_channels(policy.keep_ratios, parts, source, policy.round_to))
+            for name, channels, parts, block in self.norms
+            if block not in policy.removed_blocks
+        }
+        for expected, built, what in ((predicted, layer_shapes(student), "(in, out) channels"),
+                                      (predicted_norms, norm_channels(student), "channels")):  # fmt: skip
+            for name in expected.keys() | built.keys():
+                if expected.get(name) != built.get(name):
+                    raise AmcError(
+                        f"layer {name}: predicted {what} {expected.get(name)}, built {built.get(name)}; the cost "
+                        "model does not follow this topology, so the budget cannot be guaranteed (please report it)"
+                    )
 
     def ratios(self, costs: Costs) -> dict[str, float]:
         return {

@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from amc.cost import count_macs, count_params, size_bytes
+from amc.cost_model import CostModel
 from amc.data import DataSplits
 from amc.distill import FinetuneSettings, finetune, recalibrate_bn_on, recalibration_batches
 from amc.policy import CompressionPolicy
@@ -73,6 +74,7 @@ class CandidateEvaluator:
                                      channels_last=channels_last)
         ]  # fmt: skip
         self._bn_images = recalibration_batches(data, settings.recalibrate_batches, seed=settings.seed)
+        self.cost_model = CostModel(teacher, self.input_shape)
         self._teacher_accuracy: float | None = None
 
     @property
@@ -91,6 +93,7 @@ class CandidateEvaluator:
         reconstruction = self.data if self.settings.reconstruct else None
         student = apply_policy(self.teacher, policy, self.input_shape, validate=False,
                                reconstruction_data=reconstruction)  # fmt: skip
+        self.cost_model.check_student(student, policy)
         if self.settings.recalibrate_batches:
             recalibrate_bn_on(student, self._bn_images, precision=self.precision)
         if short_finetune:
@@ -127,8 +130,8 @@ class CachedEvaluator:
     `teacher_accuracy` and `close()`: a `CandidateEvaluator` here, or a pool of them in other processes.
     `evaluate_many` sends the policies it has not seen to the backend together, so a pool scores them at once."""
 
-    def __init__(self, backend, channels: dict[str, int]):
-        self.backend, self.channels = backend, channels
+    def __init__(self, backend, pieces: dict[str, list[int]]):
+        self.backend, self.pieces = backend, pieces
         self._results: dict[tuple, Evaluation] = {}
         self._unclaimed: set[tuple] = set()
         """Results evaluated ahead (`evaluate_many`) that no `claim` has handed out yet."""
@@ -138,7 +141,7 @@ class CachedEvaluator:
         """Their summed evaluation time, measured where each ran."""
 
     def evaluate_many(self, policies: Sequence[CompressionPolicy]) -> list[Evaluation]:
-        keys = [p.structure_key(self.channels) for p in policies]
+        keys = [p.structure_key(self.pieces) for p in policies]
         new = {k: p for k, p in zip(keys, policies, strict=True) if k not in self._results}
         if new:
             results = self.backend.evaluate_many(list(new.values()))
@@ -154,7 +157,7 @@ class CachedEvaluator:
     def claim(self, policy: CompressionPolicy) -> tuple[Evaluation, bool]:
         """The policy's evaluation, and whether this is the first time it is handed out: a result evaluated
         ahead counts as new once, so an episode whose student was evaluated in a batch is not `cached`."""
-        key = policy.structure_key(self.channels)
+        key = policy.structure_key(self.pieces)
         evaluation = self.evaluate(policy)
         first = key in self._unclaimed
         self._unclaimed.discard(key)

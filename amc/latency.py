@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from amc.cost import measure_latency
+from amc.cost import layer_shapes, measure_latency
 from amc.errors import AmcError
 
 FORMAT = "amc-latency-table"
@@ -79,16 +79,6 @@ class LatencyTable:
         layers = {n: LayerEntry(**e) for n, e in blob.pop("layers").items()}
         blob.pop("format")
         return cls(layers=layers, **blob)
-
-
-def layer_shapes(model: nn.Module) -> dict[str, tuple[int, int]]:
-    shapes = {}
-    for name, m in model.named_modules():
-        if isinstance(m, nn.Conv2d):
-            shapes[name] = (m.in_channels, m.out_channels)
-        elif isinstance(m, nn.Linear):
-            shapes[name] = (m.in_features, m.out_features)
-    return shapes
 
 
 def _bilinear(xs: Sequence[int], ys: Sequence[int], grid: np.ndarray, x: float, y: float) -> float:

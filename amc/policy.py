@@ -90,12 +90,15 @@ class CompressionPolicy:
             raise AmcError(f"policy file {path} does not exist")
         return cls.from_json(path.read_text())
 
-    def structure_key(self, channels: dict[str, int]) -> tuple:
-        """Equal for two policies that build the same student: kept channel counts (given each unit's
-        channels), removed blocks, bits and sparsity; ratios that round to the same channels collide."""
+    def structure_key(self, pieces: dict[str, list[int]]) -> tuple:
+        """Equal for two policies that build the same student: kept channel counts (given the sizes of each
+        unit's pieces), removed blocks, bits and sparsity; ratios that round to the same channels collide."""
         from amc.pruning import kept_channels
 
-        kept = tuple(kept_channels(channels[n], r, self.round_to) for n, r in sorted(self.keep_ratios.items()))
+        kept = tuple(
+            tuple(kept_channels(size, ratio, self.round_to) for size in pieces[name])
+            for name, ratio in sorted(self.keep_ratios.items())
+        )
         sparsity = tuple(round(v, 4) for _, v in sorted(self.sparsity.items()))
         return kept, tuple(sorted(self.removed_blocks)), tuple(sorted(self.bits.items())), sparsity
 

@@ -1,12 +1,21 @@
 """Channel pruning through torch-pruning's dependency graph.
 
-Coupled layers (residual adds, depthwise convs) form one *pruning unit* with one keep ratio. A unit is
-named after its first conv/linear layer in forward order. Channels are ranked by group L1 magnitude.
+A *pruning unit* is one of torch-pruning's dependency groups: every layer whose input or output channels must
+go together (residual adds, depthwise convs, SE gates, concatenations, splits). It has one keep ratio. A unit
+is named after its first layer in forward order whose outputs it removes; its channels are those of its
+*root*, the layer torch-pruning indexes the group by.
+
+A unit whose root channels reach layers in different ways (the branches of a concatenation, the parts of a
+split) is cut into *pieces*, and each piece keeps the same share of its channels. So how many channels every
+layer loses depends on the keep ratio alone, and the cost model predicts the student exactly. Within a piece,
+channels are ranked by group L1 magnitude. Groups that touch a grouped (not depthwise) convolution are left
+whole: torch-pruning cannot cut those evenly per group.
 """
 
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -18,18 +27,26 @@ from amc.cost import model_device
 from amc.errors import AmcError
 
 Layer = (nn.Conv2d, nn.Linear)
+Norm = nn.modules.batchnorm._BatchNorm
 
 
 @dataclass
 class PruningUnit:
-    """A group of coupled layers whose output channels are kept or removed together."""
+    """A group of coupled layers whose channels are kept or removed together."""
 
     name: str
+    root: str
+    """The layer whose output channels index the unit (torch-pruning's group root)."""
     channels: int
-    out_layers: list[str]
-    """Layers whose output channels this unit removes."""
-    in_layers: list[str]
-    """Layers whose input channels this unit removes (the consumers)."""
+    """The root's output channels."""
+    pieces: list[list[int]]
+    """Root channels, split by how they reach the other layers; each piece keeps its share."""
+    out_index: dict[str, dict[int, int]]
+    """For each layer whose outputs this unit removes: its channel index -> the root channel behind it."""
+    in_index: dict[str, dict[int, int]]
+    """The same for layers whose inputs this unit removes (the consumers)."""
+    norm_index: dict[str, dict[int, int]]
+    """The same for BatchNorm layers whose channels go with the unit."""
     kind: str
     """"conv" or "linear": the type of the unit's first layer."""
     in_channels: int
@@ -38,8 +55,29 @@ class PruningUnit:
     order: int = 0
     """Forward-execution index of the unit's first layer."""
     depthwise_layers: list[str] = field(default_factory=list)
-    norm_layers: list[str] = field(default_factory=list)
-    """BatchNorm layers whose channels go with the unit."""
+
+    @property
+    def out_layers(self) -> list[str]:
+        return list(self.out_index)
+
+    @property
+    def in_layers(self) -> list[str]:
+        return list(self.in_index)
+
+    @property
+    def norm_layers(self) -> list[str]:
+        return list(self.norm_index)
+
+    def kept_per_piece(self, keep_ratio: float, round_to: int = 1) -> list[int]:
+        return [kept_channels(len(piece), keep_ratio, round_to) for piece in self.pieces]
+
+    def channel_counts(self, index: dict[int, int]) -> list[int]:
+        """How many of a layer's channels (given by `index`) each piece feeds."""
+        piece_of = {c: i for i, piece in enumerate(self.pieces) for c in piece}
+        counts = [0] * len(self.pieces)
+        for root_channel in index.values():
+            counts[piece_of[root_channel]] += 1
+        return counts
 
 
 def execution_order(model: nn.Module, input_shape: Sequence[int]) -> list[str]:
@@ -74,6 +112,15 @@ def build_graph(model: nn.Module, input_shape: Sequence[int]) -> tp.DependencyGr
     return graph
 
 
+def is_depthwise(module: nn.Module) -> bool:
+    return isinstance(module, nn.Conv2d) and 1 < module.groups == module.in_channels == module.out_channels
+
+
+def is_grouped(module: nn.Module) -> bool:
+    """A grouped convolution other than a depthwise one."""
+    return isinstance(module, nn.Conv2d) and module.groups > 1 and not is_depthwise(module)
+
+
 def find_units(
     model: nn.Module, input_shape: Sequence[int], graph: tp.DependencyGraph | None = None
 ) -> list[PruningUnit]:
@@ -85,42 +132,71 @@ def find_units(
     classifier = model.get_submodule(order[-1])
     units = []
     for group in graph.get_all_groups(ignored_layers=[classifier], root_module_types=Layer):
-        out_layers, in_layers, depthwise, norms = [], [], [], []
-        for item in group:
-            module, handler = item.dep.target.module, item.dep.handler
-            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module in names:
-                norms.append(names[module])
-            if not isinstance(module, Layer) or module not in names:
-                continue
-            name = names[module]
-            if isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels:
-                depthwise.append(name)
-            if graph.is_out_channel_pruning_fn(handler):
-                out_layers.append(name)
-            else:
-                in_layers.append(name)
-        out_layers = sorted(set(out_layers), key=lambda n: rank.get(n, len(rank)))
-        in_layers = sorted(set(in_layers) - set(out_layers), key=lambda n: rank.get(n, len(rank)))
-        if not out_layers:
-            continue
-        first = model.get_submodule(out_layers[0])
-        is_conv = isinstance(first, nn.Conv2d)
-        units.append(
-            PruningUnit(
-                name=out_layers[0],
-                channels=first.out_channels if is_conv else first.out_features,
-                out_layers=out_layers,
-                in_layers=in_layers,
-                kind="conv" if is_conv else "linear",
-                in_channels=first.in_channels if is_conv else first.in_features,
-                kernel=first.kernel_size[0] if is_conv else 1,
-                stride=first.stride[0] if is_conv else 1,
-                order=rank.get(out_layers[0], len(rank)),
-                depthwise_layers=sorted(set(depthwise)),
-                norm_layers=sorted(set(norms)),
-            )
-        )
+        unit = _unit_of(group, graph, model, names, rank)
+        if unit is not None:
+            units.append(unit)
     return sorted(units, key=lambda u: u.order)
+
+
+def _unit_of(group, graph, model, names, rank) -> PruningUnit | None:
+    index: dict[str, dict[str, dict[int, int]]] = {"out": defaultdict(dict), "in": defaultdict(dict),
+                                                   "norm": defaultdict(dict)}  # fmt: skip
+    for item in group:
+        module, handler = item.dep.target.module, item.dep.handler
+        if module not in names:
+            continue
+        if is_grouped(module):
+            return None
+        if isinstance(module, Norm):
+            role = "norm"
+        elif isinstance(module, Layer):
+            role = "out" if graph.is_out_channel_pruning_fn(handler) else "in"
+        else:
+            continue
+        index[role][names[module]].update(
+            zip((int(i) for i in item.idxs), (int(r) for r in item.root_idxs), strict=True)
+        )
+    if not index["out"]:
+        return None
+    root = names[group[0].dep.target.module]
+    channels = graph.get_pruner_of_module(model.get_submodule(root)).get_out_channels(model.get_submodule(root))
+
+    def by_rank(mapping: dict) -> dict:
+        return {n: dict(sorted(mapping[n].items())) for n in sorted(mapping, key=lambda n: rank.get(n, len(rank)))}
+
+    out_index, in_index, norm_index = by_rank(index["out"]), by_rank(index["in"]), by_rank(index["norm"])
+    name = next(iter(out_index))
+    first = model.get_submodule(name)
+    is_conv = isinstance(first, nn.Conv2d)
+    return PruningUnit(
+        name=name,
+        root=root,
+        channels=channels,
+        pieces=_pieces(channels, [*out_index.values(), *in_index.values(), *norm_index.values()]),
+        out_index=out_index,
+        in_index=in_index,
+        norm_index=norm_index,
+        kind="conv" if is_conv else "linear",
+        in_channels=first.in_channels if is_conv else first.in_features,
+        kernel=first.kernel_size[0] if is_conv else 1,
+        stride=first.stride[0] if is_conv else 1,
+        order=rank.get(name, len(rank)),
+        depthwise_layers=[n for n in out_index if is_depthwise(model.get_submodule(n))],
+    )
+
+
+def _pieces(channels: int, mappings: list[dict[int, int]]) -> list[list[int]]:
+    """Root channels grouped by how many channels of each layer they feed (their signature)."""
+    counts = []
+    for mapping in mappings:
+        count = [0] * channels
+        for root_channel in mapping.values():
+            count[root_channel] += 1
+        counts.append(count)
+    pieces: dict[tuple, list[int]] = {}
+    for c in range(channels):
+        pieces.setdefault(tuple(count[c] for count in counts), []).append(c)
+    return list(pieces.values())
 
 
 def kept_channels(channels: int, keep_ratio: float, round_to: int = 1) -> int:
@@ -131,7 +207,7 @@ def kept_channels(channels: int, keep_ratio: float, round_to: int = 1) -> int:
 
 
 def channel_scores(group, importance: str = "l1") -> torch.Tensor:
-    """One score per channel of a torch-pruning group; higher means more important."""
+    """One score per root channel of a torch-pruning group; higher means more important."""
     if importance == "l1":
         scorer = tp.importance.GroupMagnitudeImportance(p=1, group_reduction="mean", normalizer=None)
     elif importance == "l2":
@@ -156,17 +232,18 @@ def prune_channels(
         if name not in units:
             continue  # e.g. a unit inside a removed block
         unit = units[name]
-        keep = kept_channels(unit.channels, ratio, round_to)
-        if keep >= unit.channels:
+        kept = unit.kept_per_piece(ratio, round_to)
+        if sum(kept) >= unit.channels:
             continue
-        leader = model.get_submodule(name)
-        pruner = graph.get_pruner_of_module(leader)
-        group = graph.get_pruning_group(leader, pruner.prune_out_channels, list(range(unit.channels)))
-        scores = channel_scores(group, importance)
-        # Stable ranking: ties broken by channel index, so the same policy always removes the same channels.
-        ranked = sorted(range(unit.channels), key=lambda c: (float(scores[c]), c))
-        pruned = sorted(ranked[: unit.channels - keep])
-        graph.get_pruning_group(leader, pruner.prune_out_channels, pruned).prune()
+        root = model.get_submodule(unit.root)
+        prune_out = graph.get_pruner_of_module(root).prune_out_channels
+        scores = channel_scores(graph.get_pruning_group(root, prune_out, list(range(unit.channels))), importance)
+        pruned = []
+        for piece, keep in zip(unit.pieces, kept, strict=True):
+            # Stable ranking: ties broken by channel index, so the same policy always removes the same channels.
+            ranked = sorted(piece, key=lambda c: (float(scores[c]), c))
+            pruned += ranked[: len(piece) - keep]
+        graph.get_pruning_group(root, prune_out, sorted(pruned)).prune()
     return [list(entry) for entry in graph.pruning_history()]
 
 

@@ -18,16 +18,15 @@ from amc.pruning import find_units
 
 def kept_output_channels(teacher: nn.Module, history: list, input_shape: Sequence[int]) -> dict[str, torch.Tensor]:
     """For each conv/linear layer of the teacher, the indices of its output channels the student keeps."""
-    units = {u.name: u for u in find_units(teacher, input_shape)}
+    units = {u.root: u for u in find_units(teacher, input_shape)}
     kept = {}
-    for name, is_out, pruned in history:
-        unit = units.get(name)
+    for root, is_out, pruned in history:
+        unit = units.get(root)
         if unit is None or not is_out:
             continue
-        mask = torch.ones(unit.channels, dtype=torch.bool)
-        mask[list(pruned)] = False
-        for layer in unit.out_layers:
-            kept[layer] = mask.nonzero().flatten()
+        pruned = set(pruned)
+        for layer, index in unit.out_index.items():
+            kept[layer] = torch.tensor([c for c, root_channel in index.items() if root_channel not in pruned])
     return kept
 
 

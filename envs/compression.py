@@ -179,7 +179,7 @@ class CompressionEnv(gym.Env):
             settings = EvaluationSettings(eval_samples, eval_batch_size, recalibrate_batches, finetune_steps,
                                           reconstruct, precision, evaluation_seed)  # fmt: skip
             evaluator = CachedEvaluator(CandidateEvaluator(teacher, data, settings, self.input_shape),
-                                        self.cost_model.channels)  # fmt: skip
+                                        self.cost_model.pieces)  # fmt: skip
         self.evaluator = evaluator
         self.teacher_accuracy = evaluator.teacher_accuracy
         if not self.budget.met_by(self._ratios(self._most_aggressive_policy())):

@@ -210,7 +210,7 @@ def test_envs_of_one_round_share_the_cache_and_report_it_honestly():
 
     teacher, data = create_model("resnet8", num_classes=4), load_synthetic()
     settings = EvaluationSettings(eval_samples=32, recalibrate_batches=2, precision="fp32")
-    evaluator = CachedEvaluator(CandidateEvaluator(teacher, data, settings), CostModel(teacher, (3, 16, 16)).channels)
+    evaluator = CachedEvaluator(CandidateEvaluator(teacher, data, settings), CostModel(teacher, (3, 16, 16)).pieces)
     vec_env = BatchedEvaluationVecEnv(
         [lambda: Monitor(CompressionEnv(teacher, data, {"flops": 0.5}, evaluator=evaluator)) for _ in range(2)],
         evaluator,

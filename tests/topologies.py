@@ -1,0 +1,128 @@
+"""Small models with the topologies users bring: concatenation, dense concatenation, parallel branches,
+split, grouped and depthwise convs, squeeze-and-excitation gates, residual adds. Inputs are 3x16x16."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+def conv_bn(cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False), nn.BatchNorm2d(cout), nn.ReLU()
+    )
+
+
+def pooled(x: torch.Tensor) -> torch.Tensor:
+    return x.mean((2, 3))
+
+
+class TwoBranchConcat(nn.Module):
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.stem, self.a, self.b = conv_bn(3, 16), conv_bn(16, 8), conv_bn(16, 12, 1)
+        self.post, self.head = conv_bn(20, 16), nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        return self.head(pooled(self.post(torch.cat([self.a(x), self.b(x)], 1))))
+
+
+class DenseConcat(nn.Module):
+    """DenseNet-style: every layer's output is appended to the running feature map; BN after the concat."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.stem = conv_bn(3, 8)
+        self.layers = nn.ModuleList([conv_bn(8 + 4 * i, 4) for i in range(3)])
+        self.norm, self.transition, self.head = nn.BatchNorm2d(20), nn.Conv2d(20, 8, 1), nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for layer in self.layers:
+            x = torch.cat([x, layer(x)], 1)
+        return self.head(pooled(self.transition(torch.relu(self.norm(x)))))
+
+
+class InceptionBranches(nn.Module):
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.stem = conv_bn(3, 16)
+        self.b1 = conv_bn(16, 8, 1)
+        self.b3 = nn.Sequential(conv_bn(16, 6, 1), conv_bn(6, 8))
+        self.b5 = nn.Sequential(conv_bn(16, 4, 1), conv_bn(4, 4, 5))
+        self.pool = nn.Sequential(nn.MaxPool2d(3, 1, 1), conv_bn(16, 4, 1))
+        self.head = nn.Linear(24, num_classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        return self.head(pooled(torch.cat([self.b1(x), self.b3(x), self.b5(x), self.pool(x)], 1)))
+
+
+class SplitBranches(nn.Module):
+    """One conv's channels split in two, each half through its own conv, then concatenated again. (`chunk`,
+    not `split` with literal sizes, which no pruner can change.)"""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.stem, self.left, self.right = conv_bn(3, 16), conv_bn(8, 8), conv_bn(8, 8, 1)
+        self.head = nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        left, right = torch.chunk(self.stem(x), 2, dim=1)
+        return self.head(pooled(torch.cat([self.left(left), self.right(right)], 1)))
+
+
+class GroupedConv(nn.Module):
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.stem, self.grouped, self.post = conv_bn(3, 16), conv_bn(16, 32, groups=4), conv_bn(32, 16)
+        self.extra, self.head = conv_bn(16, 16), nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        return self.head(pooled(self.extra(self.post(self.grouped(self.stem(x))))))
+
+
+class SqueezeExcite(nn.Module):
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.stem, self.body = conv_bn(3, 16), conv_bn(16, 24)
+        self.squeeze, self.excite = nn.Conv2d(24, 6, 1), nn.Conv2d(6, 24, 1)
+        self.post, self.head = conv_bn(24, 16), nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        x = self.body(self.stem(x))
+        gate = torch.sigmoid(self.excite(torch.relu(self.squeeze(x.mean((2, 3), keepdim=True)))))
+        return self.head(pooled(self.post(x * gate)))
+
+
+class DepthwiseSeparable(nn.Module):
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.stem, self.depthwise, self.pointwise = conv_bn(3, 16), conv_bn(16, 16, groups=16), conv_bn(16, 24, 1)
+        self.head = nn.Linear(24, num_classes)
+
+    def forward(self, x):
+        return self.head(pooled(self.pointwise(self.depthwise(self.stem(x)))))
+
+
+class MixedBlock(nn.Module):
+    """The model of the budget report: a depthwise-separable branch and a plain branch, concatenated, gated by
+    squeeze-and-excitation, then added to the stem's output."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.stem = conv_bn(3, 16)
+        self.depthwise, self.pointwise, self.plain = conv_bn(16, 16, groups=16), conv_bn(16, 8, 1), conv_bn(16, 8)
+        self.squeeze, self.excite = nn.Conv2d(16, 4, 1), nn.Conv2d(4, 16, 1)
+        self.post, self.head = conv_bn(16, 16), nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = torch.cat([self.pointwise(self.depthwise(x)), self.plain(x)], 1)
+        y = y * torch.sigmoid(self.excite(torch.relu(self.squeeze(y.mean((2, 3), keepdim=True)))))
+        return self.head(pooled(self.post(y) + x))
+
+
+ZOO = {cls.__name__: cls for cls in (TwoBranchConcat, DenseConcat, InceptionBranches, SplitBranches, GroupedConv,
+                                     SqueezeExcite, DepthwiseSeparable, MixedBlock)}  # fmt: skip
