@@ -57,6 +57,8 @@ class SearchConfig:
     )
     checkpoint_every: int = doc(10, "save the agent and the search state every this many episodes (0: only on stop)")
     final_finetune_epochs: int = doc(0, "KD fine-tune the best student for this many epochs at the end")
+    report_samples: int | None = doc(None, "test and val images in the final report (default: all)")
+    report_latency_repeats: int = doc(20, "timed repeats per batch size in the final report's latencies")
     precision: str = doc("auto", "auto (bf16 where the device runs it natively, else fp32), bf16 or fp32")
     seed: int = doc(0, "seed of the agent, its noise and the random searcher")
     device: str = doc("auto", "auto, cpu or cuda")

@@ -301,22 +301,26 @@ def stop_on_signals() -> Iterator[None]:
 
 def _final_student(cfg, evaluator: CandidateEvaluator, teacher_blob: dict, run_dir: Path,
                    policy: CompressionPolicy) -> dict:  # fmt: skip
+    """Build, report and save the best student. Teacher and student are measured alike, on the search's device."""
     data, teacher = evaluator.data, evaluator.teacher
+    options = {"samples": cfg.report_samples, "latency_repeats": cfg.report_latency_repeats}
     raw = apply_policy(teacher, policy, evaluator.input_shape, validate=False)
-    without_recalibration = {split: evaluate_accuracy(raw, data, split) for split in ("test", "val")}
+    without_recalibration = {
+        split: evaluate_accuracy(raw, data, split, limit=cfg.report_samples) for split in ("test", "val")
+    }
     student = evaluator.build_student(policy, short_finetune=False)
-    before = evaluate_report(student, data)  # BN-recalibrated only, whatever the reward fine-tuned
+    before = evaluate_report(student, data, **options)  # BN-recalibrated only, whatever the reward fine-tuned
     reward_finetune = {}
     if evaluator.settings.finetune_steps:
         evaluator.short_finetune(student)
-        reward_finetune["student_after_reward_finetune"] = evaluate_report(student, data)
+        reward_finetune["student_after_reward_finetune"] = evaluate_report(student, data, **options)
     after = reward_finetune.get("student_after_reward_finetune", before)
     if cfg.final_finetune_epochs:
         settings = FinetuneSettings(epochs=cfg.final_finetune_epochs, precision=cfg.precision, seed=cfg.seed)
-        finetune(student, teacher, data, settings, device=resolve_device(cfg.device))
-        after = evaluate_report(student.cpu(), data)
+        finetune(student, teacher, data, settings, device=evaluator.device)
+        after = evaluate_report(student, data, **options)
+    teacher_report = evaluate_report(teacher, data, **options)
     student = student.cpu()
-    teacher_report = evaluate_report(teacher.cpu(), data)
     save_student(run_dir / "student.pt", student, teacher_blob, policy, metrics=after)
     ratios = {f"{k}_ratio": after[k] / teacher_report[k] for k in ("flops", "params", "size_bytes")}
     ratios["speedup_b1"] = teacher_report["latency_ms_b1"] / after["latency_ms_b1"]

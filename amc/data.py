@@ -52,6 +52,8 @@ class DataSplits:
     augment: str = "none"
     """Train-time augmentation: "crop_flip" (CIFAR: pad-4 random crop plus horizontal flip) or "none"."""
     source: str = ""
+    options: dict = field(default_factory=dict)
+    """Loader options that shaped the images (imagefolder: image_size, channels), replayed on reload."""
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -67,6 +69,7 @@ class DataSplits:
             "std": list(self.std),
             "sizes": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
             "source": self.source,
+            "options": dict(self.options),
         }
 
     def batches(
@@ -177,32 +180,44 @@ def _find_imagefolder_root(folder: Path, origin: Path) -> Path:
     raise AmcError(f"{origin} is not an ImageFolder tree: expected train/<class>/ and test/<class>/ folders")
 
 
-def _decode_imagefolder(folder: Path, image_size: int | None, channels: int) -> tuple[Split, list[str]]:
+GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+
+
+def _decode_imagefolder(folder: Path, image_size: int | None, channels: int | None) -> tuple[Split, list[str]]:
+    """Every image of `folder/<class>/`, as it is unless `image_size` (square resize) or `channels` (1 or 3)
+    says otherwise. Left alone, grayscale images stay one channel unless some image in the set is colour."""
     from PIL import Image
 
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
     if not classes:
         raise AmcError(f"{folder} has no class folders; expected {folder}/<class>/<image>")
-    images, labels = [], []
-    mode = "RGB" if channels == 3 else "L"
+    images, labels, sizes = [], [], {}
     for label, name in enumerate(classes):
         for path in sorted((folder / name).iterdir()):
             if path.suffix.lower() not in {".jpg", ".jpeg", ".png", ".bmp", ".webp"}:
                 continue
             with Image.open(path) as img:
-                img = img.convert(mode)
+                gray = img.mode in GRAYSCALE_MODES if channels is None else channels == 1
+                img = img.convert("L" if gray else "RGB")
                 if image_size is not None and img.size != (image_size, image_size):
                     img = img.resize((image_size, image_size), Image.BILINEAR)
                 array = np.asarray(img, dtype=np.uint8)
+            sizes.setdefault(array.shape[:2], path)
             images.append(array if array.ndim == 3 else array[:, :, None])
             labels.append(label)
     if not images:
         raise AmcError(f"{folder} holds no images")
+    if len(sizes) > 1:
+        (a, first), (b, second) = list(sizes.items())[:2]
+        raise AmcError(f"images differ in size ({first.name} is {a[1]}x{a[0]}, {second.name} is {b[1]}x{b[0]}); "
+                       "pass --image-size N to resize them all to NxN")  # fmt: skip
+    if len({a.shape[2] for a in images}) > 1:  # some grayscale, some colour: colour wins
+        images = [np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a for a in images]
     stacked = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
     return Split(stacked, torch.tensor(labels, dtype=torch.long)), classes
 
 
-def _load_imagefolder_tree(root: Path, image_size: int | None, channels: int = 3) -> tuple[Split, Split, int]:
+def _load_imagefolder_tree(root: Path, image_size: int | None, channels: int | None = None) -> tuple[Split, Split, int]:
     """Decode train/ and test/ once, caching the uint8 tensors next to the cache copy."""
     cache_key = hashlib.sha256(f"{root.resolve()}:{image_size}:{channels}".encode()).hexdigest()[:12]
     cached = cache_dir() / f"decoded-{cache_key}.pt"
@@ -214,6 +229,9 @@ def _load_imagefolder_tree(root: Path, image_size: int | None, channels: int = 3
     test, test_classes = _decode_imagefolder(test_folder, image_size, channels)
     if classes != test_classes:
         raise AmcError(f"{root}: train/ and {test_folder.name}/ have different class folders")
+    if train.images.shape[1:] != test.images.shape[1:]:
+        shapes = f"{tuple(train.images.shape[1:])} and {tuple(test.images.shape[1:])} (C, H, W)"
+        raise AmcError(f"{root}: train/ and {test_folder.name}/ images differ, {shapes}; pass --image-size, --channels")
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(".tmp")
     torch.save(
@@ -257,9 +275,9 @@ def load_cifar10(
         data_dir = cache_dir() / "cifar10"
     path = Path(data_dir).expanduser()
     if path.is_file() and path.name.endswith((".tar.gz", ".tgz", ".tar")):
-        train, test, num_classes = _load_imagefolder_tree(_extract_archive(path), image_size=32)
+        train, test, num_classes = _load_imagefolder_tree(_extract_archive(path), image_size=32, channels=3)
     elif path.is_dir() and (path / "train").is_dir():
-        train, test, num_classes = _load_imagefolder_tree(path, image_size=32)
+        train, test, num_classes = _load_imagefolder_tree(path, image_size=32, channels=3)
     elif download or (path / "cifar-10-batches-py").is_dir():
         train, test = _load_torchvision_cifar10(path, download)
         num_classes = 10
@@ -275,9 +293,19 @@ def load_cifar10(
 
 
 def load_imagefolder(
-    data_dir: str | Path, image_size: int = 32, val_fraction: float = 0.1, seed: int = 0, augment: str = "crop_flip"
+    data_dir: str | Path,
+    image_size: int | None = None,
+    channels: int | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    augment: str = "crop_flip",
 ) -> DataSplits:
-    """Any ImageFolder data set (folder or `.tar.gz`) with train/ and test/ (or val/) class folders."""
+    """Any ImageFolder data set (folder or `.tar.gz`) with train/ and test/ (or val/) class folders. Images
+    keep their own size and channels unless `image_size` (resize to a square) or `channels` (1 or 3) is given."""
+    if image_size is not None and image_size < 1:
+        raise AmcError(f"image_size is {image_size}; pass a positive pixel count")
+    if channels not in (None, 1, 3):
+        raise AmcError(f"channels is {channels}; use 1 (grayscale) or 3 (RGB)")
     if data_dir is None:
         raise AmcError("the imagefolder data set needs --data-dir pointing at a folder with train/ and test/")
     path = Path(data_dir).expanduser()
@@ -289,11 +317,12 @@ def load_imagefolder(
             raise AmcError(f"{path} is not an ImageFolder tree: expected train/<class>/ and test/<class>/")
     else:
         raise AmcError(f"data dir {path} does not exist; pass an ImageFolder folder or .tar.gz")
-    train, test, num_classes = _load_imagefolder_tree(root, image_size)
+    train, test, num_classes = _load_imagefolder_tree(root, image_size, channels)
     train, val = _hold_out(train, max(1, int(len(train) * val_fraction)), seed)
     mean = tuple((train.images.float() / 255).mean(dim=(0, 2, 3)).tolist())
     std = tuple((train.images.float() / 255).std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
-    return DataSplits("imagefolder", train, val, test, num_classes, mean, std, augment, str(path))
+    options = {"image_size": image_size, "channels": channels}
+    return DataSplits("imagefolder", train, val, test, num_classes, mean, std, augment, str(path), options)
 
 
 def load_digits(val_size: int = 200, test_size: int = 360, seed: int = 0) -> DataSplits:

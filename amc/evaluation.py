@@ -7,6 +7,7 @@ import warnings
 from dataclasses import dataclass
 
 import torch.nn as nn
+from tqdm.auto import tqdm
 
 from amc.checkpoint import load_checkpoint, model_from_checkpoint
 from amc.config import doc
@@ -32,27 +33,27 @@ class EvaluateConfig:
 
 
 def cost_report(model: nn.Module, input_shape, *, latency_repeats: int = 20, threads: int | None = None) -> dict:
-    """MACs (checked against `torch.utils.flop_counter`), params, bytes and per-image latency at batch 1 and 128."""
+    """MACs (checked against `torch.utils.flop_counter`), params, bytes and per-image latency at batch 1 and 128,
+    timed on the model's device."""
     macs = count_macs(model, input_shape)
     checked = flop_counter_macs(model, input_shape)
     if abs(checked - macs) > 0.01 * max(macs, 1):
         warnings.warn(f"analytic MACs {macs} differ from torch.utils.flop_counter's {checked}", stacklevel=2)
-    return {
-        "flops": macs,
-        "params": count_params(model),
-        "size_bytes": size_bytes(model),
-        "latency_ms_b1": measure_latency(model, input_shape, 1, threads=threads, repeats=latency_repeats),
-        "latency_ms_b128": measure_latency(
-            model, input_shape, 128, threads=threads, repeats=max(5, latency_repeats // 2), warmup=3
-        ),
-    }
+    report = {"flops": macs, "params": count_params(model), "size_bytes": size_bytes(model)}
+    for batch in tqdm((1, 128), desc="latency", leave=False, dynamic_ncols=True):
+        repeats, warmup = (latency_repeats, 5) if batch == 1 else (max(5, latency_repeats // 2), 3)
+        report[f"latency_ms_b{batch}"] = measure_latency(
+            model, input_shape, batch, threads=threads, repeats=repeats, warmup=warmup
+        )
+    return report
 
 
-def evaluate_report(model: nn.Module, data: DataSplits, **cost_kwargs) -> dict:
-    """The keys every reporting command shares: accuracy, val_accuracy, flops, params, size_bytes, latencies."""
+def evaluate_report(model: nn.Module, data: DataSplits, *, samples: int | None = None, **cost_kwargs) -> dict:
+    """The keys every reporting command shares: accuracy, val_accuracy (on the first `samples` images of each
+    split, default all), flops, params, size_bytes, latencies."""
     return {
-        "accuracy": evaluate_accuracy(model, data, "test"),
-        "val_accuracy": evaluate_accuracy(model, data, "val"),
+        "accuracy": evaluate_accuracy(model, data, "test", limit=samples),
+        "val_accuracy": evaluate_accuracy(model, data, "val", limit=samples),
         **cost_report(model, data.input_shape, **cost_kwargs),
     }
 
@@ -65,7 +66,10 @@ def load_data_for(blob: dict, dataset: str | None, data_dir: str | None, seed: i
         data_dir = stored["source"]
     if seed is None:
         seed = blob.get("train_config", {}).get("seed", 0)
-    return load_dataset(name, data_dir, seed=seed)
+    options = {}
+    if name == "imagefolder" == stored.get("name"):  # decode the images as the teacher saw them
+        options = stored.get("options", {"image_size": 32, "channels": 3})  # older checkpoints: 32x32 RGB
+    return load_dataset(name, data_dir, seed=seed, **options)
 
 
 def alternating_speedup(

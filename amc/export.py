@@ -45,9 +45,15 @@ def _example(input_shape: Sequence[int], batch: int = 2, seed: int = 0) -> torch
     return torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(seed))
 
 
+def relative_difference(outputs, reference) -> float:
+    """Largest |output - reference| over the largest |reference|: meaningful for large and small logits alike."""
+    outputs, reference = torch.as_tensor(outputs, dtype=torch.float64), torch.as_tensor(reference, dtype=torch.float64)
+    return float((outputs - reference).abs().max() / reference.abs().max().clamp_min(torch.finfo(torch.float32).tiny))
+
+
 @torch.no_grad()
 def export_torchscript(model: nn.Module, input_shape: Sequence[int], path: str | Path) -> float:
-    """Trace the baked model, save it, reload it and return the max |difference| from PyTorch's outputs."""
+    """Trace the baked model, save it, reload it and return its `relative_difference` from PyTorch's outputs."""
     baked = bake(model).cpu()
     with warnings.catch_warnings():  # torch >= 2.9 marks TorchScript deprecated; it still is what runtimes load
         warnings.simplefilter("ignore", FutureWarning)
@@ -55,12 +61,12 @@ def export_torchscript(model: nn.Module, input_shape: Sequence[int], path: str |
         torch.jit.save(traced, str(path))
         reloaded = torch.jit.load(str(path))
     check = _example(input_shape, batch=4, seed=1)
-    return float((reloaded(check) - baked(check)).abs().max())
+    return relative_difference(reloaded(check), baked(check))
 
 
 @torch.no_grad()
 def export_onnx(model: nn.Module, input_shape: Sequence[int], path: str | Path) -> float | None:
-    """Export the baked model to ONNX (dynamic batch). Returns the max |difference| from PyTorch's outputs,
+    """Export the baked model to ONNX (dynamic batch). Returns its `relative_difference` from PyTorch's outputs,
     computed with onnx's reference evaluator, or None when the `onnx` package is not installed."""
     baked = bake(model).cpu()
     with warnings.catch_warnings():  # the TorchScript-based exporter needs no onnxscript; torch warns about it
@@ -76,7 +82,7 @@ def export_onnx(model: nn.Module, input_shape: Sequence[int], path: str | Path) 
         return None
     check = _example(input_shape, batch=4, seed=1)
     outputs = ReferenceEvaluator(onnx.load(str(path))).run(None, {"input": check.numpy()})[0]
-    return float(np.abs(outputs - baked(check).numpy()).max())
+    return relative_difference(outputs, baked(check))
 
 
 # ----------------------------------------------------------------------------- packed weights

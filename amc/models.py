@@ -4,8 +4,12 @@ Names:
 - CIFAR ResNets `resnet8/20/32/44/56/110` (He et al. 2016; ResNet-8 for quick tests) and `plain20`
   (no shortcuts, AMC's CIFAR model);
 - `vgg16_cifar`; `digits_cnn`, a small CNN for 8x8 digits;
-- `tv:<name>`, any torchvision classification model (`small_input=True` adapts the stem to 32x32);
-- `path/to/file.py:ClassName`, a user's own module, called as `ClassName(num_classes=...)`.
+- `tv:<name>`, any torchvision classification model (`small_input=True` adapts the stem to 32x32,
+  `in_channels` replaces the first conv for other than RGB inputs);
+- `path/to/file.py:ClassName`, a user's own module, called as `ClassName(num_classes=..., in_channels=...)`
+  (`in_channels` only if its `__init__` takes it).
+
+`input_kwargs` says what a model is told about its inputs.
 """
 
 from __future__ import annotations
@@ -45,6 +49,19 @@ def create_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
     if ".py:" in name:
         return _user_model(name, num_classes, **kwargs)
     raise AmcError(f"unknown model {name!r}; choose one of {', '.join(list_models())} or path/to/file.py:ClassName")
+
+
+SMALL_INPUT_PIXELS = 64
+"""torchvision models get `small_input=True` (a stride-1 stem, no max-pool) for images this size or smaller."""
+
+
+def input_kwargs(name: str, input_shape) -> dict:
+    """What `create_model` is told about the inputs: their channels, and for a torchvision model whether
+    they are small (see `SMALL_INPUT_PIXELS`)."""
+    kwargs = {"in_channels": int(input_shape[0])}
+    if name.startswith("tv:"):
+        kwargs["small_input"] = min(input_shape[1:]) <= SMALL_INPUT_PIXELS
+    return kwargs
 
 
 def model_spec(name: str, num_classes: int, **kwargs) -> dict:
@@ -182,15 +199,27 @@ def digits_cnn(num_classes: int = 10, **kwargs) -> nn.Module:
 # ----------------------------------------------------------------------------- torchvision and user models
 
 
-def _torchvision_model(name: str, num_classes: int, small_input: bool = False, **kwargs) -> nn.Module:
+def _torchvision_model(
+    name: str, num_classes: int, small_input: bool = False, in_channels: int = 3, **kwargs
+) -> nn.Module:
     import torchvision
 
     if name not in torchvision.models.list_models(module=torchvision.models):
         raise AmcError(f"unknown torchvision model {name!r}; see torchvision.models.list_models()")
     model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
+    if in_channels != 3:
+        _replace_first_conv(model, in_channels)
     if small_input:
         _shrink_stem(model)
     return model
+
+
+def _replace_first_conv(model: nn.Module, in_channels: int) -> None:
+    name, first = next((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d))
+    replacement = nn.Conv2d(in_channels, first.out_channels, first.kernel_size, first.stride, first.padding,
+                            bias=first.bias is not None)  # fmt: skip
+    parent_name, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, attr, replacement)
 
 
 def _shrink_stem(model: nn.Module) -> None:
@@ -217,6 +246,14 @@ def _user_model(name: str, num_classes: int, **kwargs) -> nn.Module:
     cls = getattr(module, class_name, None)
     if cls is None or not callable(cls):
         raise AmcError(f"{path} has no class {class_name!r}; use path/to/file.py:ClassName")
-    if "num_classes" in inspect.signature(cls).parameters:
+    parameters = inspect.signature(cls).parameters
+    if "num_classes" in parameters:
         kwargs["num_classes"] = num_classes
+    channels = kwargs.pop("in_channels", 3)
+    if "in_channels" in parameters:
+        kwargs["in_channels"] = channels
+    elif channels != 3:
+        raise AmcError(f"{class_name} in {path} takes no in_channels argument, but the images have {channels} "
+                       "channel(s); add `in_channels` to its __init__ (amc passes the data's channels) or load "
+                       "the data with --channels 3")  # fmt: skip
     return cls(**kwargs)

@@ -17,7 +17,7 @@ from amc.checkpoint import load_checkpoint, save_checkpoint
 from amc.config import doc
 from amc.data import DataSplits, load_dataset
 from amc.errors import AmcError
-from amc.models import create_model, model_spec
+from amc.models import SMALL_INPUT_PIXELS, create_model, input_kwargs, model_spec
 from amc.precision import autocast, resolve_precision
 
 
@@ -28,14 +28,16 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 @torch.no_grad()
-def accuracy_on(model: nn.Module, batches, *, precision: str = "fp32", device: torch.device | None = None) -> float:
-    """Top-1 accuracy (a fraction) over `(images, labels)` batches, in eval mode."""
+def accuracy_on(
+    model: nn.Module, batches, *, precision: str = "fp32", device: torch.device | None = None, desc: str | None = None
+) -> float:
+    """Top-1 accuracy (a fraction) over `(images, labels)` batches, in eval mode; a progress bar if `desc`."""
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
     correct = total = 0
     with autocast(precision, device):
-        for x, y in batches:
+        for x, y in tqdm(batches, desc=desc, disable=desc is None, leave=False, dynamic_ncols=True):
             logits = model(x.to(device))
             correct += (logits.argmax(1).cpu() == y.cpu()).sum().item()
             total += len(y)
@@ -53,11 +55,11 @@ def evaluate_accuracy(
     limit: int | None = None,
     device: torch.device | None = None,
 ) -> float:
-    """Top-1 accuracy (a fraction) on one split, in eval mode."""
+    """Top-1 accuracy (a fraction) on one split, in eval mode, with a progress bar."""
     device = device or next(model.parameters()).device
     precision = resolve_precision(precision, device)
     batches = data.batches(split, batch_size, limit=limit, channels_last=precision == "bf16")
-    return accuracy_on(model, batches, precision=precision, device=device)
+    return accuracy_on(model, batches, precision=precision, device=device, desc=f"{split} accuracy")
 
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -139,7 +141,9 @@ class TrainConfig:
     dataset: str = doc("cifar10", "cifar10, digits, imagefolder or synthetic")
     data_dir: str | None = doc(None, "data folder or ImageFolder .tar.gz (cifar10, imagefolder)")
     download: bool = doc(False, "download CIFAR-10 through torchvision if it is missing")
-    epochs: int = doc(40, "training epochs")
+    image_size: int | None = doc(None, "imagefolder: resize every image to NxN (default: keep their own size)")
+    channels: int | None = doc(None, "imagefolder: 1 (grayscale) or 3 (RGB) (default: what the images are)")
+    epochs: int = doc(40, "training epochs; 0 writes an untrained teacher, for structural checks")
     batch_size: int = doc(128, "batch size")
     lr: float = doc(0.2, "peak learning rate")
     momentum: float = doc(0.9, "Nesterov momentum")
@@ -153,26 +157,43 @@ class TrainConfig:
     resume: bool = doc(False, "continue from the checkpoint at --out")
 
 
+def image_options(cfg: TrainConfig) -> dict:
+    options = {k: v for k, v in (("image_size", cfg.image_size), ("channels", cfg.channels)) if v is not None}
+    if options and cfg.dataset != "imagefolder":
+        raise AmcError(f"--image-size and --channels apply to --dataset imagefolder only, not {cfg.dataset}; drop them")
+    return options
+
+
+def describe_inputs(shape) -> str:
+    channels = {1: "grayscale", 3: "RGB"}.get(shape[0], f"{shape[0]} channels")
+    return f"{channels} {shape[2]}x{shape[1]}"
+
+
 def train_teacher(cfg: TrainConfig) -> dict:
     """Train `cfg.model` on `cfg.dataset`; checkpoint every epoch; return the final metrics."""
     from torch.utils.tensorboard import SummaryWriter
 
+    if cfg.epochs < 0:
+        raise AmcError(f"--epochs is {cfg.epochs}; pass 1 or more (0 writes an untrained teacher)")
     device = resolve_device(cfg.device)
     cfg.precision = resolve_precision(cfg.precision, device, announce=True)
     out = Path(cfg.out)
     torch.manual_seed(cfg.seed)
-    data = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download, seed=cfg.seed)
-    in_channels = data.input_shape[0]
-    extra = {"in_channels": in_channels} if in_channels != 3 and not cfg.model.startswith(("tv:",)) else {}
-    if cfg.model.startswith("tv:"):
-        extra["small_input"] = data.input_shape[1] <= 64
+    data = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download, seed=cfg.seed, **image_options(cfg))
+    extra = input_kwargs(cfg.model, data.input_shape)
+    print(f"inputs: {describe_inputs(data.input_shape)}")
+    if "small_input" in extra:
+        print(f"small_input: {'on' if extra['small_input'] else 'off'} (auto: on for images of "
+              f"{SMALL_INPUT_PIXELS} px or less)")  # fmt: skip
     spec = model_spec(cfg.model, data.num_classes, **extra)
     model = create_model(cfg.model, data.num_classes, **extra).to(device)
     if cfg.precision == "bf16":
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
     steps_per_epoch = len(data.batches("train", cfg.batch_size))
-    scheduler = make_scheduler(optimizer, cfg.schedule, cfg.lr, cfg.epochs * steps_per_epoch)
+    scheduler = make_scheduler(optimizer, cfg.schedule, cfg.lr, max(cfg.epochs, 1) * steps_per_epoch)
+    if cfg.epochs == 0:
+        print("epochs: 0, so the teacher is written untrained (for structural checks; its accuracy is chance)")
     generator = torch.Generator().manual_seed(cfg.seed)
     start_epoch, history = 0, []
 

@@ -65,8 +65,11 @@ class Row:
     @property
     def settings(self) -> dict:
         cfg = asdict(self.config())
-        for key in ("workers", "backend", "ray_address", "worker_threads", "out_dir", "name", "device"):
-            cfg.pop(key)  # where and how fast it runs, not what it computes
+        # Where and how fast it runs, and how the final report is sized, not what it computes. Keep this list
+        # in step with new config keys, or finished rows stop matching their folders.
+        for key in ("workers", "backend", "ray_address", "worker_threads", "out_dir", "name", "device",
+                    "report_samples", "report_latency_repeats"):  # fmt: skip
+            cfg.pop(key)
         return {"method": self.method, "seed": self.seed, "search": cfg, "finetune_epochs": self.args.finetune_epochs}
 
     @property

@@ -33,7 +33,7 @@ def teacher_path(tmp_path, capsys):
 
 def test_teacher_checkpoint_round_trip(teacher_path):
     blob = torch.load(teacher_path, weights_only=True)
-    assert blob["arch"] == {"name": "resnet8", "num_classes": 4, "kwargs": {}}
+    assert blob["arch"] == {"name": "resnet8", "num_classes": 4, "kwargs": {"in_channels": 3}}
     assert blob["dataset"]["name"] == "synthetic"
     assert set(blob["metrics"]) >= {"accuracy", "val_accuracy"}
     assert set(blob["versions"]) >= {"amc", "torch"}

@@ -13,7 +13,7 @@ from agents.checkpoint import load_agent
 from agents.cli import main
 from amc.checkpoint import load_checkpoint, model_from_checkpoint
 from amc.cost import size_bytes
-from amc.export import bake, load_packed, save_packed
+from amc.export import bake, load_packed, relative_difference, save_packed
 from amc.models import create_model
 from amc.policy import CompressionPolicy
 from amc.student import apply_policy
@@ -135,7 +135,14 @@ def test_export_matches_pytorch(searched, tmp_path, capsys, fmt):
     out = tmp_path / f"student.{fmt}"
     result = run(["export", str(run_dir / "student.pt"), "--format", fmt, "--out", str(out)], capsys)
     assert out.is_file() and result["bytes"] == out.stat().st_size
-    assert result["max_abs_diff"] <= 1e-5
+    assert result["relative_diff"] <= 1e-4
+
+
+def test_export_check_is_relative_to_the_output_scale():
+    """Logits around 1e-6 that are wrong by 100% pass any absolute 1e-5 check; the relative one catches them."""
+    reference = torch.tensor([[1e-6, -2e-6]])
+    assert relative_difference(reference * 2, reference) == pytest.approx(1.0)
+    assert relative_difference(reference * 1000 + 1e-9, reference * 1000) < 1e-5
 
 
 def test_export_refuses_an_unknown_format(searched, capsys):

@@ -4,6 +4,7 @@ exactly, and every random policy's student meets the budget."""
 from __future__ import annotations
 
 import copy
+import json
 from functools import cache
 
 import numpy as np
@@ -119,3 +120,27 @@ def test_a_student_that_differs_from_the_prediction_is_an_error_naming_the_layer
     wrong.b[0] = torch.nn.Conv2d(16, 11, 1)
     with pytest.raises(AmcError, match=r"layer b\.0: predicted \(in, out\) channels \(16, 12\), built \(16, 11\)"):
         cost_model.check_student(wrong, policy)
+
+
+def test_a_search_on_a_user_model_with_concat_se_and_residual_meets_the_budget(tmp_path, capsys):
+    """The report's model, as a user brings it (file.py:Class, untrained): the searched student's measured
+    FLOPs and params are what its policy.json claims, and within the budget."""
+    from pathlib import Path
+
+    from agents.cli import main
+
+    model = f"{Path(__file__).parent / 'topologies.py'}:MixedBlock"
+    teacher = tmp_path / "teacher.pt"
+    assert main(["train-teacher", "--model", model, "--dataset", "synthetic", "--epochs", "0", "--out",
+                 str(teacher)]) == 0  # fmt: skip
+    argv = ["search", "--set", f"teacher={teacher}", "--set", f"out_dir={tmp_path}", "--set", "budget=flops=0.5",
+            "--set", "episodes=3", "--set", "warmup_episodes=2", "--set", "recalibrate_batches=1",
+            "--set", "eval_samples=32", "--set", "report_samples=32", "--set", "report_latency_repeats=2",
+            "--json"]  # fmt: skip
+    capsys.readouterr()
+    assert main(argv) == 0
+    results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    claimed = CompressionPolicy.load(Path(results["run_dir"]) / "policy.json").metadata
+    assert results["flops_ratio"] <= 0.5
+    assert results["flops_ratio"] == pytest.approx(claimed["measured"]["flops_ratio"])
+    assert results["flops_ratio"] == pytest.approx(claimed["achieved"]["flops"], abs=1e-9)
