@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from amc.config import doc
+from amc.device import DEVICE_HELP
 from amc.errors import AmcError
 
 
@@ -61,7 +62,7 @@ class SearchConfig:
     report_latency_repeats: int = doc(20, "timed repeats per batch size in the final report's latencies")
     precision: str = doc("auto", "auto (bf16 where the device runs it natively, else fp32), bf16 or fp32")
     seed: int = doc(0, "seed of the agent, its noise and the random searcher")
-    device: str = doc("auto", "auto, cpu or cuda")
+    device: str = doc("auto", DEVICE_HELP)
     workers: int = doc(1, "episodes run side by side, each student evaluated by its own worker")
     backend: str = doc("auto", "where workers run: local (processes here; auto's choice for workers > 1) or ray")
     ray_address: str | None = doc(None, "backend ray: join this cluster (auto or host:port); unset starts a local Ray")

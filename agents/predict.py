@@ -14,6 +14,7 @@ from agents.search import agent_settings, build_env, play, stamp_policy
 from amc.budget import Budget
 from amc.checkpoint import load_checkpoint
 from amc.config import doc
+from amc.device import DEVICE_HELP
 from amc.errors import AmcError
 from amc.policy import CompressionPolicy
 
@@ -28,6 +29,7 @@ class PredictConfig:
     mode: str | None = doc(None, "compression mode (default: the search's)")
     data_dir: str | None = doc(None, "data for the accuracy check (default: the teacher's)")
     out: str = doc("policy.json", "policy JSON to write")
+    device: str = doc("auto", DEVICE_HELP)
     json: bool = doc(False, "print one JSON object as the last line of stdout")
 
 
@@ -40,6 +42,7 @@ def search_config_beside(agent_path: Path, cfg: PredictConfig) -> SearchConfig:
     search_cfg.mode = cfg.mode or search_cfg.mode
     search_cfg.dataset, search_cfg.data_dir = None, cfg.data_dir
     search_cfg.finetune_steps = 0
+    search_cfg.device = cfg.device
     return search_cfg
 
 

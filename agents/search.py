@@ -30,6 +30,7 @@ from amc.budget import Budget
 from amc.checkpoint import load_checkpoint, model_from_checkpoint, package_versions
 from amc.cost_model import CostModel
 from amc.data import DataSplits
+from amc.device import resolve_device
 from amc.distill import FinetuneSettings, finetune
 from amc.errors import AmcError
 from amc.evaluation import evaluate_report, load_data_for
@@ -38,7 +39,7 @@ from amc.latency import LatencyTable
 from amc.policy import CompressionPolicy, model_fingerprint
 from amc.precision import resolve_precision
 from amc.student import apply_policy, save_student
-from amc.training import evaluate_accuracy, resolve_device
+from amc.training import evaluate_accuracy
 from envs.compression import CompressionEnv
 
 SEARCHERS = (*ALGORITHMS, *BLACKBOX_AGENTS, "random", "random-actions", "uniform")
@@ -420,7 +421,7 @@ def _search(cfg, backend: str, vec_env: BatchedEvaluationVecEnv, teacher_blob: d
     results = {
         "run_dir": str(run_dir), "episodes": recorder.episodes, "best_reward": recorder.best_reward,
         "best_episode": policy.metadata.get("episode"), "search_minutes": elapsed / 60.0,
-        "backend": backend, "workers": cfg.workers, "device": resolve_device(cfg.device).type,
+        "backend": backend, "workers": cfg.workers, "device": str(resolve_device(cfg.device)),
         "precision": cfg.precision,
         "episodes_per_minute": episodes_per_minute, "evaluations": vec_env.evaluator.evaluations,
         "seconds_per_candidate": vec_env.evaluator.evaluation_seconds / max(vec_env.evaluator.evaluations, 1),

@@ -19,6 +19,7 @@ from amc.checkpoint import load_checkpoint, model_from_checkpoint
 from amc.config import doc
 from amc.cost import count_macs, count_params, measure_latency, size_bytes
 from amc.cost_model import CostModel
+from amc.device import DEVICE_HELP, resolve_device
 from amc.distill import FinetuneSettings, finetune, recalibrate_bn
 from amc.errors import AmcError
 from amc.evaluation import load_data_for
@@ -26,7 +27,7 @@ from amc.latency import build_latency_table
 from amc.models import create_model
 from amc.policy import CompressionPolicy, model_fingerprint
 from amc.student import apply_policy, save_student, student_from_checkpoint
-from amc.training import evaluate_accuracy, resolve_device
+from amc.training import evaluate_accuracy
 
 
 def input_shape_of(blob: dict) -> tuple[int, ...]:
@@ -90,12 +91,14 @@ class ApplyConfig:
     reconstruct: bool | None = doc(None, "refit layers that lost inputs by least squares (default: as the search)")
     force: bool = doc(False, "apply a policy searched on another model of the same family (warns)")
     data_dir: str | None = doc(None, "data for recalibration and reconstruction (default: the teacher's)")
+    device: str = doc("auto", DEVICE_HELP)
     json: bool = doc(False, "print one JSON object as the last line of stdout")
 
 
 def apply_command(cfg: ApplyConfig) -> dict:
+    device = resolve_device(cfg.device)
     blob = load_checkpoint(cfg.teacher)
-    teacher = model_from_checkpoint(blob)
+    teacher = model_from_checkpoint(blob).to(device)
     policy = CompressionPolicy.load(cfg.policy)
     check_policy_matches(policy, blob, teacher, force=cfg.force)
     searched = search_settings(policy)
@@ -110,7 +113,8 @@ def apply_command(cfg: ApplyConfig) -> dict:
         recalibrate_bn(student, data, batches=batches, precision=precision)
     result = cost_ratios(student, teacher, shape)
     save_student(cfg.out, student, blob, policy, metrics=result)
-    return {"out": cfg.out, "recalibrate_bn": batches, "recalibrate_precision": precision, **result}
+    return {"out": cfg.out, "device": str(device), "recalibrate_bn": batches, "recalibrate_precision": precision,
+            **result}  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- baseline
@@ -131,12 +135,14 @@ class BaselineConfig:
     max_pruning_ratio: float = doc(0.8, "global: the most of any one layer's channels that may be removed")
     data_dir: str | None = doc(None, "global with taylor: data folder or .tar.gz (default: the teacher's)")
     out: str = doc("policy.json", "policy JSON to write")
+    device: str = doc("auto", DEVICE_HELP)
     json: bool = doc(False, "print one JSON object as the last line of stdout")
 
 
 def baseline_command(cfg: BaselineConfig) -> dict:
+    device = resolve_device(cfg.device)
     blob = load_checkpoint(cfg.teacher)
-    teacher = model_from_checkpoint(blob)
+    teacher = model_from_checkpoint(blob).to(device)
     budget = Budget(flops=cfg.flops, params=cfg.params, size=cfg.size)
     cost_model = CostModel(teacher, input_shape_of(blob))
     if cfg.method == "uniform":
@@ -170,7 +176,7 @@ class FinetuneConfig(FinetuneSettings):
     out: str = doc("student_ft.pt", "fine-tuned student checkpoint; rewritten after every epoch")
     data_dir: str | None = doc(None, "data (default: the teacher's)")
     tb_dir: str | None = doc(None, "TensorBoard folder (default: <out without suffix>.tb)")
-    device: str = doc("auto", "auto, cpu or cuda")
+    device: str = doc("auto", DEVICE_HELP)
     resume: bool = doc(False, "continue from the checkpoint at --out")
     json: bool = doc(False, "print one JSON object as the last line of stdout")
 
@@ -241,15 +247,18 @@ class ProfileLatencyConfig:
     grid_points: int = doc(6, "channel-count grid points per dimension")
     check: int = doc(20, "random students to measure prediction error on (0: skip)")
     seed: int = doc(0, "seed of the random students")
+    device: str = doc("auto", DEVICE_HELP)
     json: bool = doc(False, "print one JSON object as the last line of stdout")
 
 
 def profile_latency_command(cfg: ProfileLatencyConfig) -> dict:
+    device = resolve_device(cfg.device)
     if Path(cfg.model).is_file():
         blob = load_checkpoint(cfg.model)
         model, shape = model_from_checkpoint(blob), input_shape_of(blob)
     else:
         model, shape = create_model(cfg.model).eval(), tuple(int(v) for v in cfg.input_shape.split(","))
+    model = model.to(device)
     table = build_latency_table(
         model, shape, batch_size=cfg.batch_size, threads=cfg.threads, grid_points=cfg.grid_points
     )
@@ -272,6 +281,7 @@ def profile_latency_command(cfg: ProfileLatencyConfig) -> dict:
     table.save(cfg.out)
     return {
         "out": cfg.out,
+        "device": str(device),
         "teacher_ms": table.teacher_ms,
         "layers": len(table.layers),
         "median_error": table.metadata["prediction_error"]["median"],
@@ -290,6 +300,7 @@ class ExportConfig:
     format: str = doc("torchscript", "torchscript, onnx or packed (bits-wide integer codes + per-channel scales)")
     out: str | None = doc(None, "file to write (default: STUDENT with .ts, .onnx or .amcpack)")
     tolerance: float = doc(1e-4, "largest output difference from PyTorch accepted, relative to the largest |output|")
+    device: str = doc("auto", f"where the written file is checked against PyTorch: {DEVICE_HELP}")
     json: bool = doc(False, "print one JSON object as the last line of stdout")
 
 
@@ -300,24 +311,26 @@ def export_command(cfg: ExportConfig) -> dict:
 
     if cfg.format not in FORMATS:
         raise AmcError(f"unknown export format {cfg.format!r}; choose one of {', '.join(FORMATS)}")
+    device = resolve_device(cfg.device)
     blob = load_checkpoint(cfg.student)
     model = model_from_checkpoint(blob).cpu().eval()
     shape = input_shape_of(blob)
     suffix = {"torchscript": ".ts", "onnx": ".onnx", "packed": ".amcpack"}[cfg.format]
     out = Path(cfg.out or Path(cfg.student).with_suffix(suffix))
     out.parent.mkdir(parents=True, exist_ok=True)
-    result: dict = {"out": str(out), "format": cfg.format}
+    result: dict = {"out": str(out), "format": cfg.format, "checked_on": str(device)}
     if cfg.format == "torchscript":
-        diff = export_torchscript(model, shape, out)
+        diff = export_torchscript(model, shape, out, device)
     elif cfg.format == "onnx":
-        diff = export_onnx(model, shape, out)
+        diff = export_onnx(model, shape, out, device)
     else:
         written = save_packed(model, out)
         baked = bake(model)
         baked.load_state_dict(load_packed(out))
-        x = torch.randn(4, *shape, generator=torch.Generator().manual_seed(1))
+        x = torch.randn(4, *shape, generator=torch.Generator().manual_seed(1)).to(device)
         with torch.no_grad():
-            diff = relative_difference(baked(x), model(x))
+            diff = relative_difference(baked.to(device)(x).cpu(), model.to(device)(x).cpu())
+        model = model.cpu()
         reported = size_bytes(model)
         result.update(size_bytes_reported=reported, bytes_over_reported=written / reported - 1.0)
     result["bytes"] = out.stat().st_size

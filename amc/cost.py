@@ -136,15 +136,20 @@ def measure_latency(
     was_training = model.training
     model.eval()
     x = _example_input(input_shape, batch_size).to(device)
+
+    def synchronize() -> None:  # CUDA runs asynchronously: wait for queued work before reading the clock
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     try:
         for _ in range(warmup):
             model(x)
+        synchronize()
         times, started = [], time.perf_counter()
         while len(times) < repeats or time.perf_counter() - started < min_seconds:
             t0 = time.perf_counter()
             model(x)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            synchronize()
             times.append(time.perf_counter() - t0)
     finally:
         torch.set_num_threads(previous_threads)

@@ -14,9 +14,10 @@ import torch.nn.functional as F
 
 from amc.config import doc
 from amc.data import DataSplits
+from amc.device import resolve_device
 from amc.errors import AmcError
 from amc.precision import autocast, resolve_precision
-from amc.training import LossFn, evaluate_accuracy, make_optimizer, resolve_device, train_epoch
+from amc.training import LossFn, evaluate_accuracy, make_optimizer, train_epoch
 
 
 def kd_loss(

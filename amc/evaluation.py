@@ -11,14 +11,15 @@ from tqdm.auto import tqdm
 
 from amc.checkpoint import load_checkpoint, model_from_checkpoint
 from amc.config import doc
-from amc.cost import count_macs, count_params, flop_counter_macs, measure_latency, size_bytes
+from amc.cost import count_macs, count_params, flop_counter_macs, measure_latency, model_device, size_bytes
 from amc.data import DataSplits, load_dataset
+from amc.device import DEVICE_HELP, resolve_device
 from amc.training import evaluate_accuracy
 
 
 @dataclass
 class EvaluateConfig:
-    """Report accuracy, MACs, params, size and CPU latency of a checkpoint."""
+    """Report accuracy, MACs, params, size and latency (on --device) of a checkpoint."""
 
     model: str = doc("teacher.pt", "teacher or student checkpoint", positional=True)
     dataset: str | None = doc(None, "data set name (default: the one stored in the checkpoint)")
@@ -26,6 +27,7 @@ class EvaluateConfig:
     seed: int | None = doc(None, "val-split seed (default: the one the checkpoint was trained with)")
     latency_repeats: int = doc(20, "timed repeats per batch size (median reported)")
     threads: int | None = doc(None, "CPU threads for latency (default: torch's current setting)")
+    device: str = doc("auto", DEVICE_HELP)
     speedup_over: str | None = doc(
         None, "a reference checkpoint (e.g. the teacher): both are timed alternately, adding speedup_b1/b128"
     )
@@ -39,7 +41,8 @@ def cost_report(model: nn.Module, input_shape, *, latency_repeats: int = 20, thr
     checked = flop_counter_macs(model, input_shape)
     if abs(checked - macs) > 0.01 * max(macs, 1):
         warnings.warn(f"analytic MACs {macs} differ from torch.utils.flop_counter's {checked}", stacklevel=2)
-    report = {"flops": macs, "params": count_params(model), "size_bytes": size_bytes(model)}
+    device = model_device(model)
+    report = {"flops": macs, "params": count_params(model), "size_bytes": size_bytes(model), "device": str(device)}
     for batch in tqdm((1, 128), desc="latency", leave=False, dynamic_ncols=True):
         repeats, warmup = (latency_repeats, 5) if batch == 1 else (max(5, latency_repeats // 2), 3)
         report[f"latency_ms_b{batch}"] = measure_latency(
@@ -92,12 +95,13 @@ def alternating_speedup(
 
 
 def evaluate_checkpoint(cfg: EvaluateConfig) -> dict:
+    device = resolve_device(cfg.device)
     blob = load_checkpoint(cfg.model)
-    model = model_from_checkpoint(blob)
+    model = model_from_checkpoint(blob).to(device)
     data = load_data_for(blob, cfg.dataset, cfg.data_dir, cfg.seed)
     report = evaluate_report(model, data, latency_repeats=cfg.latency_repeats, threads=cfg.threads)
-    if cfg.speedup_over:
-        reference = model_from_checkpoint(load_checkpoint(cfg.speedup_over))
+    if cfg.speedup_over:  # both timed here, alternately, on one device with one thread setting
+        reference = model_from_checkpoint(load_checkpoint(cfg.speedup_over)).to(device)
         for batch in (1, 128):
             repeats = cfg.latency_repeats if batch == 1 else max(5, cfg.latency_repeats // 2)
             report[f"speedup_b{batch}"] = alternating_speedup(

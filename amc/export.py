@@ -41,6 +41,9 @@ def bake(model: nn.Module) -> nn.Module:
     return baked
 
 
+CPU = torch.device("cpu")
+
+
 def _example(input_shape: Sequence[int], batch: int = 2, seed: int = 0) -> torch.Tensor:
     return torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(seed))
 
@@ -52,22 +55,28 @@ def relative_difference(outputs, reference) -> float:
 
 
 @torch.no_grad()
-def export_torchscript(model: nn.Module, input_shape: Sequence[int], path: str | Path) -> float:
-    """Trace the baked model, save it, reload it and return its `relative_difference` from PyTorch's outputs."""
+def export_torchscript(
+    model: nn.Module, input_shape: Sequence[int], path: str | Path, device: torch.device = CPU
+) -> float:
+    """Trace the baked model on the CPU, save it, reload it onto `device` and return its `relative_difference`
+    from PyTorch's outputs there."""
     baked = bake(model).cpu()
     with warnings.catch_warnings():  # torch >= 2.9 marks TorchScript deprecated; it still is what runtimes load
         warnings.simplefilter("ignore", FutureWarning)
         traced = torch.jit.trace(baked, _example(input_shape))
         torch.jit.save(traced, str(path))
-        reloaded = torch.jit.load(str(path))
-    check = _example(input_shape, batch=4, seed=1)
-    return relative_difference(reloaded(check), baked(check))
+        reloaded = torch.jit.load(str(path), map_location=device)
+    check = _example(input_shape, batch=4, seed=1).to(device)
+    return relative_difference(reloaded(check).cpu(), baked.to(device)(check).cpu())
 
 
 @torch.no_grad()
-def export_onnx(model: nn.Module, input_shape: Sequence[int], path: str | Path) -> float | None:
+def export_onnx(
+    model: nn.Module, input_shape: Sequence[int], path: str | Path, device: torch.device = CPU
+) -> float | None:
     """Export the baked model to ONNX (dynamic batch). Returns its `relative_difference` from PyTorch's outputs,
-    computed with onnx's reference evaluator, or None when the `onnx` package is not installed."""
+    computed with onnx's reference evaluator against PyTorch on `device`, or None when the `onnx` package is not
+    installed."""
     baked = bake(model).cpu()
     with warnings.catch_warnings():  # the TorchScript-based exporter needs no onnxscript; torch warns about it
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -82,7 +91,7 @@ def export_onnx(model: nn.Module, input_shape: Sequence[int], path: str | Path) 
         return None
     check = _example(input_shape, batch=4, seed=1)
     outputs = ReferenceEvaluator(onnx.load(str(path))).run(None, {"input": check.numpy()})[0]
-    return relative_difference(outputs, baked(check))
+    return relative_difference(outputs, baked.to(device)(check.to(device)).cpu())
 
 
 # ----------------------------------------------------------------------------- packed weights

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from amc.cost import layer_shapes, measure_latency
+from amc.cost import layer_shapes, measure_latency, model_device
 from amc.errors import AmcError
 
 FORMAT = "amc-latency-table"
@@ -116,7 +116,7 @@ def _layer_inputs(model: nn.Module, input_shape: Sequence[int]) -> dict[str, tup
     model.eval()
     try:
         with torch.no_grad():
-            model(torch.randn(1, *input_shape))
+            model(torch.randn(1, *input_shape, device=model_device(model)))
     finally:
         for h in hooks:
             h.remove()
@@ -144,8 +144,10 @@ def build_latency_table(
     grid_points: int = 6,
     repeats: int = 15,
 ) -> LatencyTable:
-    """Time every conv/linear layer of `model` on a (grid_points x grid_points) channel grid."""
-    model = model.cpu().eval()
+    """Time every conv/linear layer of `model` on a (grid_points x grid_points) channel grid, on the model's
+    device."""
+    model = model.eval()
+    device = model_device(model)
     inputs = _layer_inputs(model, input_shape)
     layers: dict[str, LayerEntry] = {}
     cache: dict[tuple, float] = {}
@@ -172,7 +174,7 @@ def build_latency_table(
                 )
                 if key not in cache:
                     cache[key] = measure_latency(
-                        _timed_layer(module, cin, cout),
+                        _timed_layer(module, cin, cout).to(device),
                         (cin, *spatial),
                         batch_size,
                         threads=threads,
@@ -190,5 +192,5 @@ def build_latency_table(
         layers,
         teacher_ms / full,
         teacher_ms,
-        {"input_shape": list(input_shape), "grid_points": grid_points},
+        {"input_shape": list(input_shape), "grid_points": grid_points, "device": str(device)},
     )

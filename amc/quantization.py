@@ -50,13 +50,14 @@ def quantize_per_channel(weight: torch.Tensor, bits: int) -> torch.Tensor:
 
 
 def magnitude_mask(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """Keep the largest-magnitude weights; exactly round(sparsity * numel) are zeroed (ties by index)."""
+    """Keep the largest-magnitude weights; exactly round(sparsity * numel) are zeroed (ties by index). The mask
+    lives on the weight's device; the ranking is done on the CPU, so it is the same on every device."""
     n_zero = int(round(sparsity * weight.numel()))
     mask = torch.ones(weight.numel(), dtype=torch.bool)
     if n_zero > 0:
         order = torch.sort(weight.detach().abs().flatten().cpu(), stable=True).indices
         mask[order[:n_zero]] = False
-    return mask.view_as(weight)
+    return mask.view_as(weight).to(weight.device)
 
 
 def sparsify(model: nn.Module, sparsity: dict[str, float]) -> None:

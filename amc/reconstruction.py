@@ -69,6 +69,7 @@ def _refit(student, teacher, data, kept, batches, batch_size, positions, seed) -
     was_training = student.training, teacher.training
     student.eval()
     teacher.eval()
+    device = next(student.parameters()).device
     for name in targets:
         s_layer, t_layer = student_layers[name], teacher.get_submodule(name)
         generator = torch.Generator().manual_seed(seed)
@@ -80,12 +81,13 @@ def _refit(student, teacher, data, kept, batches, batch_size, positions, seed) -
             for step, (x, _) in enumerate(data.batches("train", batch_size)):
                 if step >= batches:
                     break
+                x = x.to(device)
                 student(x)
                 teacher(x)
                 patches = _patches(s_layer, captured["x"])  # (N, F, P)
                 target = captured["y"].reshape(x.shape[0], captured["y"].shape[1], -1)  # (N, C, P)
                 pick = torch.randint(0, patches.shape[2], (x.shape[0], min(positions, patches.shape[2])),
-                                     generator=generator)  # fmt: skip
+                                     generator=generator).to(device)  # fmt: skip
                 inputs.append(torch.gather(patches, 2, pick[:, None, :].expand(-1, patches.shape[1], -1)))
                 outputs.append(torch.gather(target, 2, pick[:, None, :].expand(-1, target.shape[1], -1)))
         finally:
@@ -94,7 +96,7 @@ def _refit(student, teacher, data, kept, batches, batch_size, positions, seed) -
         X = torch.cat(inputs).transpose(1, 2).reshape(-1, inputs[0].shape[1]).double()
         Y = torch.cat(outputs).transpose(1, 2).reshape(-1, outputs[0].shape[1]).double()
         if name in kept:
-            Y = Y[:, kept[name]]
+            Y = Y[:, kept[name].to(device)]
         if s_layer.bias is not None:
             Y = Y - s_layer.bias.double()
         solution = torch.linalg.lstsq(X, Y, driver="gelsd").solution  # (features, out)

@@ -16,15 +16,10 @@ from tqdm.auto import tqdm
 from amc.checkpoint import load_checkpoint, save_checkpoint
 from amc.config import doc
 from amc.data import DataSplits, load_dataset
+from amc.device import DEVICE_HELP, resolve_device
 from amc.errors import AmcError
 from amc.models import SMALL_INPUT_PIXELS, create_model, input_kwargs, model_spec
 from amc.precision import autocast, resolve_precision
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 @torch.no_grad()
@@ -151,7 +146,7 @@ class TrainConfig:
     schedule: str = doc("onecycle", "learning-rate schedule: onecycle or cosine")
     precision: str = doc("auto", "auto (bf16 where native), bf16 (autocast + channels_last) or fp32; reports are fp32")
     seed: int = doc(0, "seed for initialisation, the val split, shuffling and augmentation")
-    device: str = doc("auto", "auto, cpu or cuda")
+    device: str = doc("auto", DEVICE_HELP)
     out: str = doc("teacher.pt", "checkpoint path; rewritten after every epoch")
     tb_dir: str | None = doc(None, "TensorBoard folder (default: <out without suffix>.tb)")
     resume: bool = doc(False, "continue from the checkpoint at --out")

@@ -47,11 +47,11 @@ def test_evaluate_json_reports_every_key_and_flops_match_flop_counter(teacher_pa
     code, out, _ = run(["evaluate", str(teacher_path), "--json", "--latency-repeats", "3"], capsys)
     assert code == 0
     report = last_json(out)
-    keys = {"accuracy", "val_accuracy", "flops", "params", "size_bytes", "latency_ms_b1", "latency_ms_b128"}
+    keys = {"accuracy", "val_accuracy", "flops", "params", "size_bytes", "latency_ms_b1", "latency_ms_b128", "device"}
     assert set(report) == keys
     model = model_from_checkpoint(load_checkpoint(teacher_path))
     assert report["flops"] == flop_counter_macs(model, (3, 16, 16))
-    assert report["latency_ms_b1"] > 0 and 0 <= report["accuracy"] <= 1
+    assert report["latency_ms_b1"] > 0 and 0 <= report["accuracy"] <= 1 and report["device"] == "cpu"
 
 
 def test_train_teacher_resumes_after_interruption(tmp_path, capsys, monkeypatch):
