@@ -9,6 +9,7 @@ import sys
 import typing
 from collections.abc import Callable
 
+from amc.distributed import torchrun_ranks
 from amc.errors import AmcError
 
 
@@ -126,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = commands[args.command][2](args)
     except AmcError as exc:
-        print(f"amc {args.command}: error: {exc}", file=sys.stderr)
+        if torchrun_ranks().is_main:  # under torchrun every rank fails alike; one line is enough
+            print(f"amc {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"amc {args.command}: interrupted; everything written so far is kept (resume with --resume)",

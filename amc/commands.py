@@ -21,6 +21,7 @@ from amc.cost import count_macs, count_params, measure_latency, size_bytes
 from amc.cost_model import CostModel
 from amc.device import DEVICE_HELP, resolve_device
 from amc.distill import FinetuneSettings, finetune, recalibrate_bn
+from amc.distributed import finish, start
 from amc.errors import AmcError
 from amc.evaluation import load_data_for
 from amc.latency import build_latency_table
@@ -181,9 +182,11 @@ class FinetuneConfig(FinetuneSettings):
     json: bool = doc(False, "print one JSON object as the last line of stdout")
 
 
-def finetune_command(cfg: FinetuneConfig) -> dict:
+def finetune_command(cfg: FinetuneConfig) -> dict | None:
+    """Under torchrun every rank trains its share (amc/distributed.py); rank 0 alone writes and returns."""
     from torch.utils.tensorboard import SummaryWriter
 
+    ranks, device = start(cfg.device, cfg.batch_size)
     teacher_blob = load_checkpoint(cfg.teacher)
     teacher = model_from_checkpoint(teacher_blob)
     source = cfg.out if cfg.resume else cfg.student
@@ -199,10 +202,10 @@ def finetune_command(cfg: FinetuneConfig) -> dict:
     data = load_data_for(teacher_blob, None, cfg.data_dir, None)
     settings = FinetuneSettings(**{k: getattr(cfg, k) for k in FinetuneSettings.__dataclass_fields__})
     before = student_blob["metrics"].get("accuracy_before_finetune")
-    if before is None:
+    if before is None and ranks.is_main:
         before = evaluate_accuracy(student, data, "test")
     policy = CompressionPolicy.from_dict(student_blob["policy"])
-    writer = SummaryWriter(cfg.tb_dir or str(Path(cfg.out).with_suffix(".tb")))
+    writer = SummaryWriter(cfg.tb_dir or str(Path(cfg.out).with_suffix(".tb"))) if ranks.is_main else None
 
     def save(epoch: int, state: dict) -> None:
         save_student(
@@ -214,10 +217,11 @@ def finetune_command(cfg: FinetuneConfig) -> dict:
             train_state=state,
         )
 
-    device = resolve_device(cfg.device)
-    stats = finetune(
-        student, teacher, data, settings, writer=writer, on_epoch_end=save, resume_state=resume_state, device=device
-    )
+    stats = finetune(student, teacher, data, settings, writer=writer, on_epoch_end=save if ranks.is_main else None,
+                     resume_state=resume_state, device=device, ranks=ranks)  # fmt: skip
+    if not ranks.is_main:
+        finish(ranks)
+        return None
     writer.close()
     student = student.cpu()
     result = {
@@ -226,9 +230,11 @@ def finetune_command(cfg: FinetuneConfig) -> dict:
         "val_accuracy": evaluate_accuracy(student, data, "val"),
         "teacher_accuracy": teacher_blob.get("metrics", {}).get("accuracy"),
         "finetune_seconds": stats["seconds"],
+        "world_size": ranks.world_size,
         "settings": asdict(settings),
     }
     save_student(cfg.out, student, teacher_blob, policy, metrics=result)
+    finish(ranks)
     return result
 
 

@@ -81,8 +81,10 @@ class DataSplits:
         generator: torch.Generator | None = None,
         limit: int | None = None,
         channels_last: bool = False,
+        shard: tuple[int, int] = (0, 1),
     ) -> BatchLoader:
-        """Normalized float batches of one split; `train=True` shuffles and augments."""
+        """Normalized float batches of one split; `train=True` shuffles and augments. With `shard=(rank,
+        world)` each batch is this rank's share of a global batch of `batch_size` (distributed training)."""
         data = getattr(self, split)
         if limit is not None and limit < len(data):
             data = data.subset(torch.arange(limit))
@@ -95,6 +97,7 @@ class DataSplits:
             augment=self.augment if train else "none",
             generator=generator,
             channels_last=channels_last,
+            shard=shard,
         )
 
 
@@ -110,6 +113,8 @@ class BatchLoader:
     augment: str = "none"
     generator: torch.Generator | None = None
     channels_last: bool = False
+    shard: tuple[int, int] = (0, 1)
+    """(rank, world size): yield only this rank's share of every global batch."""
     _mean: torch.Tensor = field(init=False, repr=False)
     _std: torch.Tensor = field(init=False, repr=False)
 
@@ -118,16 +123,22 @@ class BatchLoader:
         self._std = torch.tensor(self.std).view(1, -1, 1, 1) * 255.0
 
     def __len__(self) -> int:
-        return (len(self.split) + self.batch_size - 1) // self.batch_size
+        full, rest = divmod(len(self.split), self.batch_size)
+        return full + (rest >= self.shard[1])  # a last batch too small to share among the ranks is dropped
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.split)
+        rank, world = self.shard
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         for start in range(0, n, self.batch_size):
             idx = order[start : start + self.batch_size]
+            if len(idx) < world:
+                break
             images = self.split.images[idx]
-            if self.augment == "crop_flip":
+            if self.augment == "crop_flip":  # drawn for the whole global batch, so every rank's generator agrees
                 images = random_crop_flip(images, padding=4, generator=self.generator)
+            if world > 1:
+                images, idx = images[rank::world], idx[rank::world]
             x = (images.float() - self._mean) / self._std
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)

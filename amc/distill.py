@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from amc.config import doc
 from amc.data import DataSplits
 from amc.device import resolve_device
+from amc.distributed import ONE_PROCESS, Ranks, barrier, wrap
 from amc.errors import AmcError
 from amc.precision import autocast, resolve_precision
 from amc.training import LossFn, evaluate_accuracy, make_optimizer, train_epoch
@@ -126,14 +127,18 @@ def finetune(
     resume_state: dict | None = None,
     device: torch.device | None = None,
     show_progress: bool = True,
+    ranks: Ranks = ONE_PROCESS,
 ) -> dict:
-    """KD fine-tune `student` in place. `on_epoch_end(epoch, state)` gets a resumable state every epoch."""
+    """KD fine-tune `student` in place. `on_epoch_end(epoch, state)` gets a resumable state every epoch. Under
+    torchrun (`ranks`), every rank trains its share of each batch and only rank 0 evaluates; pass `writer` and
+    `on_epoch_end` on rank 0 only."""
     device = device or resolve_device()
     settings.precision = resolve_precision(settings.precision, device)
     student.to(device)
     teacher.to(device).eval()
+    trained = wrap(student, ranks, device)
     loss_fn = distillation_loss(teacher, settings.alpha, settings.temperature, settings.mse_weight)
-    steps_per_epoch = len(data.batches("train", settings.batch_size))
+    steps_per_epoch = len(data.batches("train", settings.batch_size, shard=ranks.shard))
     total_steps = settings.steps or settings.epochs * steps_per_epoch
     epochs = math.ceil(total_steps / steps_per_epoch)
     optimizer = make_optimizer(student, settings.lr, settings.momentum, settings.weight_decay)
@@ -151,7 +156,7 @@ def finetune(
     for epoch in range(start_epoch, epochs):
         remaining = total_steps - epoch * steps_per_epoch
         stats = train_epoch(
-            student,
+            trained,
             data,
             loss_fn,
             optimizer,
@@ -163,8 +168,13 @@ def finetune(
             max_steps=min(steps_per_epoch, remaining),
             desc=f"KD epoch {epoch + 1}/{epochs}",
             progress=show_progress,
+            ranks=ranks,
         )
-        val = evaluate_accuracy(student, data, "val", precision=settings.precision, device=device)
+        val = (
+            evaluate_accuracy(student, data, "val", precision=settings.precision, device=device)
+            if ranks.is_main
+            else None
+        )
         history.append({"epoch": epoch + 1, **stats, "val_accuracy": val, "seconds": time.time() - started})
         if writer is not None:
             writer.add_scalar("finetune/loss", stats["loss"], epoch + 1)
@@ -183,6 +193,7 @@ def finetune(
                     "settings": asdict(settings),
                 },
             )
+        barrier(ranks)  # the other ranks wait for rank 0's evaluation and checkpoint
     if not history:
         raise AmcError("fine-tuning ran no steps; set --epochs or --steps above 0")
     return {"val_accuracy": history[-1]["val_accuracy"], "epochs": epochs, "seconds": history[-1]["seconds"]}

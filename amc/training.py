@@ -16,7 +16,8 @@ from tqdm.auto import tqdm
 from amc.checkpoint import load_checkpoint, save_checkpoint
 from amc.config import doc
 from amc.data import DataSplits, load_dataset
-from amc.device import DEVICE_HELP, resolve_device
+from amc.device import DEVICE_HELP
+from amc.distributed import ONE_PROCESS, Ranks, barrier, finish, start, summed, wrap
 from amc.errors import AmcError
 from amc.models import SMALL_INPUT_PIXELS, create_model, input_kwargs, model_spec
 from amc.precision import autocast, resolve_precision
@@ -79,14 +80,19 @@ def train_epoch(
     max_steps: int | None = None,
     desc: str = "train",
     progress: bool = True,
+    ranks: Ranks = ONE_PROCESS,
 ) -> dict[str, float]:
-    """One pass over the training split (or `max_steps` batches); returns mean loss and train accuracy."""
+    """One pass over the training split (or `max_steps` batches); returns mean loss and train accuracy (over all
+    ranks when distributed: each rank takes its share of every global batch of `batch_size`)."""
     precision = resolve_precision(precision, device)
     model.train()
-    loader = data.batches("train", batch_size, train=True, generator=generator, channels_last=precision == "bf16")
+    loader = data.batches("train", batch_size, train=True, generator=generator, channels_last=precision == "bf16",
+                          shard=ranks.shard)  # fmt: skip
     total = min(len(loader), max_steps) if max_steps else len(loader)
     loss_sum = correct = seen = 0.0
-    bar = tqdm(loader, total=total, desc=desc, leave=False, dynamic_ncols=True, disable=not progress)
+    bar = tqdm(
+        loader, total=total, desc=desc, leave=False, dynamic_ncols=True, disable=not (progress and ranks.is_main)
+    )
     for step, (x, y) in enumerate(bar):
         if step >= total:
             break
@@ -107,6 +113,7 @@ def train_epoch(
         if step % 20 == 0:
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
     bar.close()
+    loss_sum, correct, seen = summed([loss_sum, correct, seen], ranks, device)
     return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1)}
 
 
@@ -164,31 +171,35 @@ def describe_inputs(shape) -> str:
     return f"{channels} {shape[2]}x{shape[1]}"
 
 
-def train_teacher(cfg: TrainConfig) -> dict:
-    """Train `cfg.model` on `cfg.dataset`; checkpoint every epoch; return the final metrics."""
+def train_teacher(cfg: TrainConfig) -> dict | None:
+    """Train `cfg.model` on `cfg.dataset`; checkpoint every epoch; return the final metrics. Under torchrun,
+    every rank trains its share (amc/distributed.py) and rank 0 alone writes and returns."""
     from torch.utils.tensorboard import SummaryWriter
 
     if cfg.epochs < 0:
         raise AmcError(f"--epochs is {cfg.epochs}; pass 1 or more (0 writes an untrained teacher)")
-    device = resolve_device(cfg.device)
-    cfg.precision = resolve_precision(cfg.precision, device, announce=True)
+    ranks, device = start(cfg.device, cfg.batch_size)
+    say = print if ranks.is_main else (lambda *args, **kwargs: None)
+    cfg.precision = resolve_precision(cfg.precision, device, announce=ranks.is_main)
     out = Path(cfg.out)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     data = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download, seed=cfg.seed, **image_options(cfg))
     extra = input_kwargs(cfg.model, data.input_shape)
-    print(f"inputs: {describe_inputs(data.input_shape)}")
+    say(f"inputs: {describe_inputs(data.input_shape)}")
     if "small_input" in extra:
-        print(f"small_input: {'on' if extra['small_input'] else 'off'} (auto: on for images of "
-              f"{SMALL_INPUT_PIXELS} px or less)")  # fmt: skip
+        say(f"small_input: {'on' if extra['small_input'] else 'off'} (auto: on for images of "
+            f"{SMALL_INPUT_PIXELS} px or less)")  # fmt: skip
+    if ranks.distributed:
+        say(f"torchrun: {ranks.world_size} processes, {cfg.batch_size // ranks.world_size} images each per step")
     spec = model_spec(cfg.model, data.num_classes, **extra)
     model = create_model(cfg.model, data.num_classes, **extra).to(device)
     if cfg.precision == "bf16":
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
-    steps_per_epoch = len(data.batches("train", cfg.batch_size))
+    steps_per_epoch = len(data.batches("train", cfg.batch_size, shard=ranks.shard))
     scheduler = make_scheduler(optimizer, cfg.schedule, cfg.lr, max(cfg.epochs, 1) * steps_per_epoch)
     if cfg.epochs == 0:
-        print("epochs: 0, so the teacher is written untrained (for structural checks; its accuracy is chance)")
+        say("epochs: 0, so the teacher is written untrained (for structural checks; its accuracy is chance)")
     generator = torch.Generator().manual_seed(cfg.seed)
     start_epoch, history = 0, []
 
@@ -203,13 +214,16 @@ def train_teacher(cfg: TrainConfig) -> dict:
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         start_epoch, history = state["epoch"], state["history"]
-        print(f"resuming {out} at epoch {start_epoch}/{cfg.epochs}")
+        say(f"resuming {out} at epoch {start_epoch}/{cfg.epochs}")
 
-    tb_dir = Path(cfg.tb_dir) if cfg.tb_dir else out.with_suffix(".tb")
-    writer = SummaryWriter(str(tb_dir))
-    if start_epoch == 0:
-        writer.add_text("hyperparameters", "\n".join(f"|{k}|{v}|" for k, v in asdict(cfg).items()))
-    payload = {"kind": "teacher", "arch": spec, "dataset": data.describe(), "train_config": asdict(cfg)}
+    trained = wrap(model, ranks, device)
+    writer = None
+    if ranks.is_main:
+        writer = SummaryWriter(str(Path(cfg.tb_dir) if cfg.tb_dir else out.with_suffix(".tb")))
+        if start_epoch == 0:
+            writer.add_text("hyperparameters", "\n".join(f"|{k}|{v}|" for k, v in asdict(cfg).items()))
+    payload = {"kind": "teacher", "arch": spec, "dataset": data.describe(), "train_config": asdict(cfg),
+               "world_size": ranks.world_size}  # fmt: skip
     started = time.time() - (history[-1]["seconds"] if history else 0.0)
     for epoch in tqdm(
         range(start_epoch, cfg.epochs),
@@ -217,9 +231,10 @@ def train_teacher(cfg: TrainConfig) -> dict:
         initial=start_epoch,
         total=cfg.epochs,
         dynamic_ncols=True,
+        disable=not ranks.is_main,
     ):
         stats = train_epoch(
-            model,
+            trained,
             data,
             cross_entropy_loss,
             optimizer,
@@ -229,27 +244,31 @@ def train_teacher(cfg: TrainConfig) -> dict:
             generator=generator,
             device=device,
             desc=f"epoch {epoch + 1}",
+            ranks=ranks,
         )
-        val = evaluate_accuracy(model, data, "val", precision=cfg.precision, device=device)
-        history.append({"epoch": epoch + 1, **stats, "val_accuracy": val, "seconds": time.time() - started})
-        writer.add_scalar("train/loss", stats["loss"], epoch + 1)
-        writer.add_scalar("train/accuracy", stats["accuracy"], epoch + 1)
-        writer.add_scalar("val/accuracy", val, epoch + 1)
-        writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], epoch + 1)
-        writer.flush()
-        train_state = {
-            "epoch": epoch + 1,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "generator": generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "history": history,
-        }
-        save_checkpoint(
-            out,
-            {**payload, "state_dict": _cpu_state(model), "metrics": {"val_accuracy": val}, "train_state": train_state},
-        )
+        if ranks.is_main:
+            val = evaluate_accuracy(model, data, "val", precision=cfg.precision, device=device)
+            history.append({"epoch": epoch + 1, **stats, "val_accuracy": val, "seconds": time.time() - started})
+            writer.add_scalar("train/loss", stats["loss"], epoch + 1)
+            writer.add_scalar("train/accuracy", stats["accuracy"], epoch + 1)
+            writer.add_scalar("val/accuracy", val, epoch + 1)
+            writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], epoch + 1)
+            writer.flush()
+            train_state = {
+                "epoch": epoch + 1,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "generator": generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "history": history,
+            }
+            save_checkpoint(out, {**payload, "state_dict": _cpu_state(model), "metrics": {"val_accuracy": val},
+                                  "train_state": train_state})  # fmt: skip
+        barrier(ranks)  # the other ranks wait for rank 0's evaluation and checkpoint
 
+    if not ranks.is_main:
+        finish(ranks)
+        return None
     model = model.to(memory_format=torch.contiguous_format)
     metrics = {
         "accuracy": evaluate_accuracy(model, data, "test", device=device),
@@ -260,6 +279,7 @@ def train_teacher(cfg: TrainConfig) -> dict:
     writer.add_scalar("test/accuracy", metrics["accuracy"], cfg.epochs)
     writer.close()
     save_checkpoint(out, {**payload, "state_dict": _cpu_state(model), "metrics": metrics, "history": history})
+    finish(ranks)
     return metrics
 
 
