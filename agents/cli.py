@@ -8,9 +8,11 @@ import json
 import sys
 import typing
 from collections.abc import Callable
+from pathlib import Path
 
 from amc.distributed import torchrun_ranks
 from amc.errors import AmcError
+from amc.models import trust_model_code
 
 
 def _base_type(hint) -> type:
@@ -122,9 +124,16 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     commands = _commands()
     for name, (help_text, add_arguments, _) in commands.items():
-        add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        add_arguments(command_parser)
+        command_parser.add_argument("--trust-model-code", action="append", default=[], metavar="FILE",
+                                    help="build checkpoints whose architecture is this .py file (it runs)")  # fmt: skip
     args = parser.parse_args(argv)
     try:
+        for file_name in args.trust_model_code:
+            if not Path(file_name).is_file():
+                raise AmcError(f"--trust-model-code {file_name}: no such file")
+            trust_model_code(file_name)
         result = commands[args.command][2](args)
     except AmcError as exc:
         if torchrun_ranks().is_main:  # under torchrun every rank fails alike; one line is enough

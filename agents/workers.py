@@ -25,6 +25,7 @@ from amc.data import DataSplits
 from amc.device import resolve_device
 from amc.errors import AmcError
 from amc.evaluator import CandidateEvaluator, Evaluation, EvaluationSettings
+from amc.models import TRUST_ENV
 from amc.policy import CompressionPolicy
 
 BACKENDS = ("auto", "local", "ray")
@@ -194,6 +195,8 @@ class RayWorkers:
                                f"{str(exc).splitlines()[0][:160]}") from exc  # fmt: skip
         gpus = ray.cluster_resources().get("GPU", 0.0) if resolve_device(spec.device).type == "cuda" else 0.0
         options = {"num_cpus": spec.threads, "max_restarts": 1, "max_task_retries": 1}
+        if os.environ.get(TRUST_ENV):  # the model files the user trusts, on every node
+            options["runtime_env"] = {"env_vars": {TRUST_ENV: os.environ[TRUST_ENV]}}
         if gpus:
             options["num_gpus"] = min(1.0, gpus / workers)
         actor = ray.remote(EvaluatorActor).options(**options)

@@ -25,7 +25,7 @@ from amc.distributed import finish, start
 from amc.errors import AmcError
 from amc.evaluation import load_data_for
 from amc.latency import build_latency_table
-from amc.models import create_model
+from amc.models import create_model, trust_named_model
 from amc.policy import CompressionPolicy, model_fingerprint
 from amc.student import apply_policy, save_student, student_from_checkpoint
 from amc.training import evaluate_accuracy
@@ -263,6 +263,7 @@ def profile_latency_command(cfg: ProfileLatencyConfig) -> dict:
         blob = load_checkpoint(cfg.model)
         model, shape = model_from_checkpoint(blob), input_shape_of(blob)
     else:
+        trust_named_model(cfg.model)
         model, shape = create_model(cfg.model).eval(), tuple(int(v) for v in cfg.input_shape.split(","))
     model = model.to(device)
     table = build_latency_table(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -70,7 +71,38 @@ def model_spec(name: str, num_classes: int, **kwargs) -> dict:
 
 
 def create_from_spec(spec: dict) -> nn.Module:
-    return create_model(spec["name"], num_classes=spec["num_classes"], **spec.get("kwargs", {}))
+    """The architecture a checkpoint names. A user's `file.py:Class` is built only if that file is trusted
+    (`trust_model_code`): building it runs the file, and a checkpoint may come from anyone."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or "num_classes" not in spec:
+        raise AmcError("the checkpoint's arch entry is missing or malformed; re-create it with `amc train-teacher`")
+    name = spec["name"]
+    if ".py:" in name:
+        file_name = name.rpartition(":")[0]
+        if not is_trusted(file_name):
+            raise AmcError(f"the checkpoint's architecture is {name}, and building it runs {file_name}; if you "
+                           f"wrote or trust that file, pass --trust-model-code {file_name}")  # fmt: skip
+    return create_model(name, num_classes=spec["num_classes"], **spec.get("kwargs", {}))
+
+
+TRUST_ENV = "AMC_TRUST_MODEL_CODE"
+"""Model files the user trusts, separated by os.pathsep; set by `--trust-model-code` and by naming a file as
+`--model`, and inherited by worker processes."""
+
+
+def trust_named_model(name: str) -> None:
+    """A model the user names on the command line (`--model file.py:Class`) is theirs to run."""
+    if ".py:" in name:
+        trust_model_code(name.rpartition(":")[0])
+
+
+def trust_model_code(file_name: str | Path) -> None:
+    trusted = [p for p in os.environ.get(TRUST_ENV, "").split(os.pathsep) if p]
+    os.environ[TRUST_ENV] = os.pathsep.join([*trusted, str(Path(file_name).resolve())])
+
+
+def is_trusted(file_name: str | Path) -> bool:
+    trusted = {p for p in os.environ.get(TRUST_ENV, "").split(os.pathsep) if p}
+    return str(Path(file_name).resolve()) in trusted
 
 
 # ----------------------------------------------------------------------------- CIFAR ResNets

@@ -19,7 +19,7 @@ from amc.data import DataSplits, load_dataset
 from amc.device import DEVICE_HELP
 from amc.distributed import ONE_PROCESS, Ranks, barrier, finish, start, summed, wrap
 from amc.errors import AmcError
-from amc.models import SMALL_INPUT_PIXELS, create_model, input_kwargs, model_spec
+from amc.models import SMALL_INPUT_PIXELS, create_model, input_kwargs, model_spec, trust_named_model
 from amc.precision import autocast, resolve_precision
 
 
@@ -191,6 +191,7 @@ def train_teacher(cfg: TrainConfig) -> dict | None:
             f"{SMALL_INPUT_PIXELS} px or less)")  # fmt: skip
     if ranks.distributed:
         say(f"torchrun: {ranks.world_size} processes, {cfg.batch_size // ranks.world_size} images each per step")
+    trust_named_model(cfg.model)
     spec = model_spec(cfg.model, data.num_classes, **extra)
     model = create_model(cfg.model, data.num_classes, **extra).to(device)
     if cfg.precision == "bf16":

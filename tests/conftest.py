@@ -13,6 +13,7 @@ from amc.models import create_model
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("AMC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("AMC_TRUST_MODEL_CODE", "")  # model files trusted by one test stay out of the next
     torch.manual_seed(0)
 
 

@@ -97,3 +97,57 @@ def test_agent_and_buffer_round_trip_through_resume(searched, tmp_path, capsys):
     with np.load(copy / "replay_buffer.npz", allow_pickle=False) as after:
         assert np.array_equal(after["observations"][: len(old)], old)  # the earlier episodes kept, oldest first
         assert len(after["observations"]) == len(old) * 3 // 2 and np.isfinite(float(after["baseline"]))
+
+
+MODEL_FILE = """
+import pathlib
+pathlib.Path({marker!r}).touch()  # what a malicious model file could do on import
+import torch.nn as nn
+class Net(nn.Sequential):
+    def __init__(self, num_classes=10, in_channels=3):
+        super().__init__(nn.Conv2d(in_channels, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(8, num_classes))
+"""
+
+
+@pytest.fixture
+def checkpoint_naming_a_model_file(tmp_path):
+    """A teacher checkpoint whose architecture is a user's .py file, and a marker that file would create."""
+    marker, model_file = tmp_path / "ran", tmp_path / "net.py"
+    model_file.write_text(MODEL_FILE.format(marker=str(marker)))
+    teacher = tmp_path / "teacher.pt"
+    assert main(["train-teacher", "--model", f"{model_file}:Net", "--dataset", "synthetic", "--epochs", "0",
+                 "--out", str(teacher)]) == 0  # fmt: skip
+    marker.unlink()  # naming the file as --model trusted it; a later command starts without that
+    os.environ["AMC_TRUST_MODEL_CODE"] = ""
+    return teacher, model_file, marker
+
+
+@pytest.mark.parametrize("command", ["evaluate", "apply", "baseline", "search", "export"])
+def test_a_checkpoint_naming_a_model_file_runs_nothing_without_consent(command, checkpoint_naming_a_model_file,
+                                                                        tmp_path, capsys):  # fmt: skip
+    teacher, model_file, marker = checkpoint_naming_a_model_file
+    policy, student = str(tmp_path / "p.json"), str(tmp_path / "s.pt")
+    argv = {
+        "evaluate": ["evaluate", str(teacher)],
+        "apply": ["apply", "--teacher", str(teacher), "--policy", policy, "--out", student],
+        "baseline": ["baseline", "uniform", "--teacher", str(teacher), "--flops", "0.5", "--out", policy],
+        "search": ["search", "--set", f"teacher={teacher}", "--set", f"out_dir={tmp_path / 'runs'}", *TINY],
+        "export": ["export", str(teacher), "--out", str(tmp_path / "t.ts")],
+    }[command]  # fmt: skip
+    if command == "apply":
+        (tmp_path / "p.json").write_text('{"schema_version": 1, "keep_ratios": {}}')
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"pass --trust-model-code {model_file}" in err[0]
+    assert not marker.exists()
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_trust_model_code_names_the_file_and_then_it_loads(checkpoint_naming_a_model_file, capsys):
+    teacher, model_file, marker = checkpoint_naming_a_model_file
+    assert main(["evaluate", str(teacher), "--latency-repeats", "2", "--trust-model-code", str(model_file)]) == 0
+    assert marker.exists()
+    assert main(["evaluate", str(teacher), "--trust-model-code", str(model_file.with_name("other.py"))]) == 2
+    assert "--trust-model-code" in capsys.readouterr().err
