@@ -113,7 +113,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Se
 
 
 def dump_config(cfg: SearchConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    tmp.replace(path)
 
 
 def config_help() -> str:

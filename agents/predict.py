@@ -16,6 +16,7 @@ from amc.checkpoint import load_checkpoint
 from amc.config import doc
 from amc.device import DEVICE_HELP
 from amc.errors import AmcError
+from amc.outputs import refuse_overwriting_inputs
 from amc.policy import CompressionPolicy
 
 
@@ -47,6 +48,7 @@ def search_config_beside(agent_path: Path, cfg: PredictConfig) -> SearchConfig:
 
 
 def predict_command(cfg: PredictConfig) -> dict:
+    refuse_overwriting_inputs(cfg.out, agent=cfg.agent, teacher=cfg.teacher)
     agent_path = Path(cfg.agent)
     saved = load_agent(agent_path)
     search_cfg = search_config_beside(agent_path, cfg)

@@ -4,6 +4,7 @@ student. Everything a run writes lives in its run folder, so `--resume RUN_DIR` 
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import threading
 import time
@@ -358,14 +359,19 @@ def run_search(cfg: SearchConfig, resume_dir: str | Path | None = None) -> dict:
     teacher, data = load_teacher_and_data(cfg, teacher_blob)
     cfg.precision = resolve_precision(cfg.precision, resolve_device(cfg.device), announce=True)
     evaluator = start_evaluator(cfg, backend, teacher_blob, teacher, data)
+    run_dir = None
     try:
-        run_dir = Path(resume_dir) if resuming else new_run_dir(cfg)
-        dump_config(cfg, run_dir / "config.yaml")
         vec_env = BatchedEvaluationVecEnv(
             [lambda: Monitor(make_env(cfg, teacher, data, evaluator)) for _ in range(cfg.workers)], evaluator
         )
         vec_env.seed(cfg.seed)
+        run_dir = Path(resume_dir) if resuming else new_run_dir(cfg)
+        dump_config(cfg, run_dir / "config.yaml")
         results = _search(cfg, backend, vec_env, teacher_blob, run_dir, resuming, saved, state)
+    except AmcError:
+        if run_dir is not None and not resuming and not (run_dir / "search_state.json").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing to resume: leave no half-written run folder
+        raise
     finally:
         evaluator.close()
     return results

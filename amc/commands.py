@@ -26,6 +26,7 @@ from amc.errors import AmcError
 from amc.evaluation import load_data_for
 from amc.latency import build_latency_table
 from amc.models import create_model, trust_named_model
+from amc.outputs import refuse_overwriting_inputs
 from amc.policy import CompressionPolicy, model_fingerprint
 from amc.student import apply_policy, save_student, student_from_checkpoint
 from amc.training import evaluate_accuracy
@@ -97,6 +98,7 @@ class ApplyConfig:
 
 
 def apply_command(cfg: ApplyConfig) -> dict:
+    refuse_overwriting_inputs(cfg.out, teacher=cfg.teacher, policy=cfg.policy)
     device = resolve_device(cfg.device)
     blob = load_checkpoint(cfg.teacher)
     teacher = model_from_checkpoint(blob).to(device)
@@ -141,6 +143,7 @@ class BaselineConfig:
 
 
 def baseline_command(cfg: BaselineConfig) -> dict:
+    refuse_overwriting_inputs(cfg.out, teacher=cfg.teacher)
     device = resolve_device(cfg.device)
     blob = load_checkpoint(cfg.teacher)
     teacher = model_from_checkpoint(blob).to(device)
@@ -186,6 +189,7 @@ def finetune_command(cfg: FinetuneConfig) -> dict | None:
     """Under torchrun every rank trains its share (amc/distributed.py); rank 0 alone writes and returns."""
     from torch.utils.tensorboard import SummaryWriter
 
+    refuse_overwriting_inputs(cfg.out, teacher=cfg.teacher, student=cfg.student)
     ranks, device = start(cfg.device, cfg.batch_size)
     teacher_blob = load_checkpoint(cfg.teacher)
     teacher = model_from_checkpoint(teacher_blob)
@@ -258,6 +262,7 @@ class ProfileLatencyConfig:
 
 
 def profile_latency_command(cfg: ProfileLatencyConfig) -> dict:
+    refuse_overwriting_inputs(cfg.out, model=cfg.model)
     device = resolve_device(cfg.device)
     if Path(cfg.model).is_file():
         blob = load_checkpoint(cfg.model)
@@ -324,22 +329,28 @@ def export_command(cfg: ExportConfig) -> dict:
     shape = input_shape_of(blob)
     suffix = {"torchscript": ".ts", "onnx": ".onnx", "packed": ".amcpack"}[cfg.format]
     out = Path(cfg.out or Path(cfg.student).with_suffix(suffix))
+    refuse_overwriting_inputs(out, student=cfg.student)
     out.parent.mkdir(parents=True, exist_ok=True)
     result: dict = {"out": str(out), "format": cfg.format, "checked_on": str(device)}
-    if cfg.format == "torchscript":
-        diff = export_torchscript(model, shape, out, device)
-    elif cfg.format == "onnx":
-        diff = export_onnx(model, shape, out, device)
-    else:
-        written = save_packed(model, out)
-        baked = bake(model)
-        baked.load_state_dict(load_packed(out))
-        x = torch.randn(4, *shape, generator=torch.Generator().manual_seed(1)).to(device)
-        with torch.no_grad():
-            diff = relative_difference(baked.to(device)(x).cpu(), model.to(device)(x).cpu())
-        model = model.cpu()
-        reported = size_bytes(model)
-        result.update(size_bytes_reported=reported, bytes_over_reported=written / reported - 1.0)
+    tmp = out.with_name(out.name + ".tmp")  # written whole, then renamed: no half-written file at `out`
+    try:
+        if cfg.format == "torchscript":
+            diff = export_torchscript(model, shape, tmp, device)
+        elif cfg.format == "onnx":
+            diff = export_onnx(model, shape, tmp, device)
+        else:
+            written = save_packed(model, tmp)
+            baked = bake(model)
+            baked.load_state_dict(load_packed(tmp))
+            x = torch.randn(4, *shape, generator=torch.Generator().manual_seed(1)).to(device)
+            with torch.no_grad():
+                diff = relative_difference(baked.to(device)(x).cpu(), model.to(device)(x).cpu())
+            model = model.cpu()
+            reported = size_bytes(model)
+            result.update(size_bytes_reported=reported, bytes_over_reported=written / reported - 1.0)
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
     result["bytes"] = out.stat().st_size
     result["relative_diff"] = diff
     if diff is None:

@@ -66,7 +66,9 @@ class LatencyTable:
             "metadata": self.metadata,
             "layers": {n: e.__dict__ for n, e in self.layers.items()},
         }
-        Path(path).write_text(json.dumps(blob, indent=1))
+        tmp = Path(path).with_name(Path(path).name + ".tmp")
+        tmp.write_text(json.dumps(blob, indent=1))
+        tmp.replace(path)
 
     @classmethod
     def load(cls, path: str | Path) -> LatencyTable:

@@ -183,3 +183,28 @@ def test_global_pruning_bad_settings_are_one_line(extra, message, teacher_path, 
     code, _, err = run(argv, capsys)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "p.json").exists()
+
+
+@pytest.mark.parametrize("command", ["apply", "baseline", "finetune", "export"])
+def test_out_equal_to_an_input_is_refused_and_the_input_is_untouched(command, teacher_path, tmp_path, capsys):
+    before = teacher_path.read_bytes()
+    policy = tmp_path / "p.json"
+    policy.write_text('{"schema_version": 1, "keep_ratios": {}}')
+    argv = {
+        "apply": ["apply", "--teacher", str(teacher_path), "--policy", str(policy), "--out", str(teacher_path)],
+        "baseline": ["baseline", "uniform", "--teacher", str(teacher_path), "--flops", "0.5", "--out",
+                     str(teacher_path)],
+        "finetune": ["finetune", "--student", str(teacher_path), "--teacher", str(teacher_path), "--out",
+                     str(teacher_path)],
+        "export": ["export", str(teacher_path), "--out", str(teacher_path)],
+    }[command]  # fmt: skip
+    code, _, err = run(argv, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and f"--out {teacher_path} is also the" in err
+    assert teacher_path.read_bytes() == before
+
+
+def test_a_search_that_fails_before_its_first_episode_leaves_no_run_folder(teacher_path, tmp_path, capsys):
+    code, _, err = run(["search", "--set", f"teacher={teacher_path}", "--set", f"out_dir={tmp_path / 'runs'}",
+                        "--set", "budget=flops=0.001"], capsys)  # fmt: skip
+    assert code == 2 and "impossible" in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
