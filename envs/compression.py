@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -387,6 +388,10 @@ class CompressionEnv(gym.Env):
             self.evaluation_seconds += evaluation.seconds
         outcome = Outcome(evaluation.accuracy, self.teacher_accuracy, ratios, ratios["flops"] * self.teacher_macs)
         reward = float(self.reward_fn(outcome))
+        if not math.isfinite(reward):  # one bad reward would poison the critic for good
+            raise AmcError(f"the {self.reward_name} reward came out {reward} (accuracy {evaluation.accuracy}, ratios "
+                           f"{ {k: round(v, 4) for k, v in ratios.items()} }); the search stops, its last checkpoint "
+                           "kept; fix the reward or the data, then --resume")  # fmt: skip
         info = {
             "value": self.values[-1],
             "accuracy": evaluation.accuracy,
