@@ -86,7 +86,18 @@ def _coerce(value, hint, key: str):
             raise ValueError(value)  # int(1.7) would silently become 1
         return target(value)
     except (TypeError, ValueError) as exc:
-        raise AmcError(f"config key {key}={value!r} is not a valid {target.__name__}") from exc
+        example = {"int": "a whole number, e.g. 400", "float": "a number, e.g. 0.5", "list": "a list, e.g. [300, 300]",
+                   "str": "text"}.get(target.__name__, target.__name__)  # fmt: skip
+        raise AmcError(f"config key {key}={value!r} is not a valid {target.__name__}; write {example}") from exc
+
+
+def _yaml(text: str, where: str):
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise AmcError(f"{where} is not valid YAML{at}: {getattr(exc, 'problem', None) or exc}") from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> SearchConfig:
@@ -96,7 +107,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Se
         path = Path(path)
         if not path.is_file():
             raise AmcError(f"config file {path} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = _yaml(path.read_text(), str(path)) or {}
         if not isinstance(loaded, dict):
             raise AmcError(f"{path} must hold a YAML mapping of SearchConfig fields")
         values.update(loaded)
@@ -104,7 +115,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Se
         if "=" not in item:
             raise AmcError(f"--set takes key=value, got {item!r}")
         key, raw = item.split("=", 1)
-        values[key.strip()] = yaml.safe_load(raw)
+        values[key.strip()] = _yaml(raw, f"--set {item}")
     hints = typing.get_type_hints(SearchConfig)
     unknown = set(values) - set(hints)
     if unknown:

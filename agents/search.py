@@ -337,6 +337,16 @@ def _final_student(cfg, evaluator: CandidateEvaluator, teacher_blob: dict, run_d
     }
 
 
+def read_search_state(path: Path) -> dict:
+    try:
+        state = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AmcError(f"{path} is not valid JSON ({exc}); the run cannot resume from it, start a new search") from None
+    if not isinstance(state, dict):
+        raise AmcError(f"{path} is not a search state; the run cannot resume from it, start a new search")
+    return state
+
+
 def run_search(cfg: SearchConfig, resume_dir: str | Path | None = None) -> dict:
     """Run (or resume) a search; returns the results that are also written to results.json. Bad settings,
     a missing Ray or an unreachable cluster fail before anything is written."""
@@ -349,7 +359,7 @@ def run_search(cfg: SearchConfig, resume_dir: str | Path | None = None) -> dict:
         check_ray_address(cfg.ray_address)
     resuming = resume_dir is not None
     state_path = Path(resume_dir or ".") / "search_state.json"
-    state = json.loads(state_path.read_text()) if resuming and state_path.exists() else {}
+    state = read_search_state(state_path) if resuming and state_path.exists() else {}
     if resuming and cfg.agent in ALGORITHMS and state.get("workers", 1) != cfg.workers:
         raise AmcError(f"{resume_dir} was searched with workers={state.get('workers', 1)} and its replay buffer "
                        f"has that many envs; resume with --set workers={state.get('workers', 1)}")  # fmt: skip

@@ -66,7 +66,7 @@ def model_from_checkpoint(blob: dict) -> nn.Module:
         from amc.student import student_from_checkpoint
 
         return student_from_checkpoint(blob)
-    model = create_from_spec(blob["arch"])
+    model = create_from_spec(blob.get("arch"))
     try:
         model.load_state_dict(blob["state_dict"])
     except RuntimeError as exc:

@@ -190,6 +190,8 @@ def finetune_command(cfg: FinetuneConfig) -> dict | None:
     from torch.utils.tensorboard import SummaryWriter
 
     refuse_overwriting_inputs(cfg.out, teacher=cfg.teacher, student=cfg.student)
+    if (cfg.steps if cfg.steps is not None else cfg.epochs) < 1:
+        raise AmcError("fine-tuning would run no steps; set --epochs or --steps above 0")
     ranks, device = start(cfg.device, cfg.batch_size)
     teacher_blob = load_checkpoint(cfg.teacher)
     teacher = model_from_checkpoint(teacher_blob)
@@ -269,7 +271,11 @@ def profile_latency_command(cfg: ProfileLatencyConfig) -> dict:
         model, shape = model_from_checkpoint(blob), input_shape_of(blob)
     else:
         trust_named_model(cfg.model)
-        model, shape = create_model(cfg.model).eval(), tuple(int(v) for v in cfg.input_shape.split(","))
+        try:
+            shape = tuple(int(v) for v in cfg.input_shape.split(","))
+        except ValueError:
+            raise AmcError(f"--input-shape {cfg.input_shape} is not C,H,W; write it like 3,32,32") from None
+        model = create_model(cfg.model).eval()
     model = model.to(device)
     table = build_latency_table(
         model, shape, batch_size=cfg.batch_size, threads=cfg.threads, grid_points=cfg.grid_points

@@ -207,12 +207,15 @@ def _decode_imagefolder(folder: Path, image_size: int | None, channels: int | No
         for path in sorted((folder / name).iterdir()):
             if path.suffix.lower() not in {".jpg", ".jpeg", ".png", ".bmp", ".webp"}:
                 continue
-            with Image.open(path) as img:
-                gray = img.mode in GRAYSCALE_MODES if channels is None else channels == 1
-                img = img.convert("L" if gray else "RGB")
-                if image_size is not None and img.size != (image_size, image_size):
-                    img = img.resize((image_size, image_size), Image.BILINEAR)
-                array = np.asarray(img, dtype=np.uint8)
+            try:
+                with Image.open(path) as img:
+                    gray = img.mode in GRAYSCALE_MODES if channels is None else channels == 1
+                    img = img.convert("L" if gray else "RGB")
+                    if image_size is not None and img.size != (image_size, image_size):
+                        img = img.resize((image_size, image_size), Image.BILINEAR)
+                    array = np.asarray(img, dtype=np.uint8)
+            except (OSError, ValueError, Image.DecompressionBombError) as exc:
+                raise AmcError(f"image {path} cannot be decoded ({exc}); remove or replace it") from None
             sizes.setdefault(array.shape[:2], path)
             images.append(array if array.ndim == 3 else array[:, :, None])
             labels.append(label)

@@ -132,6 +132,8 @@ def finetune(
     """KD fine-tune `student` in place. `on_epoch_end(epoch, state)` gets a resumable state every epoch. Under
     torchrun (`ranks`), every rank trains its share of each batch and only rank 0 evaluates; pass `writer` and
     `on_epoch_end` on rank 0 only."""
+    if (settings.steps if settings.steps is not None else settings.epochs) < 1:
+        raise AmcError("fine-tuning ran no steps; set --epochs or --steps above 0")
     device = device or resolve_device()
     settings.precision = resolve_precision(settings.precision, device)
     student.to(device)

@@ -56,6 +56,8 @@ def torchrun_ranks() -> Ranks:
 def start(device: str, batch_size: int) -> tuple[Ranks, torch.device]:
     """Check the job, join the process group if torchrun started several processes, and pick this rank's device."""
     ranks = torchrun_ranks()
+    if batch_size < 1:
+        raise AmcError(f"--batch-size is {batch_size}; pass 1 or more")
     if batch_size % ranks.world_size:
         raise AmcError(f"--batch-size {batch_size} does not split evenly among {ranks.world_size} torchrun processes; "
                        f"pass a multiple of {ranks.world_size}")  # fmt: skip

@@ -55,6 +55,10 @@ class CompressionPolicy:
 
     @classmethod
     def from_dict(cls, data: dict) -> CompressionPolicy:
+        if not isinstance(data, dict):
+            raise AmcError(
+                f"a policy is a JSON object of fields, not a {type(data).__name__}; is it an amc policy.json?"
+            )
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
             raise AmcError(f"policy schema_version {version} is not supported (this amc reads {SCHEMA_VERSION})")
@@ -112,6 +116,12 @@ class CompressionPolicy:
                 f"{self.fingerprint}); apply it to the teacher it was searched on"
             )
         layers = {n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+        for field_name, values in (("keep_ratios", self.keep_ratios), ("sparsity", self.sparsity), ("bits", self.bits)):
+            if not isinstance(values, dict):
+                raise AmcError(f"policy {field_name} must be a JSON object of layer: value, not {values!r}")
+            for name, value in values.items():
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise AmcError(f"policy {field_name} of {name!r} is {value!r}; it must be a number")
         for name, ratio in self.keep_ratios.items():
             if name not in unit_names:
                 raise AmcError(f"policy keep_ratios names unknown pruning unit {name!r}; units are {unit_names}")

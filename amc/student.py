@@ -102,11 +102,13 @@ def save_student(
 
 def student_from_checkpoint(blob: dict) -> nn.Module:
     """Rebuild a student from its checkpoint: fresh architecture, replayed structure, stored weights."""
-    structure = blob["structure"]
+    structure = blob.get("structure")
+    if not isinstance(structure, dict):
+        raise AmcError("student checkpoint lacks its structure entry; re-create it with `amc apply`")
     input_shape = blob.get("dataset", {}).get("input_shape")
     if input_shape is None:
         raise AmcError("student checkpoint lacks the input shape needed to replay its pruning")
-    model = create_from_spec(blob["arch"])
+    model = create_from_spec(blob.get("arch"))
     remove_blocks(model, structure["removed_blocks"])
     replay_pruning(model, structure["pruning_history"], input_shape)
     sparsify(model, {name: 0.5 for name in structure["sparse_layers"]})  # masks come from the state_dict

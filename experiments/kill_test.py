@@ -63,7 +63,7 @@ sys.exit(main(sys.argv[1:]))
 @dataclass
 class Args:
     kills: int = 20
-    episodes: int = 60
+    episodes: int = 100
     epochs: int = 40
     seed: int = 0
     out: str = "experiments/results/kills.json"
