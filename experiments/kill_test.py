@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -103,7 +104,7 @@ def search_kills(args: Args, root: Path, teacher: Path, rng: random.Random) -> d
     ]
     base = ["search", *[arg for setting in settings for arg in ("--set", setting)]]
     lost, best_rewards, kills, report = [], [], 0, root / "killed_at"
-    recovered = 0
+    recovered, best = 0, None
     while True:
         run_dirs = sorted(out_dir.glob("search-*"))
         argv = ["search", "--resume", str(run_dirs[-1])] if run_dirs else base
@@ -111,16 +112,22 @@ def search_kills(args: Args, root: Path, teacher: Path, rng: random.Random) -> d
         finished = kill_once(argv, after if kills < args.kills else -1, rng.uniform(0.0, 0.5), report)
         run_dir = sorted(out_dir.glob("search-*"))[-1]
         if finished is None:
+            if kills < args.kills:  # it finished before the kill: a fresh search, for more kill points
+                shutil.rmtree(out_dir)
+                recovered, best = 0, None
+                continue
             results = json.loads((run_dir / "results.json").read_text())
             return {"kills": kills, "episodes": args.episodes, "lost_per_kill": lost, "max_lost": max(lost, default=0),
                     "completed": results["episodes"] == args.episodes, "best_rewards": best_rewards}  # fmt: skip
         kills += 1
-        state = json.loads((run_dir / "search_state.json").read_text())
-        recovered = state["recorder"]["episodes"]
-        CompressionPolicy.load(run_dir / "policy.json")  # parses, or this raises
-        best = state["recorder"]["best_reward"]
-        if best_rewards and best < best_rewards[-1]:
-            raise SystemExit(f"best reward went down after a kill: {best_rewards[-1]} -> {best}")
+        state_path, previous = run_dir / "search_state.json", best if run_dirs else None
+        state = json.loads(state_path.read_text()) if state_path.exists() else {}  # none yet: killed in episode 1
+        recovered = state.get("recorder", {}).get("episodes", 0)
+        if (run_dir / "policy.json").exists():
+            CompressionPolicy.load(run_dir / "policy.json")  # parses, or this raises
+        best = state.get("recorder", {}).get("best_reward")
+        if previous is not None and (best is None or best < previous):
+            raise SystemExit(f"best reward went down after a kill: {previous} -> {best}")
         best_rewards.append(best)
         lost.append(finished - recovered)
 
