@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from stable_baselines3.common.logger import configure as configure_logger
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.noise import VectorizedActionNoise
 
@@ -163,8 +164,10 @@ def read_saved_agent(cfg: SearchConfig, run_dir: Path | None) -> tuple[dict | No
     return agent_checkpoint.load_agent(agent_path), buffer
 
 
-def _run_rl(cfg, vec_env, steps: int, recorder, resuming: bool, saved: tuple, state: dict, save_state) -> bool:
-    """Train the SB3 agent for the remaining episodes, saving every `checkpoint_every`; True if interrupted."""
+def _run_rl(cfg, vec_env, steps: int, recorder, resuming: bool, saved: tuple, state: dict, save_state,
+            tb_dir: Path) -> bool:  # fmt: skip
+    """Train the SB3 agent for the remaining episodes, saving every `checkpoint_every`; True if interrupted.
+    SB3's own metrics (actor and critic losses, learning rates) go to TensorBoard under `train/`."""
     saved_agent, saved_buffer = saved
     agent = make_agent(vec_env, steps, agent_settings(cfg))
     if resuming and saved_agent is not None:
@@ -182,7 +185,9 @@ def _run_rl(cfg, vec_env, steps: int, recorder, resuming: bool, saved: tuple, st
     interrupted = False
     try:
         if remaining > 0:
-            agent.learn(total_timesteps=remaining * steps, callback=callbacks, reset_num_timesteps=not resuming)
+            agent.set_logger(configure_logger(str(tb_dir), ["tensorboard"]))
+            agent.learn(total_timesteps=remaining * steps, callback=callbacks, reset_num_timesteps=not resuming,
+                        log_interval=1)  # fmt: skip
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -416,7 +421,8 @@ def _search(cfg, backend: str, vec_env: BatchedEvaluationVecEnv, teacher_blob: d
 
     with stop_on_signals():
         if cfg.agent in ALGORITHMS:
-            interrupted = _run_rl(cfg, vec_env, len(env.steps), recorder, resuming, saved, state, save_state)
+            interrupted = _run_rl(cfg, vec_env, len(env.steps), recorder, resuming, saved, state, save_state,
+                                  run_dir / "tb")  # fmt: skip
         elif cfg.agent in BLACKBOX_AGENTS:
             interrupted = _run_blackbox(cfg, vec_env, recorder, state, save_state)
         else:

@@ -91,8 +91,9 @@ class CompressionEnv(gym.Env):
     `n2n` (R_a * C(2 - C)) or `haq` (accuracy minus the teacher's).
 
     ## Starting State
-    Always the first unit; the walk is deterministic. `reset(seed=...)` seeds `self.np_random`,
-    the only source of randomness (the evaluation itself is deterministic).
+    Always the first unit. The env draws nothing at random: an episode is a deterministic function of its
+    actions, whatever the seed (`reset(seed=...)` is accepted and seeds `self.np_random`, which the env does
+    not use), and the evaluation is deterministic too (fixed validation subset, BN batches and KD seed).
 
     ## Episode End
     `terminated=True` after the last unit; never truncated. `info` at the end holds `accuracy`,

@@ -225,3 +225,13 @@ def test_td3_and_sac_are_one_setting_away(algorithm):
     agent.learn(total_timesteps=3 * len(env.steps))
     assert agent.critic.optimizer.param_groups[0]["lr"] == 1e-3
     assert agent.actor.optimizer.param_groups[0]["lr"] == 1e-4
+
+
+def test_sb3_losses_and_learning_rates_reach_tensorboard(teacher_path, tmp_path, capsys):
+    argv = ["search", "--set", f"teacher={teacher_path}", "--set", f"out_dir={tmp_path}", "--set", "episodes=4",
+            "--set", "warmup_episodes=1", *SEARCH[4:], "--json"]  # fmt: skip
+    assert main(argv) == 0
+    run_dir = next(tmp_path.glob("search-*"))
+    scalars = set(EventAccumulator(str(run_dir / "tb")).Reload().Tags()["scalars"])
+    assert {"train/actor_loss", "train/critic_loss", "train/learning_rate", "train/critic_learning_rate"} <= scalars
+    assert set(TAGS) <= scalars  # beside the search's own
