@@ -278,7 +278,7 @@ def write_table(path: Path) -> None:
             code, err, _, _ = run_case(case, paths, Path(scratch) / f"case{i}")
             message = err.strip().splitlines()[-1] if err.strip() else "(nothing)"
             message = message.replace(scratch, "…").replace("|", "\\|")
-            command = ' '.join(case.argv).replace('|', '\\|')
+            command = " ".join(case.argv).replace("|", "\\|")
             rows.append(f"| {i + 1} | {case.id} | `amc {command}` | {code} | {message} |")
     path.write_text("\n".join([
         "# Bad inputs and what amc says", "",

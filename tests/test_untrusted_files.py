@@ -151,3 +151,28 @@ def test_trust_model_code_names_the_file_and_then_it_loads(checkpoint_naming_a_m
     assert marker.exists()
     assert main(["evaluate", str(teacher), "--trust-model-code", str(model_file.with_name("other.py"))]) == 2
     assert "--trust-model-code" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["evaluate", "finetune"])
+def test_a_crafted_checkpoint_runs_nothing(command, searched, tmp_path, capsys):
+    teacher, _ = searched
+    marker, crafted = tmp_path / "ran", tmp_path / "crafted.pt"
+    torch.save({"format": "amc-checkpoint", "state_dict": Payload(marker)}, crafted)
+    argv = {"evaluate": ["evaluate", str(crafted)],
+            "finetune": ["finetune", "--student", str(crafted), "--teacher", str(teacher), "--out",
+                         str(tmp_path / "s.pt")]}[command]  # fmt: skip
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "corrupt or truncated" in err[0]
+    assert not marker.exists()
+
+
+def test_a_crafted_yaml_config_runs_nothing(tmp_path, capsys):
+    marker, config = tmp_path / "ran", tmp_path / "search.yaml"
+    config.write_text(f"episodes: !!python/object/apply:os.system ['touch {marker}']\n")
+    capsys.readouterr()
+    assert main(["search", "--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not valid YAML" in err[0]
+    assert not marker.exists()
