@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from machine import describe
 from script_args import parse_args
 
+from amc.device import resolve_device
 from amc.models import create_model
 from amc.precision import autocast, native_bf16, resolve_precision
-from amc.training import resolve_device
 
 RESULTS = Path("experiments/results/precision.json")
 
