@@ -56,6 +56,9 @@ def _print_result(result: dict, as_json: bool) -> None:
 def _search(args: argparse.Namespace) -> dict:
     from agents.search import resume_config, run_search
 
+    flags = [f"{key[len(FIELD_FLAG):]}={value}" for key, value in vars(args).items()
+             if key.startswith(FIELD_FLAG) and value is not None]  # fmt: skip
+    args.set = [*flags, *args.set]  # `--episodes 40` is `--set episodes=40`; an explicit --set comes last and wins
     if args.init_agent:
         args.set = [*args.set, f"init_agent={args.init_agent}"]
     if args.resume:
@@ -65,8 +68,11 @@ def _search(args: argparse.Namespace) -> dict:
     return run_search(load_config(args.config, args.set))
 
 
+FIELD_FLAG = "config_key_"
+
+
 def _add_search_arguments(parser: argparse.ArgumentParser) -> None:
-    from agents.config import config_help
+    from agents.config import SearchConfig, config_help
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = config_help()
@@ -75,6 +81,11 @@ def _add_search_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run in this folder")
     parser.add_argument("--init-agent", metavar="AGENT_PT", help="warm-start from a saved agent (= --set init_agent=…)")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+    fields = parser.add_argument_group("config keys as flags (`--episodes 40` = `--set episodes=40`; listed below)")
+    for field in dataclasses.fields(SearchConfig):
+        flag = f"--{field.name.replace('_', '-')}"
+        if field.name != "init_agent":
+            fields.add_argument(flag, dest=FIELD_FLAG + field.name, metavar="VALUE", help=argparse.SUPPRESS)
 
 
 def _add_policy_arguments(parser: argparse.ArgumentParser) -> None:

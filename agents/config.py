@@ -131,7 +131,7 @@ def dump_config(cfg: SearchConfig, path: Path) -> None:
 
 def config_help() -> str:
     hints = typing.get_type_hints(SearchConfig)
-    lines = ["config keys (YAML or --set key=value):"]
+    lines = ["config keys (in the YAML file, as --set key=value, or as flags: --data-dir x for data_dir=x):"]
     for f in dataclasses.fields(SearchConfig):
         kind = getattr(hints[f.name], "__name__", str(hints[f.name]))
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()

@@ -235,3 +235,16 @@ def test_sb3_losses_and_learning_rates_reach_tensorboard(teacher_path, tmp_path,
     scalars = set(EventAccumulator(str(run_dir / "tb")).Reload().Tags()["scalars"])
     assert {"train/actor_loss", "train/critic_loss", "train/learning_rate", "train/critic_learning_rate"} <= scalars
     assert set(TAGS) <= scalars  # beside the search's own
+
+
+def test_config_keys_work_as_flags_too(teacher_path, tmp_path, capsys):
+    flags = ["search", "--teacher", str(teacher_path), "--out-dir", str(tmp_path / "a"), "--episodes", "2",
+             "--warmup-episodes", "2", "--eval-samples", "32", "--budget", "flops=0.4", "--json"]  # fmt: skip
+    assert main(flags) == 0
+    config = (next((tmp_path / "a").glob("search-*")) / "config.yaml").read_text()
+    assert "episodes: 2\n" in config and "budget: flops=0.4\n" in config and "eval_samples: 32\n" in config
+    assert main([*flags[:-1], "--set", "episodes=3", "--json"]) == 0  # an explicit --set wins
+    assert "episodes: 3\n" in (sorted((tmp_path / "a").glob("search-*"))[-1] / "config.yaml").read_text()
+    capsys.readouterr()
+    assert main(["search", "--teacher", str(teacher_path), "--episodes", "1.5"]) == 2
+    assert "episodes=1.5 is not a valid int" in capsys.readouterr().err
