@@ -46,6 +46,15 @@ def corrupt_jpeg_tree() -> dict[str, bytes]:
 
 
 TRAIN = ["train-teacher", "--dataset", "synthetic", "--out", "{tmp}/t.pt"]
+APPLY = ["apply", "--teacher", "{teacher}", "--policy", "{tmp}/p.json", "--out", "{tmp}/s.pt"]
+
+
+def policy_case(id: str, expect: str, policy: str | dict) -> Case:
+    """`amc apply` of a policy.json holding `policy`: text as it is, or fields of a schema-1 policy."""
+    text = json.dumps({"schema_version": 1, **policy}) if isinstance(policy, dict) else policy
+    return Case(id, APPLY, expect, files={"p.json": text})
+
+
 SEARCH = ["search", "--set", "teacher={teacher}", "--set", "out_dir={tmp}/runs"]
 
 CASES = [
@@ -93,30 +102,15 @@ CASES = [
     # apply
     Case("apply: policy missing", ["apply", "--teacher", "{teacher}", "--policy", "{tmp}/none.json", "--out",
                                    "{tmp}/s.pt"], "does not exist"),
-    Case("apply: policy is not JSON", ["apply", "--teacher", "{teacher}", "--policy", "{tmp}/p.json", "--out",
-                                       "{tmp}/s.pt"], "not valid JSON", files={"p.json": "{keep: 0.5"}),
-    Case("apply: policy is a JSON list", ["apply", "--teacher", "{teacher}", "--policy", "{tmp}/p.json", "--out",
-                                          "{tmp}/s.pt"], "JSON object", files={"p.json": "[1, 2]"}),
-    Case("apply: keep ratio is a string", ["apply", "--teacher", "{teacher}", "--policy", "{tmp}/p.json", "--out",
-                                           "{tmp}/s.pt"], "must be a number",
-         files={"p.json": '{"schema_version": 1, "keep_ratios": {"conv1": "0.5"}}'}),
-    Case("apply: keep ratio above 1", ["apply", "--teacher", "{teacher}", "--policy", "{tmp}/p.json", "--out",
-                                       "{tmp}/s.pt"], "must lie in (0, 1]",
-         files={"p.json": '{"schema_version": 1, "keep_ratios": {"conv1": 1.5}}'}),
-    Case("apply: unknown unit", ["apply", "--teacher", "{teacher}", "--policy", "{tmp}/p.json", "--out",
-                                 "{tmp}/s.pt"], "unknown pruning unit",
-         files={"p.json": '{"schema_version": 1, "keep_ratios": {"nope": 0.5}}'}),
-    Case("apply: unsupported schema", ["apply", "--teacher", "{teacher}", "--policy", "{tmp}/p.json", "--out",
-                                       "{tmp}/s.pt"], "not supported", files={"p.json": '{"schema_version": 7}'}),
-    Case("apply: bits out of range", ["apply", "--teacher", "{teacher}", "--policy", "{tmp}/p.json", "--out",
-                                      "{tmp}/s.pt"], "use 2-8 or 32",
-         files={"p.json": '{"schema_version": 1, "bits": {"conv1": 9}}'}),
-    Case("apply: sparsity of 1", ["apply", "--teacher", "{teacher}", "--policy", "{tmp}/p.json", "--out",
-                                  "{tmp}/s.pt"], "must lie in [0, 1)",
-         files={"p.json": '{"schema_version": 1, "sparsity": {"conv1": 1.0}}'}),
-    Case("apply: block that cannot be removed", ["apply", "--teacher", "{teacher}", "--policy", "{tmp}/p.json",
-                                                 "--out", "{tmp}/s.pt"], "not a removable block",
-         files={"p.json": '{"schema_version": 1, "removed_blocks": ["conv1"]}'}),
+    policy_case("apply: policy is not JSON", "not valid JSON", "{keep: 0.5"),
+    policy_case("apply: policy is a JSON list", "JSON object", "[1, 2]"),
+    policy_case("apply: keep ratio is a string", "must be a number", {"keep_ratios": {"conv1": "0.5"}}),
+    policy_case("apply: keep ratio above 1", "must lie in (0, 1]", {"keep_ratios": {"conv1": 1.5}}),
+    policy_case("apply: unknown unit", "unknown pruning unit", {"keep_ratios": {"nope": 0.5}}),
+    policy_case("apply: unsupported schema", "not supported", '{"schema_version": 7}'),
+    policy_case("apply: bits out of range", "use 2-8 or 32", {"bits": {"conv1": 9}}),
+    policy_case("apply: sparsity of 1", "must lie in [0, 1)", {"sparsity": {"conv1": 1.0}}),
+    policy_case("apply: block that cannot be removed", "not a removable block", {"removed_blocks": ["conv1"]}),
     Case("apply: policy for another architecture", ["apply", "--teacher", "{other}", "--policy", "{policy}",
                                                     "--out", "{tmp}/s.pt"], "policy is for"),
     Case("apply: fingerprint removed, other architecture", ["apply", "--teacher", "{other}", "--policy",

@@ -57,19 +57,11 @@ def policies(name: str):
     )
 
 
-@pytest.mark.parametrize("name", sorted(ZOO))
-def test_zoo_prediction_equals_the_built_student(name):
-    @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-    @given(policies(name))
-    def check(policy):
-        assert_predicted_exactly(name, policy)
+@pytest.mark.parametrize("name", [*sorted(ZOO), *TORCHVISION])
+def test_prediction_equals_the_built_student(name):
+    examples = 12 if name in ZOO else 2  # torchvision models take seconds each
 
-    check()
-
-
-@pytest.mark.parametrize("name", TORCHVISION)
-def test_torchvision_prediction_equals_the_built_student(name):
-    @settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=examples, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(policies(name))
     def check(policy):
         assert_predicted_exactly(name, policy)
