@@ -147,7 +147,13 @@ def epoch_kills(args: Args, command: list[str], out: Path, rng: random.Random, e
             return {"kills": kills, "epochs": epochs, "lost_per_kill": lost, "max_lost": max(lost, default=0),
                     "completed": "train_state" not in blob}  # fmt: skip
         kills += 1
-        recovered = load_checkpoint(out)["train_state"]["epoch"] if out.exists() else 0
+        blob = load_checkpoint(out) if out.exists() else {"train_state": {"epoch": 0}}
+        if "train_state" not in blob:  # killed after the final save: the run had finished, nothing lost
+            lost.append(0)
+            out.unlink()
+            recovered = 0
+            continue
+        recovered = blob["train_state"]["epoch"]
         lost.append(finished - recovered)
 
 
