@@ -29,8 +29,7 @@ from agents.vec_env import BatchedEvaluationVecEnv
 from agents.workers import WorkerSpec, check_ray_address, resolve_backend, start_workers, worker_threads
 from amc.baselines import random_policy, uniform
 from amc.budget import Budget
-from amc.checkpoint import load_checkpoint, model_from_checkpoint, package_versions
-from amc.cost_model import CostModel
+from amc.checkpoint import load_checkpoint, package_versions
 from amc.data import DataSplits
 from amc.device import resolve_device
 from amc.distill import FinetuneSettings, finetune
@@ -40,7 +39,8 @@ from amc.evaluator import CachedEvaluator, CandidateEvaluator, EvaluationSetting
 from amc.latency import LatencyTable
 from amc.policy import CompressionPolicy, model_fingerprint
 from amc.precision import resolve_precision
-from amc.student import apply_policy, save_student
+from amc.predicted_cost import CostModel
+from amc.student import apply_policy, model_from_checkpoint, save_student
 from amc.training import evaluate_accuracy
 from envs.compression import CompressionEnv
 

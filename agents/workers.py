@@ -20,13 +20,13 @@ from dataclasses import dataclass
 
 import torch
 
-from amc.checkpoint import model_from_checkpoint
 from amc.data import DataSplits
 from amc.device import resolve_device
 from amc.errors import AmcError
 from amc.evaluator import CandidateEvaluator, Evaluation, EvaluationSettings
 from amc.models import TRUST_ENV
 from amc.policy import CompressionPolicy
+from amc.student import model_from_checkpoint
 
 BACKENDS = ("auto", "local", "ray")
 RAY_INSTALL = "pip install 'amc[ray]' (or: pip install ray==2.60.0)"

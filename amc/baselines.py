@@ -13,10 +13,10 @@ import torch.nn.functional as F
 import torch_pruning as tp
 
 from amc.budget import Budget
-from amc.cost_model import CostModel
 from amc.data import DataSplits
 from amc.errors import AmcError
 from amc.policy import CompressionPolicy
+from amc.predicted_cost import CostModel
 from amc.pruning import execution_order
 
 

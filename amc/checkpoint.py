@@ -8,7 +8,6 @@ import zipfile
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 
 from amc.errors import AmcError
 
@@ -56,19 +55,3 @@ def load_checkpoint(path: str | Path) -> dict:
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise AmcError(f"{path} is not an amc checkpoint; create one with `amc train-teacher` or `amc apply`")
     return blob
-
-
-def model_from_checkpoint(blob: dict) -> nn.Module:
-    """Rebuild a teacher (architecture spec + state_dict) from a loaded checkpoint."""
-    from amc.models import create_from_spec
-
-    if blob.get("kind", "teacher") != "teacher":
-        from amc.student import student_from_checkpoint
-
-        return student_from_checkpoint(blob)
-    model = create_from_spec(blob.get("arch"))
-    try:
-        model.load_state_dict(blob["state_dict"])
-    except RuntimeError as exc:
-        raise AmcError(f"checkpoint weights do not fit architecture {blob['arch']['name']}: {str(exc)[:200]}") from exc
-    return model.eval()

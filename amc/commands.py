@@ -15,38 +15,25 @@ import torch.nn as nn
 
 from amc.baselines import global_pruning, random_policy, uniform
 from amc.budget import Budget
-from amc.checkpoint import load_checkpoint, model_from_checkpoint
+from amc.checkpoint import load_checkpoint
 from amc.config import doc
-from amc.cost import count_macs, count_params, measure_latency, size_bytes
-from amc.cost_model import CostModel
 from amc.device import DEVICE_HELP, resolve_device
 from amc.distill import FinetuneSettings, finetune, recalibrate_bn
 from amc.distributed import finish, start
 from amc.errors import AmcError
 from amc.evaluation import load_data_for
 from amc.latency import build_latency_table
+from amc.measured_cost import cost_ratios, measure_latency, size_bytes
 from amc.models import create_model, trust_named_model
 from amc.outputs import refuse_overwriting_inputs
 from amc.policy import CompressionPolicy, model_fingerprint
-from amc.student import apply_policy, save_student, student_from_checkpoint
+from amc.predicted_cost import CostModel
+from amc.student import apply_policy, model_from_checkpoint, save_student, student_from_checkpoint
 from amc.training import evaluate_accuracy
 
 
 def input_shape_of(blob: dict) -> tuple[int, ...]:
     return tuple(blob["dataset"]["input_shape"])
-
-
-def cost_ratios(student: nn.Module, teacher: nn.Module, input_shape) -> dict:
-    """The student's MACs, params and bytes, and each as a ratio of the teacher's."""
-    macs, params, size = count_macs(student, input_shape), count_params(student), size_bytes(student)
-    return {
-        "flops": macs,
-        "params": params,
-        "size_bytes": size,
-        "flops_ratio": macs / count_macs(teacher, input_shape),
-        "params_ratio": params / count_params(teacher),
-        "size_ratio": size / size_bytes(teacher),
-    }
 
 
 def check_policy_matches(policy: CompressionPolicy, blob: dict, teacher: nn.Module, force: bool = False) -> None:

@@ -9,11 +9,12 @@ from dataclasses import dataclass
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from amc.checkpoint import load_checkpoint, model_from_checkpoint
+from amc.checkpoint import load_checkpoint
 from amc.config import doc
-from amc.cost import count_macs, count_params, flop_counter_macs, measure_latency, model_device, size_bytes
 from amc.data import DataSplits, load_dataset
 from amc.device import DEVICE_HELP, resolve_device
+from amc.measured_cost import count_macs, count_params, flop_counter_macs, measure_latency, model_device, size_bytes
+from amc.student import model_from_checkpoint
 from amc.training import evaluate_accuracy
 
 

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from amc.cost import count_macs, count_params, size_bytes
-from amc.cost_model import CostModel
 from amc.data import DataSplits
 from amc.distill import FinetuneSettings, finetune, recalibrate_bn_on, recalibration_batches
+from amc.measured_cost import count_macs, count_params, size_bytes
 from amc.policy import CompressionPolicy
 from amc.precision import resolve_precision
+from amc.predicted_cost import CostModel
 from amc.student import apply_policy
 from amc.training import accuracy_on
 

@@ -2,7 +2,7 @@
 
 `bake` folds sparsity masks and weight quantizers into plain float weights (what a runtime executes).
 The packed file stores each quantized weight as `bits`-bit integer codes plus one float32 scale per output
-channel, so its bytes on disk are what `amc.cost.size_bytes` reports.
+channel, so its bytes on disk are what `amc.measured_cost.size_bytes` reports.
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from amc.cost import layer_shapes, measure_latency, model_device
 from amc.errors import AmcError
+from amc.measured_cost import layer_shapes, measure_latency, model_device
 
 FORMAT = "amc-latency-table"
 

@@ -129,3 +129,15 @@ def load_student(path: str | Path) -> nn.Module:
     if blob.get("kind") != "student":
         raise AmcError(f"{path} is a {blob.get('kind')} checkpoint, not a student")
     return student_from_checkpoint(blob)
+
+
+def model_from_checkpoint(blob: dict) -> nn.Module:
+    """Rebuild a teacher (architecture spec + state_dict) from a loaded checkpoint."""
+    if blob.get("kind", "teacher") != "teacher":
+        return student_from_checkpoint(blob)
+    model = create_from_spec(blob.get("arch"))
+    try:
+        model.load_state_dict(blob["state_dict"])
+    except RuntimeError as exc:
+        raise AmcError(f"checkpoint weights do not fit architecture {blob['arch']['name']}: {str(exc)[:200]}") from exc
+    return model.eval()

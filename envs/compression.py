@@ -13,12 +13,12 @@ import torch.nn as nn
 from gymnasium import spaces
 
 from amc.budget import Budget
-from amc.cost_model import CostModel
 from amc.data import DataSplits
 from amc.errors import AmcError
 from amc.evaluator import CachedEvaluator, CandidateEvaluator, EvaluationSettings
 from amc.latency import LatencyTable
 from amc.policy import CompressionPolicy
+from amc.predicted_cost import CostModel
 from amc.rewards import Outcome, get_reward
 
 MODES = ("channel", "fine-grained", "removal", "removal+channel", "quantize", "channel+quantize")

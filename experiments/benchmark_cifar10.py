@@ -113,8 +113,9 @@ def finetune(row: Row, student: str) -> dict:
 
 
 def costs(student_path: str, teacher_path: str) -> dict:
-    from amc.checkpoint import load_checkpoint, model_from_checkpoint
-    from amc.cost import count_macs, count_params, size_bytes
+    from amc.checkpoint import load_checkpoint
+    from amc.measured_cost import count_macs, count_params, size_bytes
+    from amc.student import model_from_checkpoint
 
     teacher_blob = load_checkpoint(teacher_path)
     teacher, student = model_from_checkpoint(teacher_blob), model_from_checkpoint(load_checkpoint(student_path))
@@ -129,10 +130,11 @@ def costs(student_path: str, teacher_path: str) -> dict:
 def latency(student_path: str, teacher_path: str) -> dict:
     """Batch-1/128 latency of the deployable (baked) student, timed alternately with the teacher in this
     process. Run it on an otherwise idle machine (`--latency`), after every row has finished."""
-    from amc.checkpoint import load_checkpoint, model_from_checkpoint
-    from amc.cost import measure_latency
+    from amc.checkpoint import load_checkpoint
     from amc.evaluation import alternating_speedup
     from amc.export import bake
+    from amc.measured_cost import measure_latency
+    from amc.student import model_from_checkpoint
 
     teacher_blob = load_checkpoint(teacher_path)
     teacher = model_from_checkpoint(teacher_blob)

@@ -28,9 +28,9 @@ from amc.baselines import global_pruning
 from amc.budget import Budget
 from amc.checkpoint import load_checkpoint
 from amc.commands import FinetuneConfig, finetune_command
-from amc.cost_model import CostModel
 from amc.evaluation import evaluate_report
 from amc.evaluator import CandidateEvaluator
+from amc.predicted_cost import CostModel
 from amc.student import save_student
 
 SEARCHES = ("ddpg", "td3", "tpe", "cmaes", "random")

@@ -92,7 +92,7 @@ def kd_loss_score(evaluator, policy) -> float:
 
 def params_score(evaluator, policy) -> float:
     """Zero-cost: the student's parameter count relative to the teacher's (more weights kept at equal FLOPs)."""
-    from amc.cost import count_params
+    from amc.measured_cost import count_params
     from amc.student import apply_policy
 
     student = apply_policy(evaluator.teacher, policy, evaluator.input_shape, validate=False)

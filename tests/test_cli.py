@@ -7,8 +7,9 @@ import torch
 
 import amc.training
 from agents.cli import main
-from amc.checkpoint import load_checkpoint, model_from_checkpoint
-from amc.cost import flop_counter_macs
+from amc.checkpoint import load_checkpoint
+from amc.measured_cost import flop_counter_macs
+from amc.student import model_from_checkpoint
 
 TRAIN = ["train-teacher", "--model", "resnet8", "--dataset", "synthetic", "--lr", "0.05", "--precision", "fp32"]
 

@@ -7,11 +7,11 @@ from conftest import model_input, model_kwargs
 
 from amc.baselines import random_policy, uniform
 from amc.budget import Budget
-from amc.cost import count_macs, count_params, flop_counter_macs, layer_macs, size_bytes
-from amc.cost_model import CostModel
 from amc.errors import AmcError
+from amc.measured_cost import count_macs, count_params, flop_counter_macs, layer_macs, size_bytes
 from amc.models import create_model, list_models
 from amc.policy import CompressionPolicy, model_fingerprint
+from amc.predicted_cost import CostModel
 from amc.pruning import kept_channels
 from amc.student import apply_policy, load_student, save_student
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from agents.cli import main
-from amc.checkpoint import load_checkpoint, model_from_checkpoint
-from amc.student import load_student
+from amc.checkpoint import load_checkpoint
+from amc.student import load_student, model_from_checkpoint
 
 TRAIN = ["train-teacher", "--model", "resnet8", "--dataset", "synthetic", "--lr", "0.05", "--precision", "fp32",
          "--batch-size", "16"]  # fmt: skip

@@ -8,9 +8,10 @@ import torch
 from PIL import Image
 
 from agents.cli import main
-from amc.checkpoint import load_checkpoint, model_from_checkpoint
+from amc.checkpoint import load_checkpoint
 from amc.data import load_imagefolder
 from amc.errors import AmcError
+from amc.student import model_from_checkpoint
 
 
 def write_images(root, *, mode="L", size=(12, 12), classes=2, per_class=6, odd_one=None):

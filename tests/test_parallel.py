@@ -204,8 +204,8 @@ def test_envs_of_one_round_share_the_cache_and_report_it_honestly():
 
     from agents.search import play_round
     from agents.vec_env import BatchedEvaluationVecEnv
-    from amc.cost_model import CostModel
     from amc.evaluator import CachedEvaluator
+    from amc.predicted_cost import CostModel
     from envs.compression import CompressionEnv
 
     teacher, data = create_model("resnet8", num_classes=4), load_synthetic()

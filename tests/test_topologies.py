@@ -16,11 +16,11 @@ from topologies import ZOO
 
 from amc.baselines import random_policy, uniform
 from amc.budget import Budget
-from amc.cost import count_macs, count_params, size_bytes
-from amc.cost_model import CostModel
 from amc.errors import AmcError
+from amc.measured_cost import count_macs, count_params, size_bytes
 from amc.models import create_model
 from amc.policy import CompressionPolicy
+from amc.predicted_cost import CostModel
 from amc.student import apply_policy
 
 TORCHVISION = ("tv:densenet121", "tv:googlenet", "tv:mobilenet_v3_small")

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
-from amc.cost import layer_macs, layer_shapes, norm_channels, sparse_weight_bits
 from amc.errors import AmcError
+from amc.measured_cost import layer_macs, layer_shapes, norm_channels, sparse_weight_bits
 from amc.policy import CompressionPolicy
 from amc.pruning import PruningUnit, execution_order, find_units
 from amc.removal import removable_blocks

@@ -1,4 +1,5 @@
-"""Hardware cost of a model: one function per resource (MACs, params, size, latency)."""
+"""Measured cost of a built model: one function per resource (MACs, params, size, latency), and layer shapes.
+Predictions for a policy, without building it, are in `amc.predicted_cost`."""
 
 from __future__ import annotations
 
@@ -175,3 +176,16 @@ def flop_counter_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
     finally:
         model.train(was_training)
     return counter.get_total_flops() // 2
+
+
+def cost_ratios(student: nn.Module, teacher: nn.Module, input_shape) -> dict:
+    """The student's MACs, params and bytes, and each as a ratio of the teacher's."""
+    macs, params, size = count_macs(student, input_shape), count_params(student), size_bytes(student)
+    return {
+        "flops": macs,
+        "params": params,
+        "size_bytes": size,
+        "flops_ratio": macs / count_macs(teacher, input_shape),
+        "params_ratio": params / count_params(teacher),
+        "size_ratio": size / size_bytes(teacher),
+    }
