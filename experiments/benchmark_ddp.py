@@ -19,6 +19,8 @@ from pathlib import Path
 from machine import describe
 from script_args import parse_args
 
+from amc.device import resolve_device
+
 TEACHER = "experiments/teachers/resnet20_cifar10.pt"
 WORK = Path("runs/ddp")
 
@@ -68,7 +70,7 @@ def one_epoch(args: Args, processes: int, source: Path) -> dict:
     return {"processes": processes, "threads_per_process": max(1, args.threads // processes),
             "epoch_seconds": result["finetune_seconds"], "images_per_second": images / result["finetune_seconds"],
             "val_accuracy": result["val_accuracy"], "precision": result["settings"]["precision"],
-            "device": args.device, "machine": describe()}  # fmt: skip
+            "device": str(resolve_device(args.device)), "machine": describe()}  # fmt: skip
 
 
 def write(rows: list[dict], results: Path) -> None:
