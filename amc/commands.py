@@ -177,8 +177,7 @@ def finetune_command(cfg: FinetuneConfig) -> dict | None:
     from torch.utils.tensorboard import SummaryWriter
 
     refuse_overwriting_inputs(cfg.out, teacher=cfg.teacher, student=cfg.student)
-    if (cfg.steps if cfg.steps is not None else cfg.epochs) < 1:
-        raise AmcError("fine-tuning would run no steps; set --epochs or --steps above 0")
+    cfg.check()  # before anything loads
     ranks, device = start(cfg.device, cfg.batch_size)
     teacher_blob = load_checkpoint(cfg.teacher)
     teacher = model_from_checkpoint(teacher_blob)

@@ -115,6 +115,10 @@ class FinetuneSettings:
     precision: str = doc("auto", "auto (bf16 where native), bf16 or fp32 for training")
     seed: int = doc(0, "seed for shuffling and augmentation")
 
+    def check(self) -> None:
+        if (self.steps if self.steps is not None else self.epochs) < 1:
+            raise AmcError("fine-tuning would run no steps; set --epochs or --steps above 0")
+
 
 def finetune(
     student: nn.Module,
@@ -132,8 +136,7 @@ def finetune(
     """KD fine-tune `student` in place. `on_epoch_end(epoch, state)` gets a resumable state every epoch. Under
     torchrun (`ranks`), every rank trains its share of each batch and only rank 0 evaluates; pass `writer` and
     `on_epoch_end` on rank 0 only."""
-    if (settings.steps if settings.steps is not None else settings.epochs) < 1:
-        raise AmcError("fine-tuning ran no steps; set --epochs or --steps above 0")
+    settings.check()
     device = device or resolve_device()
     settings.precision = resolve_precision(settings.precision, device)
     student.to(device)
@@ -196,6 +199,4 @@ def finetune(
                 },
             )
         barrier(ranks)  # the other ranks wait for rank 0's evaluation and checkpoint
-    if not history:
-        raise AmcError("fine-tuning ran no steps; set --epochs or --steps above 0")
     return {"val_accuracy": history[-1]["val_accuracy"], "epochs": epochs, "seconds": history[-1]["seconds"]}
