@@ -13,6 +13,7 @@ torchrun sets WORLD_SIZE, RANK and LOCAL_RANK; without them a command runs in on
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -94,6 +95,9 @@ def barrier(ranks: Ranks) -> None:
 
 
 def finish(ranks: Ranks) -> None:
+    """Leave the process group. DDP wrappers sit in reference cycles: collect them first, so that none is torn
+    down after its process group is gone (gloo aborts the process if one is)."""
     if ranks.distributed and dist.is_initialized():
+        gc.collect()
         dist.barrier()
         dist.destroy_process_group()
