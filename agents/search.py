@@ -92,15 +92,16 @@ def start_evaluator(cfg: SearchConfig, backend: str, teacher_blob: dict, teacher
     """The search's shared evaluator: in this process (`serial`) or on `cfg.workers` local or Ray workers."""
     threads = worker_threads(backend, cfg.workers, cfg.worker_threads)
     settings = evaluation_settings(cfg)
+    cost_model = CostModel(teacher, data.input_shape)
     if backend == "serial":
         torch.set_num_threads(threads)
-        backend_impl = CandidateEvaluator(teacher, data, settings)
+        backend_impl = CandidateEvaluator(teacher, data, settings, cost_model=cost_model)
     else:
         spec = WorkerSpec(teacher_blob, data, settings, cfg.device, threads)
         backend_impl = start_workers(backend, spec, cfg.workers, cfg.ray_address)
     print(f"search: backend {backend}, {cfg.workers} worker(s) x {threads} thread(s), precision {cfg.precision}",
           flush=True)  # fmt: skip
-    return CachedEvaluator(backend_impl, CostModel(teacher, data.input_shape).pieces)
+    return CachedEvaluator(backend_impl, cost_model.pieces)
 
 
 def agent_settings(cfg: SearchConfig) -> AgentSettings:
@@ -438,7 +439,7 @@ def _search(cfg, backend: str, vec_env: BatchedEvaluationVecEnv, teacher_blob: d
 
     evaluator = vec_env.evaluator.backend
     if not isinstance(evaluator, CandidateEvaluator):  # the workers are elsewhere; the final student is built here
-        evaluator = CandidateEvaluator(env.teacher, env.data, evaluation_settings(cfg))
+        evaluator = CandidateEvaluator(env.teacher, env.data, evaluation_settings(cfg), cost_model=env.cost_model)
     policy = stamp_policy(CompressionPolicy.load(run_dir / "policy.json"), teacher_blob, env.teacher)
     results = {
         "run_dir": str(run_dir), "episodes": recorder.episodes, "best_reward": recorder.best_reward,

@@ -60,7 +60,7 @@ class CandidateEvaluator:
     BN batches, made once."""
 
     def __init__(self, teacher: nn.Module, data: DataSplits, settings: EvaluationSettings = EvaluationSettings(),
-                 input_shape: Sequence[int] | None = None):  # fmt: skip
+                 input_shape: Sequence[int] | None = None, cost_model: CostModel | None = None):  # fmt: skip
         self.teacher = teacher.eval()
         self.data = data
         self.device = next(teacher.parameters()).device
@@ -74,7 +74,7 @@ class CandidateEvaluator:
                                      channels_last=channels_last)
         ]  # fmt: skip
         self._bn_images = recalibration_batches(data, settings.recalibrate_batches, seed=settings.seed)
-        self.cost_model = CostModel(teacher, self.input_shape)
+        self.cost_model = cost_model or CostModel(teacher, self.input_shape)  # checks every student it builds
         self._teacher_accuracy: float | None = None
 
     @property

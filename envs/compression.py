@@ -180,7 +180,7 @@ class CompressionEnv(gym.Env):
         if evaluator is None:
             settings = EvaluationSettings(eval_samples, eval_batch_size, recalibrate_batches, finetune_steps,
                                           reconstruct, precision, evaluation_seed)  # fmt: skip
-            evaluator = CachedEvaluator(CandidateEvaluator(teacher, data, settings, self.input_shape),
+            evaluator = CachedEvaluator(CandidateEvaluator(teacher, data, settings, self.input_shape, self.cost_model),
                                         self.cost_model.pieces)  # fmt: skip
         self.evaluator = evaluator
         self.teacher_accuracy = evaluator.teacher_accuracy
