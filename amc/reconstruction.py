@@ -99,8 +99,9 @@ def _refit(student, teacher, data, kept, batches, batch_size, positions, seed) -
             Y = Y[:, kept[name].to(device)]
         if s_layer.bias is not None:
             Y = Y - s_layer.bias.double()
-        solution = torch.linalg.lstsq(X, Y, driver="gelsd").solution  # (features, out)
-        s_layer.weight.copy_(solution.T.reshape(s_layer.weight.shape).to(s_layer.weight.dtype))
+        # gelsd copes with rank-deficient patches but exists on the CPU only (CUDA has gels alone)
+        solution = torch.linalg.lstsq(X.cpu(), Y.cpu(), driver="gelsd").solution  # (features, out)
+        s_layer.weight.copy_(solution.T.reshape(s_layer.weight.shape).to(s_layer.weight))
     student.train(was_training[0])
     teacher.train(was_training[1])
     return targets

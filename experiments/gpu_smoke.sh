@@ -13,25 +13,31 @@
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD AMC_CACHE=/tmp/amc-cache OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
+step() { echo "== $(date +%T) $*"; }
+step install
 for wheel in .device/wheels/*.whl; do python3 -m pip install --quiet --no-deps --no-index "$wheel" || true; done
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))" | tee -a "$OUT/gpu.txt"
 
-AMC_GPU_TEST_DEVICE=${DEVICE:-cuda} python3 -m pytest -p no:cacheprovider -m gpu tests/test_gpu.py -rA --junitxml="$OUT/pytest_gpu.xml" 2>&1 \
+step pytest
+AMC_GPU_TEST_DEVICE=${DEVICE:-cuda} python3 -m pytest -p no:cacheprovider -m gpu tests/test_gpu.py -rA 2>&1 \
   | tail -40 | tee "$OUT/pytest_gpu.log"
 
 data=.device/cifar10-jpeg.tar.gz
 for workers in ${WORKERS:-1 4}; do
-  timeout "${SEARCH_TIMEOUT:-240}" python3 -m agents.cli search --config experiments/configs/resnet20_c10_flops30.yaml \
+  step "search, $workers workers"
+  timeout "${SEARCH_TIMEOUT:-180}" python3 -m agents.cli search --config experiments/configs/resnet20_c10_flops30.yaml \
     --set data_dir=$data --set device="${DEVICE:-cuda}" --set workers="$workers" --set episodes="${EPISODES:-40}" \
     --set warmup_episodes="${EPISODES:-40}" --set report_samples=2000 --set out_dir=/tmp/runs \
     --set name="gpu-smoke-w$workers" --json 2>&1 | grep -v "search: *[0-9]*%" | tail -1 > "$OUT/search_w$workers.json"
 done
 
-timeout "${DDP_TIMEOUT:-240}" python3 experiments/benchmark_ddp.py --processes 1 --device "${DEVICE:-cuda}" --data-dir $data \
+step "fine-tune epoch"
+timeout "${DDP_TIMEOUT:-150}" python3 experiments/benchmark_ddp.py --processes 1 --device "${DEVICE:-cuda}" --data-dir $data \
   --results "$OUT/ddp.json" 2>&1 \
   | tail -5 | tee "$OUT/ddp.log"
 
+step report
 python3 - <<'PY'
 import json, os, pathlib
 out = pathlib.Path(os.environ["OUT"])
