@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from stable_baselines3 import DDPG, SAC, TD3
 
 from agents.buffers import EpisodeRewardReplayBuffer
+from agents.config import SearchConfig
 from agents.noise import TruncatedNormalDecayNoise, shared_schedule
 
 
@@ -39,58 +38,41 @@ class AmcSAC(SeparateCriticLearningRate, SAC):
 ALGORITHMS = {"ddpg": AmcDDPG, "td3": AmcTD3, "sac": AmcSAC}
 
 
-@dataclass
-class AgentSettings:
-    algorithm: str = "ddpg"
-    hidden: tuple[int, ...] = (300, 300)
-    actor_lr: float = 1e-4
-    critic_lr: float = 1e-3
-    tau: float = 0.01
-    gamma: float = 1.0
-    batch_size: int = 64
-    warmup_episodes: int = 100
-    noise_sigma: float = 0.5
-    noise_decay: float = 0.95
-    baseline_decay: float = 0.5
-    buffer_episodes: int = 1000
-    seed: int = 0
-    device: str = "auto"
-
-
-def make_agent(env, steps_per_episode: int, settings: AgentSettings):
+def make_agent(env, steps_per_episode: int, cfg: SearchConfig):
     """An SB3 agent with AMC's hyper-parameters: 300-300 nets, lr 1e-4/1e-3, tau 0.01, gamma 1, batch 64,
-    uniformly random warm-up episodes, decaying truncated-normal noise, and final-reward credit.
+    uniformly random warm-up episodes, decaying truncated-normal noise, and final-reward credit. `cfg.agent`
+    names the algorithm; the replay buffer holds `cfg.episodes` episodes (the whole search).
 
     With a VecEnv of N envs (N episodes side by side) the agent trains after every round of N episodes,
     as many gradient steps as the N episodes had steps, and the noise schedule counts every env's episodes."""
-    if settings.algorithm not in ALGORITHMS:
-        raise ValueError(f"unknown algorithm {settings.algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
-    cls = ALGORITHMS[settings.algorithm]
+    if cfg.agent not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {cfg.agent!r}; choose one of {', '.join(ALGORITHMS)}")
+    cls = ALGORITHMS[cfg.agent]
     n_envs = getattr(env, "num_envs", 1)
     kwargs = {}
-    if settings.algorithm != "sac":
+    if cfg.agent != "sac":
         noise = TruncatedNormalDecayNoise(
-            settings.noise_sigma, settings.noise_decay, settings.warmup_episodes, seed=settings.seed
+            cfg.noise_sigma, cfg.noise_decay, cfg.warmup_episodes, seed=cfg.seed
         )
         kwargs["action_noise"] = noise if n_envs == 1 else shared_schedule(noise, n_envs)
     agent = cls(
         "MlpPolicy",
         env,
-        learning_rate=settings.actor_lr,
-        buffer_size=max(settings.buffer_episodes * steps_per_episode, settings.batch_size),
-        learning_starts=settings.warmup_episodes * steps_per_episode,
-        batch_size=settings.batch_size,
-        tau=settings.tau,
-        gamma=settings.gamma,
+        learning_rate=cfg.actor_lr,
+        buffer_size=max(cfg.episodes * steps_per_episode, cfg.batch_size),
+        learning_starts=cfg.warmup_episodes * steps_per_episode,
+        batch_size=cfg.batch_size,
+        tau=cfg.tau,
+        gamma=cfg.gamma,
         train_freq=(1, "episode") if n_envs == 1 else (steps_per_episode, "step"),  # SB3: episodic needs 1 env
         gradient_steps=-1,
         replay_buffer_class=EpisodeRewardReplayBuffer,
-        replay_buffer_kwargs={"baseline_decay": settings.baseline_decay},
-        policy_kwargs={"net_arch": {"pi": list(settings.hidden), "qf": list(settings.hidden)}},
-        seed=settings.seed,
-        device=settings.device,
+        replay_buffer_kwargs={"baseline_decay": cfg.baseline_decay},
+        policy_kwargs={"net_arch": {"pi": list(cfg.hidden), "qf": list(cfg.hidden)}},
+        seed=cfg.seed,
+        device=cfg.device,
         verbose=0,
         **kwargs,
     )
-    agent.critic_learning_rate = settings.critic_lr
+    agent.critic_learning_rate = cfg.critic_lr
     return agent

@@ -10,7 +10,7 @@ from pathlib import Path
 from agents.checkpoint import load_agent, restore_agent
 from agents.config import SearchConfig, load_config
 from agents.ddpg import ALGORITHMS, make_agent
-from agents.search import agent_settings, build_env, play, stamp_policy
+from agents.search import build_env, play, stamp_policy
 from amc.budget import Budget
 from amc.checkpoint import load_checkpoint
 from amc.config import doc
@@ -61,7 +61,7 @@ def predict_command(cfg: PredictConfig) -> dict:
     if tuple(saved["observation_shape"]) != env.observation_space.shape:
         raise AmcError(f"{agent_path} observes {tuple(saved['observation_shape'])}, the env "
                        f"{env.observation_space.shape}")  # fmt: skip
-    agent = make_agent(env, len(env.steps), agent_settings(search_cfg))
+    agent = make_agent(env, len(env.steps), search_cfg)
     restore_agent(agent, saved)
     env.reset(seed=search_cfg.seed)
     info = play(env, lambda t, obs: float(agent.predict(obs, deterministic=True)[0][0]))

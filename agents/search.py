@@ -23,7 +23,7 @@ from agents import checkpoint as agent_checkpoint
 from agents.blackbox import BLACKBOX_AGENTS, OptunaSearcher, import_optuna
 from agents.callbacks import EpisodeCallback, EpisodeRecorder, PeriodicCheckpoint, write_json
 from agents.config import SearchConfig, dump_config, load_config
-from agents.ddpg import ALGORITHMS, AgentSettings, make_agent
+from agents.ddpg import ALGORITHMS, make_agent
 from agents.noise import TruncatedNormalDecayNoise, shared_schedule
 from agents.vec_env import BatchedEvaluationVecEnv
 from agents.workers import WorkerSpec, check_ray_address, resolve_backend, start_workers, worker_threads
@@ -104,15 +104,6 @@ def start_evaluator(cfg: SearchConfig, backend: str, teacher_blob: dict, teacher
     return CachedEvaluator(backend_impl, cost_model.pieces)
 
 
-def agent_settings(cfg: SearchConfig) -> AgentSettings:
-    return AgentSettings(
-        algorithm=cfg.agent, hidden=tuple(cfg.hidden), actor_lr=cfg.actor_lr, critic_lr=cfg.critic_lr, tau=cfg.tau,
-        gamma=cfg.gamma, batch_size=cfg.batch_size, warmup_episodes=cfg.warmup_episodes, noise_sigma=cfg.noise_sigma,
-        noise_decay=cfg.noise_decay, baseline_decay=cfg.baseline_decay, buffer_episodes=cfg.episodes, seed=cfg.seed,
-        device=cfg.device,
-    )  # fmt: skip
-
-
 def play(env: CompressionEnv, actions_for_step) -> dict:
     """One episode with actions from `actions_for_step(t, obs)`; returns the final info."""
     obs, _ = env.reset()
@@ -170,7 +161,7 @@ def _run_rl(cfg, vec_env, steps: int, recorder, resuming: bool, saved: tuple, st
     """Train the SB3 agent for the remaining episodes, saving every `checkpoint_every`; True if interrupted.
     SB3's own metrics (actor and critic losses, learning rates) go to TensorBoard under `train/`."""
     saved_agent, saved_buffer = saved
-    agent = make_agent(vec_env, steps, agent_settings(cfg))
+    agent = make_agent(vec_env, steps, cfg)
     if resuming and saved_agent is not None:
         agent_checkpoint.restore_agent(agent, saved_agent)
         if saved_buffer is not None:

@@ -17,8 +17,8 @@ from agents.buffers import EpisodeRewardReplayBuffer
 from agents.callbacks import TAGS
 from agents.checkpoint import load_agent, restore_agent, save_agent
 from agents.cli import main
-from agents.config import load_config
-from agents.ddpg import AgentSettings, AmcDDPG, make_agent
+from agents.config import SearchConfig, load_config
+from agents.ddpg import AmcDDPG, make_agent
 from agents.noise import TruncatedNormalDecayNoise
 from agents.search import SEARCHERS
 from amc.budget import Budget
@@ -37,7 +37,7 @@ def small_env():
 
 def test_ddpg_is_configured_like_amc():
     env = small_env()
-    agent = make_agent(env, len(env.steps), AgentSettings(warmup_episodes=3))
+    agent = make_agent(env, len(env.steps), SearchConfig(warmup_episodes=3))
     assert isinstance(agent, AmcDDPG)
     assert agent.tau == 0.01 and agent.gamma == 1.0 and agent.batch_size == 64
     assert agent.learning_starts == 3 * len(env.steps)
@@ -78,10 +78,10 @@ def test_noise_is_truncated_and_decays_after_warmup():
 
 def test_saved_agent_predicts_the_same(tmp_path):
     env = small_env()
-    agent = make_agent(env, len(env.steps), AgentSettings(warmup_episodes=0, batch_size=4))
+    agent = make_agent(env, len(env.steps), SearchConfig(warmup_episodes=0, batch_size=4))
     agent.learn(total_timesteps=3 * len(env.steps))
     save_agent(agent, tmp_path / "agent.pt", "ddpg")
-    loaded = make_agent(env, len(env.steps), AgentSettings(warmup_episodes=0, batch_size=4, seed=1))
+    loaded = make_agent(env, len(env.steps), SearchConfig(warmup_episodes=0, batch_size=4, seed=1))
     restore_agent(loaded, load_agent(tmp_path / "agent.pt"))
     assert loaded.num_timesteps == agent.num_timesteps
     observations = np.random.default_rng(0).uniform(0, 1, (10, 11)).astype(np.float32)
@@ -221,7 +221,7 @@ def test_search_config_errors_are_one_line(tmp_path, capsys):
 @pytest.mark.parametrize("algorithm", ["td3", "sac"])
 def test_td3_and_sac_are_one_setting_away(algorithm):
     env = small_env()
-    agent = make_agent(env, len(env.steps), AgentSettings(algorithm=algorithm, warmup_episodes=1, batch_size=4))
+    agent = make_agent(env, len(env.steps), SearchConfig(agent=algorithm, warmup_episodes=1, batch_size=4))
     agent.learn(total_timesteps=3 * len(env.steps))
     assert agent.critic.optimizer.param_groups[0]["lr"] == 1e-3
     assert agent.actor.optimizer.param_groups[0]["lr"] == 1e-4
