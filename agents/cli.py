@@ -1,18 +1,58 @@
-"""The `amc` command. Each subcommand's options come from one typed config dataclass (its --help)."""
+"""The `amc` command. Every subcommand reads one typed config dataclass the same way: its defaults, then
+`--config file.yaml`, then `--flags` (one per field), then `--set key=value`; COMMANDS says where each
+command's config and body live."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import sys
 import typing
-from collections.abc import Callable
 from pathlib import Path
 
+from agents.config import PredictConfig, ReportConfig, SearchConfig, config_help, dump_config, flag, resolve_config
+from amc.config import (
+    ApplyConfig,
+    BaselineConfig,
+    EvaluateConfig,
+    ExportConfig,
+    FinetuneConfig,
+    ProfileLatencyConfig,
+    TrainConfig,
+)
 from amc.distributed import torchrun_ranks
 from amc.errors import AmcError
 from amc.models import trust_model_code
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    config: type
+    body: str  # "module:function", imported when the command runs
+    saves_config: bool = False  # long work: the resolved config is written beside --out
+
+
+COMMANDS = {
+    "train-teacher": Command(TrainConfig, "amc.training:train_teacher", saves_config=True),
+    "evaluate": Command(EvaluateConfig, "amc.evaluation:evaluate_checkpoint"),
+    "apply": Command(ApplyConfig, "amc.commands:apply_command"),
+    "baseline": Command(BaselineConfig, "amc.commands:baseline_command"),
+    "finetune": Command(FinetuneConfig, "amc.commands:finetune_command", saves_config=True),
+    "profile-latency": Command(ProfileLatencyConfig, "amc.commands:profile_latency_command"),
+    "search": Command(SearchConfig, "agents.search:run_search"),  # writes config.yaml in its run folder itself
+    "export": Command(ExportConfig, "amc.commands:export_command"),
+    "report": Command(ReportConfig, "agents.report:write_report"),
+    "policy predict": Command(PredictConfig, "agents.predict:predict_command"),
+}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (what is wrong, and where the help is) and exit 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
 
 
 def _base_type(hint) -> type:
@@ -21,27 +61,61 @@ def _base_type(hint) -> type:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One option per dataclass field: `--data-dir` for `data_dir`, help from the field's metadata."""
+    """--config, one flag per field (`--data-dir` for `data_dir`; positional where the field says so) and --set.
+    Flags default to None (not given), so that the config file's values stand unless a flag is passed."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = config_help(cls)
+    parser.add_argument("--config", metavar="YAML", help=f"YAML file of {cls.__name__} keys (flags and --set win)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key")
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         kind = _base_type(hints[f.name])
-        help_text = f.metadata.get("help", "")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        help_text = f.metadata.get("help", "")
+        help_text = help_text if "default" in help_text else f"{help_text} (default: {default})"
         if f.metadata.get("positional"):
-            parser.add_argument(f.name, type=kind, help=help_text)
+            parser.add_argument(f.name, nargs="?", default=None, help=help_text)
         elif kind is bool:
-            parser.add_argument(
-                f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=default, help=help_text
-            )
+            parser.add_argument(flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction, help=help_text)
         else:
-            parser.add_argument(
-                f"--{f.name.replace('_', '-')}", type=kind, default=default,
-                help=help_text if "default" in help_text else f"{help_text} (default: {default})",
-            )  # fmt: skip
+            parser.add_argument(flag(f.name), dest=f.name, metavar=f.name.upper(), help=help_text)
 
 
-def config_from_args(cls: type, args: argparse.Namespace):
-    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+def config_from_args(cls: type, args: argparse.Namespace, config_path: str | None = None, command: str = ""):
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name) is not None}
+    return resolve_config(cls, config_path or args.config, flags, args.set, command)
+
+
+def _body(command: Command):
+    module, function = command.body.split(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def _run(name: str, args: argparse.Namespace):
+    command = COMMANDS[name]
+    if name != "search":
+        cfg = config_from_args(command.config, args, command=name)
+        target = _resolved_config_path(cfg, args) if command.saves_config else None
+        result = _body(command)(cfg)
+        if target is not None and torchrun_ranks().is_main:
+            dump_config(cfg, target)
+        return result, getattr(cfg, "json", False)
+    from agents.search import resume_config_path
+
+    if args.resume and args.config:
+        raise AmcError("--resume continues a run with its own config.yaml; drop --config (flags and --set still apply)")
+    path = resume_config_path(args.resume) if args.resume else None
+    cfg = config_from_args(SearchConfig, args, config_path=path, command=name)
+    return _body(command)(cfg, resume_dir=args.resume), args.json
+
+
+def _resolved_config_path(cfg, args: argparse.Namespace) -> Path:
+    """`<out without suffix>.config.yaml`, written after the command succeeds; never the --config file itself."""
+    target = Path(cfg.out).with_suffix(".config.yaml")
+    if args.config and target.resolve() == Path(args.config).resolve():
+        raise AmcError(f"--config {args.config} would be overwritten by this run's resolved config; "
+                       f"pass another --out or rename the config file")  # fmt: skip
+    return target
 
 
 def _print_result(result: dict, as_json: bool) -> None:
@@ -53,109 +127,53 @@ def _print_result(result: dict, as_json: bool) -> None:
         print(json.dumps(result))
 
 
-def _search(args: argparse.Namespace) -> dict:
-    from agents.search import resume_config, run_search
-
-    flags = [f"{key[len(FIELD_FLAG):]}={value}" for key, value in vars(args).items()
-             if key.startswith(FIELD_FLAG) and value is not None]  # fmt: skip
-    args.set = [*flags, *args.set]  # `--episodes 40` is `--set episodes=40`; an explicit --set comes last and wins
-    if args.init_agent:
-        args.set = [*args.set, f"init_agent={args.init_agent}"]
-    if args.resume:
-        return run_search(resume_config(args.resume, args.set), resume_dir=args.resume)
-    from agents.config import load_config
-
-    return run_search(load_config(args.config, args.set))
-
-
-FIELD_FLAG = "config_key_"
-
-
-def _add_search_arguments(parser: argparse.ArgumentParser) -> None:
-    from agents.config import SearchConfig, config_help
-
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.epilog = config_help()
-    parser.add_argument("--config", help="YAML file of SearchConfig fields (e.g. experiments/configs/*.yaml)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run in this folder")
-    parser.add_argument("--init-agent", metavar="AGENT_PT", help="warm-start from a saved agent (= --set init_agent=…)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
-    fields = parser.add_argument_group("config keys as flags (`--episodes 40` = `--set episodes=40`; listed below)")
-    for field in dataclasses.fields(SearchConfig):
-        flag = f"--{field.name.replace('_', '-')}"
-        if field.name != "init_agent":
-            fields.add_argument(flag, dest=FIELD_FLAG + field.name, metavar="VALUE", help=argparse.SUPPRESS)
-
-
-def _add_policy_arguments(parser: argparse.ArgumentParser) -> None:
-    from agents.predict import PredictConfig
-
-    actions = parser.add_subparsers(dest="policy_command", required=True)
-    add_config_arguments(actions.add_parser("predict", help=PredictConfig.__doc__, description=PredictConfig.__doc__),
-                         PredictConfig)  # fmt: skip
-
-
-def _policy(args: argparse.Namespace) -> dict:
-    from agents.predict import PredictConfig, predict_command
-
-    return predict_command(config_from_args(PredictConfig, args))
-
-
-def _commands() -> dict[str, tuple[str, Callable, Callable]]:
-    """name -> (help, add_arguments(parser), run(args))."""
-    from agents.report import ReportConfig, write_report
-    from amc import commands
-    from amc.evaluation import EvaluateConfig, evaluate_checkpoint
-    from amc.training import TrainConfig, train_teacher
-
-    def from_config(cls: type, fn: Callable) -> tuple[str, Callable, Callable]:
-        return cls.__doc__, lambda p: add_config_arguments(p, cls), lambda a: fn(config_from_args(cls, a))
-
-    return {
-        "train-teacher": from_config(TrainConfig, train_teacher),
-        "evaluate": from_config(EvaluateConfig, evaluate_checkpoint),
-        "apply": from_config(commands.ApplyConfig, commands.apply_command),
-        "baseline": from_config(commands.BaselineConfig, commands.baseline_command),
-        "finetune": from_config(commands.FinetuneConfig, commands.finetune_command),
-        "profile-latency": from_config(commands.ProfileLatencyConfig, commands.profile_latency_command),
-        "search": ("Search a per-layer compression policy under a budget.", _add_search_arguments, _search),
-        "export": from_config(commands.ExportConfig, commands.export_command),
-        "report": (
-            ReportConfig.__doc__,
-            lambda p: add_config_arguments(p, ReportConfig),
-            lambda a: write_report(config_from_args(ReportConfig, a)),
-        ),  # fmt: skip
-        "policy": ("Work with saved policies and agents: `amc policy predict`.", _add_policy_arguments, _policy),
-    }
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="amc", description="AutoML model compression under a hardware budget.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for name, command in COMMANDS.items():
+        help_text = command.config.__doc__
+        if " " in name:  # `policy predict`: a group of subcommands
+            group, action = name.split()
+            if group not in groups:
+                group_parser = sub.add_parser(group, help=f"work with saved policies and agents: `amc {name}`")
+                groups[group] = group_parser.add_subparsers(dest=f"{group}_command", required=True)
+            command_parser = groups[group].add_parser(action, help=help_text, description=help_text)
+        else:
+            command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        add_config_arguments(command_parser, command.config)
+        if name == "search":
+            command_parser.add_argument(
+                "--resume", metavar="RUN_DIR", help="continue an interrupted run in this folder"
+            )
+            command_parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+        command_parser.add_argument("--trust-model-code", action="append", default=[], metavar="FILE",
+                                    help="build checkpoints whose architecture is this .py file (it runs)")  # fmt: skip
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="amc", description="AutoML model compression under a hardware budget.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    commands = _commands()
-    for name, (help_text, add_arguments, _) in commands.items():
-        command_parser = sub.add_parser(name, help=help_text, description=help_text)
-        add_arguments(command_parser)
-        command_parser.add_argument("--trust-model-code", action="append", default=[], metavar="FILE",
-                                    help="build checkpoints whose architecture is this .py file (it runs)")  # fmt: skip
-    args = parser.parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    name = args.command if args.command != "policy" else f"policy {args.policy_command}"
+    if unknown:
+        extra = " ".join(unknown)
+        print(f"amc {name}: error: unrecognized arguments: {extra}; see `amc {name} --help`", file=sys.stderr)
+        return 2
     try:
         for file_name in args.trust_model_code:
             if not Path(file_name).is_file():
                 raise AmcError(f"--trust-model-code {file_name}: no such file")
             trust_model_code(file_name)
-        result = commands[args.command][2](args)
+        result, as_json = _run(name, args)
     except AmcError as exc:
         if torchrun_ranks().is_main:  # under torchrun every rank fails alike; one line is enough
-            print(f"amc {args.command}: error: {exc}", file=sys.stderr)
+            print(f"amc {name}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"amc {args.command}: interrupted; everything written so far is kept (resume with --resume)",
-              file=sys.stderr)  # fmt: skip
+        print(f"amc {name}: interrupted; everything written so far is kept (resume with --resume)", file=sys.stderr)
         return 130
     if isinstance(result, dict):
-        _print_result(result, getattr(args, "json", False))
+        _print_result(result, as_json)
     return 0
 
 

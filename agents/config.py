@@ -1,5 +1,6 @@
-"""`SearchConfig`: every knob of `amc search` in one typed dataclass. A YAML file supplies defaults and
-`--set key=value` overrides them; the resolved config is written next to the run."""
+"""The search layer's typed configs (`SearchConfig`, `PredictConfig`, `ReportConfig`; amc/config.py holds the
+core commands'), and how any command's config is resolved: defaults, then a YAML file, then `--flags`, then
+`--set key=value`, every value checked against the field's type (one line naming the key when it is wrong)."""
 
 from __future__ import annotations
 
@@ -70,7 +71,36 @@ class SearchConfig:
     out_dir: str = doc("runs", "parent folder of run folders")
 
 
-def _coerce(value, hint, key: str):
+@dataclass
+class PredictConfig:
+    """Run a saved agent greedily on a teacher and budget and write the policy it chooses."""
+
+    agent: str = doc("agent.pt", "agent saved by `amc search` (its config.yaml beside it sets mode and ranges)")
+    teacher: str = doc("teacher.pt", "teacher checkpoint to compress")
+    budget: str | None = doc(None, "budget, e.g. flops=0.4 (default: the search's)")
+    mode: str | None = doc(None, "compression mode (default: the search's)")
+    data_dir: str | None = doc(None, "data for the accuracy check (default: the teacher's)")
+    out: str = doc("policy.json", "policy JSON to write")
+    device: str = doc("auto", DEVICE_HELP)
+    json: bool = doc(False, "print one JSON object as the last line of stdout")
+
+
+@dataclass
+class ReportConfig:
+    """Write a one-page Markdown summary with PNG plots of a search run."""
+
+    run_dir: str = doc("runs/search", "run folder written by `amc search`", positional=True)
+    out: str | None = doc(None, "folder for report.md and the PNGs (default: RUN_DIR/report)")
+    json: bool = doc(False, "print one JSON object as the last line of stdout")
+
+
+_EXAMPLES = {"int": "a whole number, e.g. 400", "float": "a number, e.g. 0.5", "list": "a list, e.g. [300, 300]",
+             "bool": "true or false", "str": "text"}  # fmt: skip
+_BOOLS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
+
+def coerce(value, hint, label: str):
+    """`value` as the field type `hint` (X | None allowed); AmcError naming `label` when it is not one."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None
         hint = next(a for a in typing.get_args(hint) if a is not type(None))
     target = typing.get_origin(hint) or hint
@@ -79,16 +109,21 @@ def _coerce(value, hint, key: str):
     try:
         if target is list:
             items = value if isinstance(value, list) else yaml.safe_load(str(value))
+            if not isinstance(items, list):
+                raise ValueError(value)
             return [int(v) for v in items]
         if target is bool:
-            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+            if isinstance(value, bool):
+                return value
+            return _BOOLS[str(value).lower()]
+        if isinstance(value, (list, dict)):
+            raise ValueError(value)
         if target is int and (isinstance(value, bool) or (isinstance(value, float) and not value.is_integer())):
             raise ValueError(value)  # int(1.7) would silently become 1
         return target(value)
-    except (TypeError, ValueError) as exc:
-        example = {"int": "a whole number, e.g. 400", "float": "a number, e.g. 0.5", "list": "a list, e.g. [300, 300]",
-                   "str": "text"}.get(target.__name__, target.__name__)  # fmt: skip
-        raise AmcError(f"config key {key}={value!r} is not a valid {target.__name__}; write {example}") from exc
+    except (TypeError, ValueError, KeyError) as exc:
+        example = _EXAMPLES.get(target.__name__, target.__name__)
+        raise AmcError(f"{label} is not a valid {target.__name__}; write {example}") from exc
 
 
 def _yaml(text: str, where: str):
@@ -100,8 +135,14 @@ def _yaml(text: str, where: str):
         raise AmcError(f"{where} is not valid YAML{at}: {getattr(exc, 'problem', None) or exc}") from None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> SearchConfig:
-    """Defaults, then the YAML file, then `key=value` overrides; unknown keys are refused."""
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def resolve_config(cls, path: str | Path | None = None, flags: dict | None = None, overrides=(), command: str = ""):
+    """A `cls` from its defaults, then the YAML file at `path`, then `flags` ({field: raw value}), then
+    `key=value` overrides (YAML values); unknown keys and values of the wrong type are refused."""
+    hints = typing.get_type_hints(cls)
     values: dict = {}
     if path is not None:
         path = Path(path)
@@ -109,30 +150,39 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Se
             raise AmcError(f"config file {path} does not exist")
         loaded = _yaml(path.read_text(), str(path)) or {}
         if not isinstance(loaded, dict):
-            raise AmcError(f"{path} must hold a YAML mapping of SearchConfig fields")
-        values.update(loaded)
+            raise AmcError(f"{path} must hold a YAML mapping of {cls.__name__} fields")
+        values.update({k: (v, f"config key {k}={v!r} in {path}") for k, v in loaded.items()})
+    for key, raw in (flags or {}).items():
+        values[key] = (raw, f"config key {key}={raw}")
     for item in overrides:
         if "=" not in item:
             raise AmcError(f"--set takes key=value, got {item!r}")
         key, raw = item.split("=", 1)
-        values[key.strip()] = _yaml(raw, f"--set {item}")
-    hints = typing.get_type_hints(SearchConfig)
+        key = key.strip()
+        parsed = _yaml(raw, f"--set {item}")
+        values[key] = (parsed, f"config key {key}={parsed!r}")
     unknown = set(values) - set(hints)
     if unknown:
-        raise AmcError(f"unknown config keys {sorted(unknown)}; see `amc search --help`")
-    return SearchConfig(**{k: _coerce(v, hints[k], k) for k, v in values.items()})
+        raise AmcError(f"unknown config keys {sorted(unknown)}; see `amc {command or '<command>'} --help`")
+    return cls(**{k: coerce(v, hints[k], label) for k, (v, label) in values.items()})
 
 
-def dump_config(cfg: SearchConfig, path: Path) -> None:
+def load_config(path: str | Path | None = None, overrides=()) -> SearchConfig:
+    """A `SearchConfig` from a YAML file and `key=value` overrides."""
+    return resolve_config(SearchConfig, path, None, overrides, command="search")
+
+
+def dump_config(cfg, path: Path) -> None:
+    """The resolved config as YAML, written atomically; `--config` reads it back."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
     tmp.replace(path)
 
 
-def config_help() -> str:
-    hints = typing.get_type_hints(SearchConfig)
-    lines = ["config keys (in the YAML file, as --set key=value, or as flags: --data-dir x for data_dir=x):"]
-    for f in dataclasses.fields(SearchConfig):
+def config_help(cls) -> str:
+    hints = typing.get_type_hints(cls)
+    lines = ["config keys (in the --config YAML file, as --set key=value, or as flags: --data-dir x for data_dir=x):"]
+    for f in dataclasses.fields(cls):
         kind = getattr(hints[f.name], "__name__", str(hints[f.name]))
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         lines.append(f"  {f.name} ({kind}, default {default!r}): {f.metadata['help']}")

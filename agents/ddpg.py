@@ -51,9 +51,7 @@ def make_agent(env, steps_per_episode: int, cfg: SearchConfig):
     n_envs = getattr(env, "num_envs", 1)
     kwargs = {}
     if cfg.agent != "sac":
-        noise = TruncatedNormalDecayNoise(
-            cfg.noise_sigma, cfg.noise_decay, cfg.warmup_episodes, seed=cfg.seed
-        )
+        noise = TruncatedNormalDecayNoise(cfg.noise_sigma, cfg.noise_decay, cfg.warmup_episodes, seed=cfg.seed)
         kwargs["action_noise"] = noise if n_envs == 1 else shared_schedule(noise, n_envs)
     agent = cls(
         "MlpPolicy",

@@ -4,34 +4,18 @@ budget, gives a policy in seconds."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 
 from agents.checkpoint import load_agent, restore_agent
-from agents.config import SearchConfig, load_config
+from agents.config import PredictConfig, SearchConfig, load_config
 from agents.ddpg import ALGORITHMS, make_agent
 from agents.search import build_env, play, stamp_policy
 from amc.budget import Budget
 from amc.checkpoint import load_checkpoint
-from amc.config import doc
-from amc.device import DEVICE_HELP
 from amc.errors import AmcError
 from amc.outputs import refuse_overwriting_inputs
 from amc.policy import CompressionPolicy
-
-
-@dataclass
-class PredictConfig:
-    """Run a saved agent greedily on a teacher and budget and write the policy it chooses."""
-
-    agent: str = doc("agent.pt", "agent saved by `amc search` (its config.yaml beside it sets mode and ranges)")
-    teacher: str = doc("teacher.pt", "teacher checkpoint to compress")
-    budget: str | None = doc(None, "budget, e.g. flops=0.4 (default: the search's)")
-    mode: str | None = doc(None, "compression mode (default: the search's)")
-    data_dir: str | None = doc(None, "data for the accuracy check (default: the teacher's)")
-    out: str = doc("policy.json", "policy JSON to write")
-    device: str = doc("auto", DEVICE_HELP)
-    json: bool = doc(False, "print one JSON object as the last line of stdout")
 
 
 def search_config_beside(agent_path: Path, cfg: PredictConfig) -> SearchConfig:

@@ -4,23 +4,13 @@ with the reward curve, the best policy per layer (AMC's figure) and the teacher-
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from amc.config import doc
+from agents.config import ReportConfig
 from amc.errors import AmcError
 from amc.policy import CompressionPolicy
-
-
-@dataclass
-class ReportConfig:
-    """Write a one-page Markdown summary with PNG plots of a search run."""
-
-    run_dir: str = doc("runs/search", "run folder written by `amc search`", positional=True)
-    out: str | None = doc(None, "folder for report.md and the PNGs (default: RUN_DIR/report)")
-    json: bool = doc(False, "print one JSON object as the last line of stdout")
 
 
 def episode_scalars(run_dir: Path) -> dict[str, list[float]]:

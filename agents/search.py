@@ -22,7 +22,7 @@ from stable_baselines3.common.noise import VectorizedActionNoise
 from agents import checkpoint as agent_checkpoint
 from agents.blackbox import BLACKBOX_AGENTS, OptunaSearcher, import_optuna
 from agents.callbacks import EpisodeCallback, EpisodeRecorder, PeriodicCheckpoint, write_json
-from agents.config import SearchConfig, dump_config, load_config
+from agents.config import SearchConfig, dump_config
 from agents.ddpg import ALGORITHMS, make_agent
 from agents.noise import TruncatedNormalDecayNoise, shared_schedule
 from agents.vec_env import BatchedEvaluationVecEnv
@@ -30,9 +30,10 @@ from agents.workers import WorkerSpec, check_ray_address, resolve_backend, start
 from amc.baselines import random_policy, uniform
 from amc.budget import Budget
 from amc.checkpoint import load_checkpoint, package_versions
+from amc.config import FinetuneSettings
 from amc.data import DataSplits
 from amc.device import resolve_device
-from amc.distill import FinetuneSettings, finetune
+from amc.distill import finetune
 from amc.errors import AmcError
 from amc.evaluation import evaluate_report, load_data_for
 from amc.evaluator import CachedEvaluator, CandidateEvaluator, EvaluationSettings
@@ -402,13 +403,16 @@ def _search(cfg, backend: str, vec_env: BatchedEvaluationVecEnv, teacher_blob: d
                                teacher_fields(teacher_blob, env.teacher))  # fmt: skip
     started = time.perf_counter()
     earlier_seconds, earlier_env_seconds = state.get("seconds", 0.0), state.get("env_seconds", 0.0)
+    earlier_evaluations = state.get("evaluations", 0), state.get("evaluation_seconds", 0.0)  # before a resume
     state_path = run_dir / "search_state.json"
 
     def save_state(agent=None) -> None:
         if agent is not None:
             save_agent_state(agent, cfg, run_dir, state)
         state.update(recorder=recorder.state(), seconds=time.perf_counter() - started + earlier_seconds,
-                     env_seconds=vec_env.seconds + earlier_env_seconds, workers=cfg.workers)  # fmt: skip
+                     env_seconds=vec_env.seconds + earlier_env_seconds, workers=cfg.workers,
+                     evaluations=vec_env.evaluator.evaluations + earlier_evaluations[0],
+                     evaluation_seconds=vec_env.evaluator.evaluation_seconds + earlier_evaluations[1])  # fmt: skip
         write_json(state_path, state)
 
     with stop_on_signals():
@@ -437,8 +441,8 @@ def _search(cfg, backend: str, vec_env: BatchedEvaluationVecEnv, teacher_blob: d
         "best_episode": policy.metadata.get("episode"), "search_minutes": elapsed / 60.0,
         "backend": backend, "workers": cfg.workers, "device": str(resolve_device(cfg.device)),
         "precision": cfg.precision,
-        "episodes_per_minute": episodes_per_minute, "evaluations": vec_env.evaluator.evaluations,
-        "seconds_per_candidate": vec_env.evaluator.evaluation_seconds / max(vec_env.evaluator.evaluations, 1),
+        "episodes_per_minute": episodes_per_minute, "evaluations": state["evaluations"],
+        "seconds_per_candidate": state["evaluation_seconds"] / max(state["evaluations"], 1),
         "agent_overhead": max(0.0, 1.0 - env_seconds / max(elapsed, 1e-9)),
         "best_val_subset_accuracy": recorder.best_info["accuracy"],
         **_final_student(cfg, evaluator, teacher_blob, run_dir, policy),
@@ -455,8 +459,9 @@ def _search(cfg, backend: str, vec_env: BatchedEvaluationVecEnv, teacher_blob: d
     return results
 
 
-def resume_config(run_dir: str | Path, overrides: list[str]) -> SearchConfig:
+def resume_config_path(run_dir: str | Path) -> Path:
+    """The config.yaml of an interrupted run, which `--resume` reads instead of `--config`."""
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise AmcError(f"{run_dir} is not a run folder (no config.yaml); pass the folder `amc search` created")
-    return load_config(path, overrides)
+    return path

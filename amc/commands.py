@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import statistics
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +16,9 @@ import torch.nn as nn
 from amc.baselines import global_pruning, random_policy, uniform
 from amc.budget import Budget
 from amc.checkpoint import load_checkpoint
-from amc.config import doc
-from amc.device import DEVICE_HELP, resolve_device
-from amc.distill import FinetuneSettings, finetune, recalibrate_bn
+from amc.config import ApplyConfig, BaselineConfig, ExportConfig, FinetuneConfig, FinetuneSettings, ProfileLatencyConfig
+from amc.device import resolve_device
+from amc.distill import finetune, recalibrate_bn
 from amc.distributed import finish, start
 from amc.errors import AmcError
 from amc.evaluation import load_data_for
@@ -65,25 +65,6 @@ def search_settings(policy: CompressionPolicy) -> dict:
 # ----------------------------------------------------------------------------- apply
 
 
-@dataclass
-class ApplyConfig:
-    """Apply a compression policy to a teacher and save the student (a search's policy reproduces its
-    student.pt exactly, BatchNorm recalibration included)."""
-
-    teacher: str = doc("teacher.pt", "teacher checkpoint")
-    policy: str = doc("policy.json", "policy JSON (from `amc baseline` or `amc search`)")
-    out: str = doc("student.pt", "student checkpoint to write")
-    recalibrate_bn: int | None = doc(
-        None, "re-estimate BatchNorm statistics from this many training batches (default: as the search did, else 0)"
-    )
-    recalibrate_precision: str | None = doc(None, "bf16 or fp32 for recalibration (default: as the search did)")
-    reconstruct: bool | None = doc(None, "refit layers that lost inputs by least squares (default: as the search)")
-    force: bool = doc(False, "apply a policy searched on another model of the same family (warns)")
-    data_dir: str | None = doc(None, "data for recalibration and reconstruction (default: the teacher's)")
-    device: str = doc("auto", DEVICE_HELP)
-    json: bool = doc(False, "print one JSON object as the last line of stdout")
-
-
 def apply_command(cfg: ApplyConfig) -> dict:
     refuse_overwriting_inputs(cfg.out, teacher=cfg.teacher, policy=cfg.policy)
     device = resolve_device(cfg.device)
@@ -108,25 +89,6 @@ def apply_command(cfg: ApplyConfig) -> dict:
 
 
 # ----------------------------------------------------------------------------- baseline
-
-
-@dataclass
-class BaselineConfig:
-    """Write a baseline policy that meets a budget: uniform, random, or Torch-Pruning's global pruning."""
-
-    method: str = doc("uniform", "uniform, random or global", positional=True)
-    teacher: str = doc("teacher.pt", "teacher checkpoint")
-    flops: float | None = doc(None, "FLOPs budget as a ratio of the teacher's")
-    params: float | None = doc(None, "parameter budget as a ratio of the teacher's")
-    size: float | None = doc(None, "size budget as a ratio of the teacher's")
-    round_to: int = doc(1, "round kept channels to a multiple of this")
-    seed: int = doc(0, "seed of the random policy")
-    importance: str = doc("l1", "global: channel importance, l1, l1-normalized, lamp or taylor (needs data)")
-    max_pruning_ratio: float = doc(0.8, "global: the most of any one layer's channels that may be removed")
-    data_dir: str | None = doc(None, "global with taylor: data folder or .tar.gz (default: the teacher's)")
-    out: str = doc("policy.json", "policy JSON to write")
-    device: str = doc("auto", DEVICE_HELP)
-    json: bool = doc(False, "print one JSON object as the last line of stdout")
 
 
 def baseline_command(cfg: BaselineConfig) -> dict:
@@ -156,20 +118,6 @@ def baseline_command(cfg: BaselineConfig) -> dict:
 
 
 # ----------------------------------------------------------------------------- finetune
-
-
-@dataclass
-class FinetuneConfig(FinetuneSettings):
-    """KD fine-tune a student against its teacher; checkpoint every epoch."""
-
-    student: str = doc("student.pt", "student checkpoint (from `amc apply`)")
-    teacher: str = doc("teacher.pt", "teacher checkpoint")
-    out: str = doc("student_ft.pt", "fine-tuned student checkpoint; rewritten after every epoch")
-    data_dir: str | None = doc(None, "data (default: the teacher's)")
-    tb_dir: str | None = doc(None, "TensorBoard folder (default: <out without suffix>.tb)")
-    device: str = doc("auto", DEVICE_HELP)
-    resume: bool = doc(False, "continue from the checkpoint at --out")
-    json: bool = doc(False, "print one JSON object as the last line of stdout")
 
 
 def finetune_command(cfg: FinetuneConfig) -> dict | None:
@@ -233,22 +181,6 @@ def finetune_command(cfg: FinetuneConfig) -> dict | None:
 # ----------------------------------------------------------------------------- profile-latency
 
 
-@dataclass
-class ProfileLatencyConfig:
-    """Build a per-layer latency lookup table and report its error on random students."""
-
-    model: str = doc("teacher.pt", "checkpoint, or a registry name with --input-shape", positional=True)
-    out: str = doc("lut.json", "latency table to write")
-    input_shape: str = doc("3,32,32", "input shape C,H,W when MODEL is a registry name")
-    batch_size: int = doc(1, "batch size the table is built for")
-    threads: int = doc(1, "CPU threads used for every measurement")
-    grid_points: int = doc(6, "channel-count grid points per dimension")
-    check: int = doc(20, "random students to measure prediction error on (0: skip)")
-    seed: int = doc(0, "seed of the random students")
-    device: str = doc("auto", DEVICE_HELP)
-    json: bool = doc(False, "print one JSON object as the last line of stdout")
-
-
 def profile_latency_command(cfg: ProfileLatencyConfig) -> dict:
     refuse_overwriting_inputs(cfg.out, model=cfg.model)
     device = resolve_device(cfg.device)
@@ -294,18 +226,6 @@ def profile_latency_command(cfg: ProfileLatencyConfig) -> dict:
 
 
 # ----------------------------------------------------------------------------- export
-
-
-@dataclass
-class ExportConfig:
-    """Export a student for deployment (TorchScript, ONNX or packed low-bit weights) and check the file."""
-
-    student: str = doc("student.pt", "student (or teacher) checkpoint", positional=True)
-    format: str = doc("torchscript", "torchscript, onnx or packed (bits-wide integer codes + per-channel scales)")
-    out: str | None = doc(None, "file to write (default: STUDENT with .ts, .onnx or .amcpack)")
-    tolerance: float = doc(1e-4, "largest output difference from PyTorch accepted, relative to the largest |output|")
-    device: str = doc("auto", f"where the written file is checked against PyTorch: {DEVICE_HELP}")
-    json: bool = doc(False, "print one JSON object as the last line of stdout")
 
 
 def export_command(cfg: ExportConfig) -> dict:

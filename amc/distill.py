@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import itertools
 import math
-import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from amc.config import doc
+from amc.config import FinetuneSettings
 from amc.data import DataSplits
 from amc.device import resolve_device
-from amc.distributed import ONE_PROCESS, Ranks, barrier, wrap
-from amc.errors import AmcError
+from amc.distributed import ONE_PROCESS, Ranks
 from amc.precision import autocast, resolve_precision
-from amc.training import LossFn, evaluate_accuracy, make_optimizer, train_epoch
+from amc.training import LossFn, fit, make_optimizer
 
 
 def kd_loss(
@@ -99,27 +97,6 @@ def recalibrate_bn_on(model: nn.Module, images: Iterable[torch.Tensor], precisio
     return model
 
 
-@dataclass
-class FinetuneSettings:
-    """How a student is fine-tuned against its teacher."""
-
-    epochs: int = doc(15, "KD fine-tuning epochs (ignored when --steps is set)")
-    steps: int | None = doc(None, "fine-tune for this many batches instead of whole epochs")
-    batch_size: int = doc(128, "batch size")
-    lr: float = doc(0.05, "initial learning rate, cosine-annealed to 0")
-    momentum: float = doc(0.9, "Nesterov momentum")
-    weight_decay: float = doc(5e-4, "weight decay")
-    alpha: float = doc(0.9, "weight of the soft-target KL term; 1 - alpha weighs cross-entropy")
-    temperature: float = doc(4.0, "softmax temperature T of the soft targets")
-    mse_weight: float = doc(0.0, "weight of N2N's MSE between student and teacher logits")
-    precision: str = doc("auto", "auto (bf16 where native), bf16 or fp32 for training")
-    seed: int = doc(0, "seed for shuffling and augmentation")
-
-    def check(self) -> None:
-        if (self.steps if self.steps is not None else self.epochs) < 1:
-            raise AmcError("fine-tuning would run no steps; set --epochs or --steps above 0")
-
-
 def finetune(
     student: nn.Module,
     teacher: nn.Module,
@@ -141,7 +118,6 @@ def finetune(
     settings.precision = resolve_precision(settings.precision, device)
     student.to(device)
     teacher.to(device).eval()
-    trained = wrap(student, ranks, device)
     loss_fn = distillation_loss(teacher, settings.alpha, settings.temperature, settings.mse_weight)
     steps_per_epoch = len(data.batches("train", settings.batch_size, shard=ranks.shard))
     total_steps = settings.steps or settings.epochs * steps_per_epoch
@@ -150,53 +126,28 @@ def finetune(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
     )
-    generator = torch.Generator().manual_seed(settings.seed)
-    start_epoch, history = 0, []
-    if resume_state is not None:
-        optimizer.load_state_dict(resume_state["optimizer"])
-        scheduler.load_state_dict(resume_state["scheduler"])
-        generator.set_state(resume_state["generator"])
-        start_epoch, history = resume_state["epoch"], resume_state["history"]
-    started = time.time() - (history[-1]["seconds"] if history else 0.0)
-    for epoch in range(start_epoch, epochs):
-        remaining = total_steps - epoch * steps_per_epoch
-        stats = train_epoch(
-            trained,
-            data,
-            loss_fn,
-            optimizer,
-            scheduler,
-            batch_size=settings.batch_size,
-            precision=settings.precision,
-            generator=generator,
-            device=device,
-            max_steps=min(steps_per_epoch, remaining),
-            desc=f"KD epoch {epoch + 1}/{epochs}",
-            progress=show_progress,
-            ranks=ranks,
-        )
-        val = (
-            evaluate_accuracy(student, data, "val", precision=settings.precision, device=device)
-            if ranks.is_main
-            else None
-        )
-        history.append({"epoch": epoch + 1, **stats, "val_accuracy": val, "seconds": time.time() - started})
-        if writer is not None:
-            writer.add_scalar("finetune/loss", stats["loss"], epoch + 1)
-            writer.add_scalar("finetune/val_accuracy", val, epoch + 1)
-            writer.add_scalar("finetune/lr", optimizer.param_groups[0]["lr"], epoch + 1)
-            writer.flush()
-        if on_epoch_end is not None:
-            on_epoch_end(
-                epoch + 1,
-                {
-                    "epoch": epoch + 1,
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "generator": generator.get_state(),
-                    "history": history,
-                    "settings": asdict(settings),
-                },
-            )
-        barrier(ranks)  # the other ranks wait for rank 0's evaluation and checkpoint
+
+    def epoch_end(epoch: int, metrics: dict, state: dict) -> None:
+        on_epoch_end(epoch, {**state, "settings": asdict(settings)})
+
+    history = fit(
+        student,
+        data,
+        loss_fn,
+        optimizer,
+        scheduler,
+        epochs=epochs,
+        total_steps=total_steps,
+        batch_size=settings.batch_size,
+        precision=settings.precision,
+        generator=torch.Generator().manual_seed(settings.seed),
+        device=device,
+        resume_state=resume_state,
+        writer=writer,
+        tb_tags={"loss": "finetune/loss", "val_accuracy": "finetune/val_accuracy", "lr": "finetune/lr"},
+        on_epoch_end=epoch_end if on_epoch_end is not None else None,
+        desc="KD fine-tune",
+        progress=show_progress,
+        ranks=ranks,
+    )
     return {"val_accuracy": history[-1]["val_accuracy"], "epochs": epochs, "seconds": history[-1]["seconds"]}

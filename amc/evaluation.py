@@ -4,35 +4,17 @@ from __future__ import annotations
 
 import statistics
 import warnings
-from dataclasses import dataclass
 
 import torch.nn as nn
 from tqdm.auto import tqdm
 
 from amc.checkpoint import load_checkpoint
-from amc.config import doc
+from amc.config import EvaluateConfig
 from amc.data import DataSplits, load_dataset
-from amc.device import DEVICE_HELP, resolve_device
+from amc.device import resolve_device
 from amc.measured_cost import count_macs, count_params, flop_counter_macs, measure_latency, model_device, size_bytes
 from amc.student import model_from_checkpoint
 from amc.training import evaluate_accuracy
-
-
-@dataclass
-class EvaluateConfig:
-    """Report accuracy, MACs, params, size and latency (on --device) of a checkpoint."""
-
-    model: str = doc("teacher.pt", "teacher or student checkpoint", positional=True)
-    dataset: str | None = doc(None, "data set name (default: the one stored in the checkpoint)")
-    data_dir: str | None = doc(None, "data folder or .tar.gz (default: the one stored in the checkpoint)")
-    seed: int | None = doc(None, "val-split seed (default: the one the checkpoint was trained with)")
-    latency_repeats: int = doc(20, "timed repeats per batch size (median reported)")
-    threads: int | None = doc(None, "CPU threads for latency (default: torch's current setting)")
-    device: str = doc("auto", DEVICE_HELP)
-    speedup_over: str | None = doc(
-        None, "a reference checkpoint (e.g. the teacher): both are timed alternately, adding speedup_b1/b128"
-    )
-    json: bool = doc(False, "print one JSON object as the last line of stdout")
 
 
 def cost_report(model: nn.Module, input_shape, *, latency_repeats: int = 20, threads: int | None = None) -> dict:

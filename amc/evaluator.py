@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from amc.config import FinetuneSettings
 from amc.data import DataSplits
-from amc.distill import FinetuneSettings, finetune, recalibrate_bn_on, recalibration_batches
+from amc.distill import finetune, recalibrate_bn_on, recalibration_batches
 from amc.measured_cost import count_macs, count_params, size_bytes
 from amc.policy import CompressionPolicy
 from amc.precision import resolve_precision

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -14,9 +14,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from amc.checkpoint import load_checkpoint, save_checkpoint
-from amc.config import doc
+from amc.config import TrainConfig
 from amc.data import DataSplits, load_dataset
-from amc.device import DEVICE_HELP
 from amc.distributed import ONE_PROCESS, Ranks, barrier, finish, start, summed, wrap
 from amc.errors import AmcError
 from amc.models import SMALL_INPUT_PIXELS, create_model, input_kwargs, model_spec, trust_named_model
@@ -117,6 +116,78 @@ def train_epoch(
     return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1)}
 
 
+EpochEnd = Callable[[int, dict, dict], None]
+"""on_epoch_end(epoch, metrics, state): metrics has the epoch's loss, accuracy and val_accuracy; state resumes."""
+
+
+def fit(
+    model: nn.Module,
+    data: DataSplits,
+    loss_fn: LossFn,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    *,
+    epochs: int,
+    batch_size: int,
+    precision: str,
+    generator: torch.Generator,
+    device: torch.device,
+    total_steps: int | None = None,
+    resume_state: dict | None = None,
+    writer=None,
+    tb_tags: dict[str, str] | None = None,
+    on_epoch_end: EpochEnd | None = None,
+    desc: str = "epoch",
+    progress: bool = True,
+    ranks: Ranks = ONE_PROCESS,
+) -> list[dict]:
+    """The training loop of teacher training and of fine-tuning: `epochs` passes of `train_epoch` (the last
+    one cut at `total_steps`), a val pass on rank 0 after each, TensorBoard scalars under `tb_tags` (keys loss,
+    accuracy, val_accuracy, lr), and `on_epoch_end` with a state that `resume_state` continues from (optimizer,
+    scheduler, shuffling generator, history). Returns the per-epoch history."""
+    trained = wrap(model, ranks, device)
+    steps_per_epoch = len(data.batches("train", batch_size, shard=ranks.shard))
+    total_steps = total_steps or epochs * steps_per_epoch
+    start_epoch, history = 0, []
+    if resume_state is not None:
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        generator.set_state(resume_state["generator"])
+        start_epoch, history = resume_state["epoch"], resume_state["history"]
+    started = time.time() - (history[-1]["seconds"] if history else 0.0)
+    bar = tqdm(range(start_epoch, epochs), desc=desc, initial=start_epoch, total=epochs, dynamic_ncols=True,
+               disable=not (progress and ranks.is_main))  # fmt: skip
+    for epoch in bar:
+        stats = train_epoch(
+            trained,
+            data,
+            loss_fn,
+            optimizer,
+            scheduler,
+            batch_size=batch_size,
+            precision=precision,
+            generator=generator,
+            device=device,
+            max_steps=min(steps_per_epoch, total_steps - epoch * steps_per_epoch),
+            desc=f"epoch {epoch + 1}/{epochs}",
+            progress=progress,
+            ranks=ranks,
+        )
+        val = evaluate_accuracy(model, data, "val", precision=precision, device=device) if ranks.is_main else None
+        history.append({"epoch": epoch + 1, **stats, "val_accuracy": val, "seconds": time.time() - started})
+        if writer is not None:
+            values = {**stats, "val_accuracy": val, "lr": optimizer.param_groups[0]["lr"]}
+            for key, tag in (tb_tags or {}).items():
+                writer.add_scalar(tag, values[key], epoch + 1)
+            writer.flush()
+        if on_epoch_end is not None:
+            state = {"epoch": epoch + 1, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "generator": generator.get_state(), "history": history}  # fmt: skip
+            on_epoch_end(epoch + 1, history[-1], state)
+        barrier(ranks)  # the other ranks wait for rank 0's evaluation and checkpoint
+    return history
+
+
 def make_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
     """SGD with Nesterov momentum; no weight decay on BatchNorm and bias parameters."""
     decay = [p for p in model.parameters() if p.ndim > 1]
@@ -133,30 +204,6 @@ def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, lr: float, t
             optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
         )
     raise AmcError(f"unknown schedule {schedule!r}; use onecycle or cosine")
-
-
-@dataclass
-class TrainConfig:
-    """Train a teacher network from scratch."""
-
-    model: str = doc("resnet20", "registry name, tv:<torchvision name> or path/to/file.py:ClassName")
-    dataset: str = doc("cifar10", "cifar10, digits, imagefolder or synthetic")
-    data_dir: str | None = doc(None, "data folder or ImageFolder .tar.gz (cifar10, imagefolder)")
-    download: bool = doc(False, "download CIFAR-10 through torchvision if it is missing")
-    image_size: int | None = doc(None, "imagefolder: resize every image to NxN (default: keep their own size)")
-    channels: int | None = doc(None, "imagefolder: 1 (grayscale) or 3 (RGB) (default: what the images are)")
-    epochs: int = doc(40, "training epochs; 0 writes an untrained teacher, for structural checks")
-    batch_size: int = doc(128, "batch size")
-    lr: float = doc(0.2, "peak learning rate")
-    momentum: float = doc(0.9, "Nesterov momentum")
-    weight_decay: float = doc(5e-4, "weight decay on conv and linear weights")
-    schedule: str = doc("onecycle", "learning-rate schedule: onecycle or cosine")
-    precision: str = doc("auto", "auto (bf16 where native), bf16 (autocast + channels_last) or fp32; reports are fp32")
-    seed: int = doc(0, "seed for initialisation, the val split, shuffling and augmentation")
-    device: str = doc("auto", DEVICE_HELP)
-    out: str = doc("teacher.pt", "checkpoint path; rewritten after every epoch")
-    tb_dir: str | None = doc(None, "TensorBoard folder (default: <out without suffix>.tb)")
-    resume: bool = doc(False, "continue from the checkpoint at --out")
 
 
 def image_options(cfg: TrainConfig) -> dict:
@@ -202,70 +249,47 @@ def train_teacher(cfg: TrainConfig) -> dict | None:
     if cfg.epochs == 0:
         say("epochs: 0, so the teacher is written untrained (for structural checks; its accuracy is chance)")
     generator = torch.Generator().manual_seed(cfg.seed)
-    start_epoch, history = 0, []
-
+    resume_state = None
     if cfg.resume:
         blob = load_checkpoint(out)
-        state = blob.get("train_state")
-        if state is None:
+        resume_state = blob.get("train_state")
+        if resume_state is None:
             raise AmcError(f"{out} holds a finished run with no training state; train again without --resume")
         model.load_state_dict(blob["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        start_epoch, history = state["epoch"], state["history"]
-        say(f"resuming {out} at epoch {start_epoch}/{cfg.epochs}")
+        torch.set_rng_state(resume_state["torch_rng"])
+        say(f"resuming {out} at epoch {resume_state['epoch']}/{cfg.epochs}")
 
-    trained = wrap(model, ranks, device)
     writer = None
     if ranks.is_main:
         writer = SummaryWriter(str(Path(cfg.tb_dir) if cfg.tb_dir else out.with_suffix(".tb")))
-        if start_epoch == 0:
+        if resume_state is None:
             writer.add_text("hyperparameters", "\n".join(f"|{k}|{v}|" for k, v in asdict(cfg).items()))
     payload = {"kind": "teacher", "arch": spec, "dataset": data.describe(), "train_config": asdict(cfg),
                "world_size": ranks.world_size}  # fmt: skip
-    started = time.time() - (history[-1]["seconds"] if history else 0.0)
-    for epoch in tqdm(
-        range(start_epoch, cfg.epochs),
+
+    def save(epoch: int, metrics: dict, state: dict) -> None:
+        state = {**state, "torch_rng": torch.get_rng_state()}
+        save_checkpoint(out, {**payload, "state_dict": _cpu_state(model),
+                              "metrics": {"val_accuracy": metrics["val_accuracy"]}, "train_state": state})  # fmt: skip
+
+    history = fit(
+        model,
+        data,
+        cross_entropy_loss,
+        optimizer,
+        scheduler,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        precision=cfg.precision,
+        generator=generator,
+        device=device,
+        resume_state=resume_state,
+        writer=writer,
+        tb_tags={"loss": "train/loss", "accuracy": "train/accuracy", "val_accuracy": "val/accuracy", "lr": "train/lr"},
+        on_epoch_end=save if ranks.is_main else None,
         desc=f"{cfg.model} on {cfg.dataset}",
-        initial=start_epoch,
-        total=cfg.epochs,
-        dynamic_ncols=True,
-        disable=not ranks.is_main,
-    ):
-        stats = train_epoch(
-            trained,
-            data,
-            cross_entropy_loss,
-            optimizer,
-            scheduler,
-            batch_size=cfg.batch_size,
-            precision=cfg.precision,
-            generator=generator,
-            device=device,
-            desc=f"epoch {epoch + 1}",
-            ranks=ranks,
-        )
-        if ranks.is_main:
-            val = evaluate_accuracy(model, data, "val", precision=cfg.precision, device=device)
-            history.append({"epoch": epoch + 1, **stats, "val_accuracy": val, "seconds": time.time() - started})
-            writer.add_scalar("train/loss", stats["loss"], epoch + 1)
-            writer.add_scalar("train/accuracy", stats["accuracy"], epoch + 1)
-            writer.add_scalar("val/accuracy", val, epoch + 1)
-            writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], epoch + 1)
-            writer.flush()
-            train_state = {
-                "epoch": epoch + 1,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "generator": generator.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "history": history,
-            }
-            save_checkpoint(out, {**payload, "state_dict": _cpu_state(model), "metrics": {"val_accuracy": val},
-                                  "train_state": train_state})  # fmt: skip
-        barrier(ranks)  # the other ranks wait for rank 0's evaluation and checkpoint
+        ranks=ranks,
+    )
 
     if not ranks.is_main:
         finish(ranks)

@@ -23,11 +23,12 @@ from pathlib import Path
 from script_args import parse_args
 
 from agents.config import SearchConfig, load_config
-from agents.search import evaluation_settings, load_teacher_and_data, resume_config, run_search
+from agents.search import evaluation_settings, load_teacher_and_data, resume_config_path, run_search
 from amc.baselines import global_pruning
 from amc.budget import Budget
 from amc.checkpoint import load_checkpoint
-from amc.commands import FinetuneConfig, finetune_command
+from amc.commands import finetune_command
+from amc.config import FinetuneConfig
 from amc.evaluation import evaluate_report
 from amc.evaluator import CandidateEvaluator
 from amc.predicted_cost import CostModel
@@ -92,7 +93,7 @@ def searched_student(row: Row) -> tuple[Path, dict]:
     if done:
         results = json.loads((done[-1] / "results.json").read_text())
     elif runs:
-        results = run_search(resume_config(runs[-1], []), resume_dir=runs[-1])
+        results = run_search(load_config(resume_config_path(runs[-1])), resume_dir=runs[-1])
     else:
         results = run_search(cfg)
     run_dir = Path(results["run_dir"])
@@ -193,10 +194,11 @@ def report(args: Args) -> None:
         rs = [seeds[s] for s in sorted(seeds)]
         means[method] = statistics.mean(r["acc_test_ft"] for r in rs)
         each = ", ".join(f"{100 * r['acc_test_ft']:.2f}" for r in rs)
-        candidates = statistics.mean(r["candidates"] or 0 for r in rs)
+        counted = [r["candidates"] for r in rs if r["candidates"] is not None]
+        candidates = f"{statistics.mean(counted):.0f}" if counted else "–"  # None: not counted over a resume
         lines.append(f"| {method} | {len(rs)} | {pct(r['acc_test_noft'] for r in rs)} | "
                      f"{pct(r['acc_test_ft'] for r in rs)} | {each} | "
-                     f"{statistics.mean(r['search_minutes'] for r in rs):.1f} | {candidates:.0f} |")  # fmt: skip
+                     f"{statistics.mean(r['search_minutes'] for r in rs):.1f} | {candidates} |")  # fmt: skip
     if len(means) > 1:
         ranked = sorted(means, key=means.get, reverse=True)
         best = ranked[0]

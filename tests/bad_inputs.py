@@ -181,6 +181,16 @@ CASES = [
     Case("policy predict: --out is the teacher", ["policy", "predict", "--agent", "{run}/agent.pt", "--teacher",
                                                   "{teacher}", "--out", "{teacher}"], "is also the --teacher"),
     Case("report: run folder missing", ["report", "{tmp}/none"], "run folder"),
+    # the command line (the same for every command)
+    Case("cli: unknown flag", ["finetune", "--bogus", "1"], "unrecognized arguments"),
+    Case("cli: flag of the wrong type", ["finetune", "--epochs", "1.5"], "not a valid int"),
+    Case("cli: config key of the wrong type", ["baseline", "uniform", "--config", "{tmp}/c.yaml"],
+         "not a valid float", files={"c.yaml": "teacher: t.pt\nflops: lots\n"}),
+    Case("cli: config file not a mapping", ["finetune", "--config", "{tmp}/c.yaml"], "must hold a YAML mapping",
+         files={"c.yaml": "- epochs\n"}),
+    Case("cli: unknown config key", ["apply", "--config", "{tmp}/c.yaml"], "unknown config keys",
+         files={"c.yaml": "recalibrate: 5\n"}),
+    Case("cli: switch set to a non-boolean", [*APPLY, "--set", "force=maybe"], "not a valid bool"),
 ]  # fmt: skip
 
 
@@ -254,6 +264,8 @@ def run_case(case: Case, paths: dict[str, str], tmp: Path) -> tuple[int, str, di
     try:
         with redirect_stdout(out), redirect_stderr(err):
             code = main([fill(a, paths, tmp) for a in case.argv])
+    except SystemExit as exc:  # argparse's own usage errors
+        code = exc.code
     finally:
         for key, value in saved_env.items():
             os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)

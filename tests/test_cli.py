@@ -209,3 +209,47 @@ def test_a_search_that_fails_before_its_first_episode_leaves_no_run_folder(teach
                         "--set", "budget=flops=0.001"], capsys)  # fmt: skip
     assert code == 2 and "impossible" in err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_every_command_reads_a_config_file_then_flags_then_set(teacher_path, tmp_path, capsys):
+    """One dialect: `--config` YAML < `--flags` < `--set`, for a core command as for the search."""
+    config = tmp_path / "baseline.yaml"
+    config.write_text(f"teacher: {teacher_path}\nflops: 0.7\nout: {tmp_path / 'from_file.json'}\n")
+    assert main(["baseline", "uniform", "--config", str(config), "--json"]) == 0
+    assert last_json(capsys.readouterr().out)["flops_ratio"] <= 0.7
+    assert (tmp_path / "from_file.json").exists()
+    argv = ["baseline", "uniform", "--config", str(config), "--flops", "0.5", "--out", str(tmp_path / "flag.json")]
+    assert main([*argv, "--json"]) == 0
+    assert 0.45 < last_json(capsys.readouterr().out)["flops_ratio"] <= 0.5  # the flag beats the file
+    assert main([*argv, "--set", "flops=0.3", "--set", f"out={tmp_path / 'set.json'}", "--json"]) == 0
+    assert last_json(capsys.readouterr().out)["flops_ratio"] <= 0.3  # --set beats the flag
+    config.write_text(f"teacher: {teacher_path}\nflops: lots\n")
+    assert main(["baseline", "uniform", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "flops='lots'" in err and "not a valid float" in err
+
+
+def test_long_commands_write_a_resolved_config_that_reproduces_them(tmp_path, capsys):
+    first = tmp_path / "t1.pt"
+    argv = ["train-teacher", "--model", "resnet8", "--dataset", "synthetic", "--epochs", "1", "--precision", "fp32"]
+    assert main([*argv, "--out", str(first)]) == 0
+    resolved = tmp_path / "t1.config.yaml"
+    assert "epochs: 1\n" in resolved.read_text() and "model: resnet8\n" in resolved.read_text()
+    assert main(["train-teacher", "--config", str(resolved), "--out", str(tmp_path / "t2.pt")]) == 0
+    a, b = load_checkpoint(first)["state_dict"], load_checkpoint(tmp_path / "t2.pt")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the same run, bit for bit
+    capsys.readouterr()
+    assert main(["train-teacher", "--config", str(resolved), "--out", str(tmp_path / "t1.pt")]) == 2
+    assert "would be overwritten" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["finetune", "--bogus", "1"], ["apply", "--force", "maybe"], ["baseline"] * 3,
+                                  ["policy"], ["evaluate", "--latency-repeats", "many"]])  # fmt: skip
+def test_usage_errors_are_one_line_and_exit_2(argv, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error:" in err

@@ -2,7 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from amc.distill import FinetuneSettings, finetune, kd_loss, recalibrate_bn
+from amc.config import FinetuneSettings
+from amc.distill import finetune, kd_loss, recalibrate_bn
 from amc.models import create_model
 from amc.policy import CompressionPolicy
 from amc.student import apply_policy

@@ -179,6 +179,7 @@ def test_search_resumes_after_interruption(teacher_path, tmp_path, capsys, inter
     assert main(["search", "--resume", str(run_dir), "--json"]) == 0
     results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert results["episodes"] == 4
+    assert 2 < results["evaluations"] <= 5  # those scored before the interruption count too (the 3rd may be twice)
     events = EventAccumulator(str(run_dir / "tb")).Reload()
     assert [e.step for e in events.Scalars("search/reward")] == [1, 2, 3, 4]
 
