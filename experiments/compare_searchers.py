@@ -10,15 +10,15 @@ from all rows.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from script_args import parse_args
 
-from agents.cli import main as amc
 from agents.config import load_config
+from agents.search import run_search
 
 
 def summarize(results: dict) -> dict:
@@ -102,37 +102,28 @@ def _plot(curves: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--searchers", nargs="+", default=["uniform", "random", "ddpg"])
-    parser.add_argument("--set", action="append", default=[], help="extra config overrides, key=value")
-    parser.add_argument("--out", required=True, help="output path without suffix")
-    args = parser.parse_args()
+@dataclass
+class Args:
+    config: str
+    """Search config YAML shared by every searcher."""
+    out: str
+    """Output path without suffix (.json, .md, .png)."""
+    searchers: list[str] = field(default_factory=lambda: ["uniform", "random", "ddpg"])
+    set: list[str] = field(default_factory=list)
+    """Extra config overrides, KEY=VALUE."""
+
+
+def main(args: Args) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     summary_path = out.with_suffix(".json")
     for searcher in args.searchers:
-        argv = [
-            "search",
-            "--config",
-            args.config,
-            "--set",
-            f"agent={searcher}",
-            *sum((["--set", s] for s in args.set), []),
-        ]
-        argv += ["--set", f"name={out.name}-{searcher}", "--json"]
-        print(f"$ amc {' '.join(argv)}", flush=True)
-        if amc(argv) != 0:
-            sys.exit(f"search with {searcher} failed")
-        runs = Path(load_config(args.config, args.set).out_dir).glob(f"{out.name}-{searcher}-*/results.json")
-        latest = max(runs, key=lambda p: p.stat().st_mtime)
-        row = summarize(json.loads(latest.read_text()))
+        results = run_search(load_config(args.config, [f"agent={searcher}", *args.set, f"name={out.name}-{searcher}"]))
         rows = json.loads(summary_path.read_text()) if summary_path.exists() else {}  # another run may have written
-        rows[searcher] = row
+        rows[searcher] = summarize(results)
         summary_path.write_text(json.dumps(rows, indent=1))
         write_report(rows, out)
 
 
 if __name__ == "__main__":
-    main()
+    main(parse_args(Args, __doc__))

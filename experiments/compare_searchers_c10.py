@@ -13,13 +13,13 @@ old result. Finished rows are merged into experiments/results/searchers.json; `r
 
 from __future__ import annotations
 
-import hashlib
 import json
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from row_settings import keyed_folder, search_settings
 from script_args import parse_args
 
 from agents.config import SearchConfig, load_config
@@ -65,21 +65,12 @@ class Row:
 
     @property
     def settings(self) -> dict:
-        cfg = asdict(self.config())
-        # Where and how fast it runs, and how the final report is sized, not what it computes. Keep this list
-        # in step with new config keys, or finished rows stop matching their folders.
-        for key in ("workers", "backend", "ray_address", "worker_threads", "out_dir", "name", "device",
-                    "report_samples", "report_latency_repeats"):  # fmt: skip
-            cfg.pop(key)
-        cfg["checkpoint_every"] = (
-            10  # how often it saves does not change the result; pinned to the value the first rows were keyed with
-        )
-        return {"method": self.method, "seed": self.seed, "search": cfg, "finetune_epochs": self.args.finetune_epochs}
+        return {"method": self.method, "seed": self.seed, "search": search_settings(self.config()),
+                "finetune_epochs": self.args.finetune_epochs}  # fmt: skip
 
     @property
     def folder(self) -> Path:
-        digest = hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()[:8]
-        return Path(self.args.out_dir) / f"{self.method}-s{self.seed}-{digest}"
+        return keyed_folder(self.args.out_dir, f"{self.method}-s{self.seed}", self.settings)
 
 
 def searched_student(row: Row) -> tuple[Path, dict]:

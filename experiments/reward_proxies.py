@@ -10,13 +10,14 @@ Every stage is resumable: per-policy results live in runs/proxies/<policy>/.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from script_args import parse_args
 
 TEACHER = "experiments/teachers/resnet20_cifar10.pt"
 POLICIES = Path("experiments/results/proxy_policies")
@@ -135,8 +136,8 @@ def score_proxies(names: list[str], only: list[str] | None = None) -> None:
 def truth(name: str, seed: int = 0) -> None:
     """Apply the policy as the search did (BN recalibrated), then the benchmark's KD fine-tune. Another
     `seed` repeats the fine-tune with other shuffling and augmentation, to measure its noise."""
-    from agents.cli import main as amc
-    from agents.cli import run_json
+    from amc.commands import apply_command, finetune_command
+    from amc.config import ApplyConfig, FinetuneConfig
 
     folder = WORK / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -149,11 +150,10 @@ def truth(name: str, seed: int = 0) -> None:
         return
     student, tuned = folder / "student.pt", folder / f"student_ft{suffix}.pt"
     if not student.exists():
-        amc(["apply", "--teacher", TEACHER, "--policy", str(POLICIES / f"{name}.json"), "--out", str(student),
-             "--recalibrate-bn", "20", "--recalibrate-precision", "bf16"])  # fmt: skip
-    argv = ["finetune", "--student", str(student), "--teacher", TEACHER, "--epochs", "15", "--out", str(tuned),
-            "--seed", str(seed)]  # fmt: skip
-    result = run_json([*argv, *(["--resume"] if tuned.exists() else [])], echo=False)
+        apply_command(ApplyConfig(teacher=TEACHER, policy=str(POLICIES / f"{name}.json"), out=str(student),
+                                  recalibrate_bn=20, recalibrate_precision="bf16"))  # fmt: skip
+    result = finetune_command(FinetuneConfig(student=str(student), teacher=TEACHER, epochs=15, out=str(tuned),
+                                             seed=seed, resume=tuned.exists()))  # fmt: skip
     done.write_text(json.dumps(result, indent=1))
 
 
@@ -253,18 +253,27 @@ def _scatter(rows: dict, proxy_names: list[str], path: Path) -> None:
     plt.close(fig)
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=["policies", "proxies", "truth", "report"])
-    parser.add_argument("names", nargs="*", help="policy names (default: all)")
-    parser.add_argument("--proxy", action="append", help="score only this proxy (repeatable; default: all)")
-    parser.add_argument("--seed", type=int, default=0, help="truth: fine-tune seed (another one measures noise)")
-    args = parser.parse_args()
-    if args.stage == "policies":
+@dataclass
+class Args:
+    command: str
+    names: list[str] = field(default_factory=list)
+    """Policy names (default: all)."""
+    proxy: list[str] = field(default_factory=list)
+    """Score only these proxies (default: all)."""
+    seed: int = 0
+    """truth: the fine-tune's seed (another one measures its noise)."""
+
+
+def main(args: Args) -> None:
+    if args.command == "policies":
         collect_policies()
-    elif args.stage == "proxies":
-        score_proxies(args.names or policy_names(), args.proxy)
-    elif args.stage == "truth":
+    elif args.command == "proxies":
+        score_proxies(args.names or policy_names(), args.proxy or None)
+    elif args.command == "truth":
         for policy_name in args.names or policy_names():
             truth(policy_name, args.seed)
     report()
+
+
+if __name__ == "__main__":
+    main(parse_args(Args, __doc__, ["policies", "proxies", "truth", "report"]))

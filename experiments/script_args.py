@@ -14,9 +14,14 @@ def parse_args(cls, doc: str, commands: list[str] | None = None):
     for f in dataclasses.fields(cls):
         if f.name == "command":
             continue
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
         flag = f"--{f.name.replace('_', '-')}"
-        if isinstance(default, list):
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            parser.add_argument(flag, required=True)
+            continue
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        elif isinstance(default, list):
             kind = type(default[0]) if default else str
             parser.add_argument(flag, nargs="+", type=kind, default=default)
         else:

@@ -9,13 +9,19 @@ Each search runs in its own folder under runs/transfer and is resumed if interru
 
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from script_args import parse_args
 
-from agents.cli import run_json
+from agents.config import PredictConfig, load_config
+from agents.predict import predict_command
+from agents.search import resume_config_path, run_search
+from amc.commands import apply_command, baseline_command
+from amc.config import ApplyConfig, BaselineConfig, EvaluateConfig
+from amc.evaluation import evaluate_checkpoint
 
 SOURCE_AGENT = "runs/bench/resnet20/ddpg-channel-0.5/search-20261124-115412/agent.pt"  # the 50% FLOPs search
 CONFIG = "experiments/configs/resnet20_c10_flops50.yaml"
@@ -36,10 +42,9 @@ def budget_transfer(which: list[str]) -> None:
         if any((r / "results.json").exists() for r in runs):
             continue
         if runs:
-            run_json(["search", "--resume", str(runs[-1])])
+            run_search(load_config(resume_config_path(runs[-1])), resume_dir=runs[-1])
             continue
-        sets = ["budget=flops=0.4", f"out_dir={folder}", "name=search", *RUNS[name]]
-        run_json(["search", "--config", CONFIG, *sum((["--set", s] for s in sets), [])])
+        run_search(load_config(CONFIG, ["budget=flops=0.4", f"out_dir={folder}", "name=search", *RUNS[name]]))
 
 
 def model_transfer() -> None:
@@ -50,17 +55,17 @@ def model_transfer() -> None:
             continue
         folder = OUT / f"greedy-{model}"
         folder.mkdir(parents=True, exist_ok=True)
-        predicted = run_json(["policy", "predict", "--agent", SOURCE_AGENT, "--teacher", teacher, "--budget",
-                               "flops=0.5", "--out", str(folder / "greedy.json")])  # fmt: skip
-        run_json(["baseline", "uniform", "--teacher", teacher, "--flops", f"{predicted['flops_ratio']:.6f}", "--out",
-                   str(folder / "uniform.json")])  # fmt: skip
+        predicted = predict_command(PredictConfig(agent=SOURCE_AGENT, teacher=teacher, budget="flops=0.5",
+                                                  out=str(folder / "greedy.json")))  # fmt: skip
+        baseline_command(BaselineConfig(method="uniform", teacher=teacher, flops=round(predicted["flops_ratio"], 6),
+                                        out=str(folder / "uniform.json")))  # fmt: skip
         row = {"model": model, "teacher": teacher, "predict_seconds": predicted["seconds"]}
-        row["teacher_accuracy"] = run_json(["evaluate", teacher, "--latency-repeats", "1"])["accuracy"]
+        row["teacher_accuracy"] = evaluate_checkpoint(EvaluateConfig(model=teacher, latency_repeats=1))["accuracy"]
         for name in ("greedy", "uniform"):
             student = str(folder / f"{name}.pt")
-            applied = run_json(["apply", "--teacher", teacher, "--policy", str(folder / f"{name}.json"), "--out",
-                                 student, "--recalibrate-bn", "20", "--recalibrate-precision", "fp32"])  # fmt: skip
-            report = run_json(["evaluate", student, "--latency-repeats", "1"])
+            applied = apply_command(ApplyConfig(teacher=teacher, policy=str(folder / f"{name}.json"), out=student,
+                                                recalibrate_bn=20, recalibrate_precision="fp32"))  # fmt: skip
+            report = evaluate_checkpoint(EvaluateConfig(model=student, latency_repeats=1))
             row[name] = {"flops_ratio": applied["flops_ratio"], "params_ratio": applied["params_ratio"],
                          "val_accuracy": report["val_accuracy"], "test_accuracy": report["accuracy"]}  # fmt: skip
         rows.append(row)
@@ -143,13 +148,20 @@ def _plot(found: dict, path: Path) -> None:
     plt.close(fig)
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=["budget", "model", "report"])
-    parser.add_argument("--runs", nargs="*", default=list(RUNS), help="for `budget`: scratch, warm or both")
-    args = parser.parse_args()
-    if args.part == "budget":
+@dataclass
+class Args:
+    command: str
+    runs: list[str] = field(default_factory=lambda: list(RUNS))
+    """For `budget`: scratch, warm, warm-sigma0.5."""
+
+
+def main(args: Args) -> None:
+    if args.command == "budget":
         budget_transfer(args.runs)
-    elif args.part == "model":
+    elif args.command == "model":
         model_transfer()
     report()
+
+
+if __name__ == "__main__":
+    main(parse_args(Args, __doc__, ["budget", "model", "report"]))
