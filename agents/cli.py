@@ -177,22 +177,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_json(argv: list[str], echo: bool = True) -> dict:
-    """Run one subcommand in-process with --json and return its JSON result; for scripts in experiments/.
-    Its table still reaches stdout when `echo`; a failure exits with the subcommand's status."""
-    import contextlib
-    import io
-
-    print(f"$ amc {' '.join(argv)}", flush=True)
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        code = main([*argv, "--json"])
-    if echo:
-        print(buffer.getvalue(), end="", flush=True)
-    if code != 0:
-        raise SystemExit(f"amc {argv[0]} failed with exit status {code}")
-    return json.loads(buffer.getvalue().strip().splitlines()[-1])
-
-
 if __name__ == "__main__":
     sys.exit(main())
