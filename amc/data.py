@@ -232,7 +232,14 @@ def _decode_imagefolder(folder: Path, image_size: int | None, channels: int | No
 
 
 def _load_imagefolder_tree(root: Path, image_size: int | None, channels: int | None = None) -> tuple[Split, Split, int]:
-    """Decode train/ and test/ once, caching the uint8 tensors next to the cache copy."""
+    """Decode train/ and test/ once (cached next to the cache copy). The test split comes back in a fixed
+    shuffled order: folders list it class by class, and a report on its first N images (`report_samples`)
+    must see every class."""
+    train, test, num_classes = _decoded_imagefolder_tree(root, image_size, channels)
+    return train, test.subset(torch.randperm(len(test), generator=torch.Generator().manual_seed(0))), num_classes
+
+
+def _decoded_imagefolder_tree(root: Path, image_size: int | None, channels: int | None) -> tuple[Split, Split, int]:
     cache_key = hashlib.sha256(f"{root.resolve()}:{image_size}:{channels}".encode()).hexdigest()[:12]
     cached = cache_dir() / f"decoded-{cache_key}.pt"
     if cached.exists():

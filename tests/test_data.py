@@ -80,6 +80,16 @@ def test_cifar10_from_imagefolder_tree(tmp_path):
     assert len(load_cifar10(tmp_path, val_size=3).train) == 27
 
 
+def test_a_prefix_of_the_imagefolder_test_split_sees_every_class(tmp_path):
+    """Folders list images class by class; `limit` (report_samples) takes the first N of the test split."""
+    _write_imagefolder(tmp_path, per_class=10)
+    data = load_cifar10(tmp_path, val_size=3)
+    first = torch.cat([y for _, y in data.batches("test", 25, limit=25)])
+    assert len(first) == 25 and len(first.unique()) >= 7  # class order would give 3 classes
+    assert sorted(data.test.labels.tolist()) == [c for c in range(10) for _ in range(10)]  # every image, once
+    assert torch.equal(load_cifar10(tmp_path, val_size=3).test.images, data.test.images)  # the same order each time
+
+
 def test_tar_gz_that_is_not_imagefolder_is_refused(tmp_path):
     (tmp_path / "junk.txt").write_text("hello")
     archive = tmp_path / "junk.tar.gz"
