@@ -3,8 +3,13 @@
 AMC stores every transition of an episode with the episode's *final* reward, minus a moving-average
 baseline (Block-QNN style). SB3 stores the reward each step returned, and the env returns zero until
 the last step. This buffer rewrites the finished episode's rewards when its last transition arrives,
-before SB3 trains on them. The baseline is the moving average of earlier final rewards:
-`b <- b + decay * (R - b)`, initialised to the first episode's reward.
+before SB3 trains on them. Where the baseline is subtracted is `credit_baseline`:
+- "store" (amc's default): when the episode is stored, using the moving average of earlier final rewards,
+  `b <- b + decay * (R - b)`, initialised to the first episode's reward; a stored reward never changes.
+- "sample" (AMC's code): the raw final reward is stored, and each sampled batch has the moving average of
+  sampled batch means subtracted, `b <- b + decay * (mean(batch) - b)`, so old transitions are judged
+  against the current baseline.
+With gamma = 1 the critic of either learns the return (L - t) * (R - b) from step t of L.
 """
 
 from __future__ import annotations
@@ -12,15 +17,20 @@ from __future__ import annotations
 import numpy as np
 from stable_baselines3.common.buffers import ReplayBuffer
 
+CREDIT_BASELINES = ("store", "sample")
+
 
 class EpisodeRewardReplayBuffer(ReplayBuffer):
     """Credits each finished episode's final reward, minus the moving baseline, to all of its steps. With
     several envs each keeps its own episode; episodes that end on the same step update the baseline in env
     order."""
 
-    def __init__(self, *args, baseline_decay: float = 0.5, **kwargs):
+    def __init__(self, *args, baseline_decay: float = 0.5, credit_baseline: str = "store", **kwargs):
         super().__init__(*args, **kwargs)
+        if credit_baseline not in CREDIT_BASELINES:
+            raise ValueError(f"credit_baseline {credit_baseline!r}; use one of {', '.join(CREDIT_BASELINES)}")
         self.baseline_decay = baseline_decay
+        self.credit_baseline = credit_baseline
         self.baseline: float | None = None
         self.start_new_episode()
 
@@ -30,13 +40,23 @@ class EpisodeRewardReplayBuffer(ReplayBuffer):
         rewards, dones = np.asarray(reward).reshape(-1), np.asarray(done).reshape(-1)
         for env in np.flatnonzero(dones):
             final = float(rewards[env])
-            if self.baseline is None:
-                self.baseline = final
-            credited = final - self.baseline
-            self.baseline += self.baseline_decay * (final - self.baseline)
+            credited = final
+            if self.credit_baseline == "store":
+                if self.baseline is None:
+                    self.baseline = final
+                credited = final - self.baseline
+                self.baseline += self.baseline_decay * (final - self.baseline)
             positions = (self.episode_start[env] + np.arange(self.episode_length[env])) % self.buffer_size
             self.rewards[positions, env] = credited
             self.episode_start[env], self.episode_length[env] = self.pos, 0
+
+    def _normalize_reward(self, reward: np.ndarray, env=None) -> np.ndarray:
+        """SB3's hook on every sampled batch of rewards: AMC's sample-time baseline, when chosen."""
+        if self.credit_baseline != "sample":
+            return reward
+        mean = float(np.mean(reward))
+        self.baseline = mean if self.baseline is None else self.baseline + self.baseline_decay * (mean - self.baseline)
+        return reward - self.baseline
 
     def start_new_episode(self) -> None:
         """Forget partial episodes (e.g. ones cut short by Ctrl-C) so they are not credited later."""

@@ -44,6 +44,9 @@ class SearchConfig:
     noise_sigma: float = doc(0.5, "initial exploration noise (action units)")
     noise_decay: float = doc(0.95, "noise decay per episode after warm-up")
     baseline_decay: float = doc(0.5, "moving-average rate of the reward baseline")
+    credit_baseline: str = doc(
+        "store", "where the baseline is subtracted: store (when an episode is stored) or sample (AMC's code)"
+    )
     eval_samples: int = doc(1000, "validation images per reward evaluation")
     recalibrate_batches: int = doc(20, "BatchNorm recalibration batches before each evaluation (0: off)")
     finetune_steps: int = doc(0, "KD fine-tuning steps before each evaluation (0: off)")

@@ -21,6 +21,7 @@ from stable_baselines3.common.noise import VectorizedActionNoise
 
 from agents import checkpoint as agent_checkpoint
 from agents.blackbox import BLACKBOX_AGENTS, OptunaSearcher, import_optuna
+from agents.buffers import CREDIT_BASELINES
 from agents.callbacks import EpisodeCallback, EpisodeRecorder, PeriodicCheckpoint, write_json
 from agents.config import SearchConfig, dump_config
 from agents.ddpg import ALGORITHMS, make_agent
@@ -350,6 +351,8 @@ def run_search(cfg: SearchConfig, resume_dir: str | Path | None = None) -> dict:
     a missing Ray or an unreachable cluster fail before anything is written."""
     if cfg.agent not in SEARCHERS:
         raise AmcError(f"unknown agent {cfg.agent!r}; choose one of {', '.join(SEARCHERS)}")
+    if cfg.credit_baseline not in CREDIT_BASELINES:
+        raise AmcError(f"credit_baseline is {cfg.credit_baseline!r}; use one of {', '.join(CREDIT_BASELINES)}")
     backend = resolve_backend(cfg.backend, cfg.workers)
     if cfg.agent in BLACKBOX_AGENTS:
         import_optuna()

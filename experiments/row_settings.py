@@ -16,10 +16,17 @@ RUNTIME_KEYS = ("workers", "backend", "ray_address", "worker_threads", "out_dir"
                 "report_latency_repeats")  # fmt: skip
 
 
+# Keys added after rows were keyed: left out of the digest at these defaults, so those rows keep their folders.
+ADDED_LATER = {"credit_baseline": "store"}
+
+
 def search_settings(cfg: SearchConfig) -> dict:
     settings = asdict(cfg)
     for key in RUNTIME_KEYS:
         settings.pop(key)
+    for key, default in ADDED_LATER.items():
+        if settings[key] == default:
+            settings.pop(key)
     settings["checkpoint_every"] = 10  # does not change the result; pinned to the value the first rows were keyed with
     return settings
 

@@ -67,6 +67,25 @@ def test_final_reward_is_credited_to_every_step_minus_a_moving_baseline():
     assert buffer.baseline == pytest.approx(0.7)
 
 
+def test_amcs_sample_time_baseline_stores_raw_rewards_and_centres_each_batch():
+    env = small_env()
+    buffer = EpisodeRewardReplayBuffer(20, env.observation_space, env.action_space, device="cpu", baseline_decay=0.5,
+                                       credit_baseline="sample")  # fmt: skip
+    obs, action = np.zeros((1, 11), np.float32), np.zeros((1, 1), np.float32)
+    for final in (0.6, 0.8):
+        for t in range(3):
+            buffer.add(obs, obs, action, np.array([final if t == 2 else 0.0]), np.array([t == 2]), [{}])
+    assert np.allclose(buffer.rewards[:6, 0], [0.6] * 3 + [0.8] * 3)  # stored as they came
+    first = buffer.sample(6).rewards.numpy().ravel()
+    assert first.mean() == pytest.approx(0.0, abs=1e-6)  # the first batch's mean is the first baseline
+    baseline = buffer.baseline
+    later = buffer._normalize_reward(np.array([[1.0], [1.0]], np.float32))
+    assert buffer.baseline == pytest.approx(baseline + 0.5 * (1.0 - baseline))  # moving average of batch means
+    assert np.allclose(later, 1.0 - buffer.baseline)
+    with pytest.raises(ValueError):
+        EpisodeRewardReplayBuffer(20, env.observation_space, env.action_space, credit_baseline="batch")
+
+
 def test_noise_is_truncated_and_decays_after_warmup():
     noise = TruncatedNormalDecayNoise(sigma=0.5, decay=0.95, warmup_episodes=2, seed=0)
     draws = np.concatenate([noise() for _ in range(2000)])
