@@ -2,7 +2,7 @@
 (`credit_baseline: store`); AMC's code subtracts a moving average of sampled batch means when a batch is drawn
 (`sample`). Same DDPG searches, seeds paired, on ResNet-20 / CIFAR-10 at 50% FLOPs with the default reward.
 
-    python experiments/credit_assignment.py run --seeds 0 1 2 --variants store sample
+    python experiments/credit_assignment.py run --seeds 0 1 2 3 4 --variants store sample --set workers=2
     python experiments/credit_assignment.py report
 
 A row is VARIANT:SEED; its folder is keyed by its full settings and the search resumes when interrupted.
@@ -29,10 +29,10 @@ from agents.search import resume_config_path, run_search
 class Args:
     command: str
     variants: list[str] = field(default_factory=lambda: ["store", "sample"])
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     config: str = "experiments/configs/resnet20_c10_flops50.yaml"
-    episodes: int = 200
-    warmup_episodes: int = 50
+    episodes: int = 400
+    warmup_episodes: int = 100
     last: int = 50
     """Episodes at the end whose mean reward measures what the agent has learned (exploration noise included)."""
     set: list[str] = field(default_factory=list)
@@ -86,8 +86,8 @@ def report(args: Args) -> None:
              f"{args.config}, {args.episodes} episodes ({args.warmup_episodes} random warm-up), seeds paired. Reward "
              f"= val-subset accuracy after BN recalibration; 'last {args.last}' = mean reward of the last episodes "
              f"(what the agent plays, noise included); 'learned' = mean after warm-up.", "",
-             f"| variant | seeds | best reward | last {args.last} mean | learned mean | student test acc (2,000 images) | "
-             "search min |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+             f"| variant | seeds | best reward | last {args.last} mean | learned mean | student test acc "
+             "(2,000 images) | search min |", "|---|---|---|---|---|---|---|"]  # fmt: skip
 
     def stat(values: list[float], scale: float = 100) -> str:
         values = [scale * v for v in values]
