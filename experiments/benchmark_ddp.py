@@ -19,6 +19,7 @@ from pathlib import Path
 from machine import describe
 from script_args import parse_args
 
+from amc.checkpoint import load_checkpoint
 from amc.device import resolve_device
 
 TEACHER = "experiments/teachers/resnet20_cifar10.pt"
@@ -56,7 +57,7 @@ def one_epoch(args: Args, processes: int, source: Path) -> dict:
     out = WORK / f"ft-{processes}p.pt"
     finetune = ["finetune", "--student", str(source), "--teacher", TEACHER, "--epochs", "1", "--batch-size",
                 str(args.batch_size), "--precision", args.precision, "--device", args.device, "--data-dir",
-                args.data_dir, "--out", str(out), "--tb-dir", str(WORK / "tb"), "--json"]  # fmt: skip
+                args.data_dir, "--out", str(out), "--tb-dir", str(WORK / "tb")]  # fmt: skip
     command = amc(*finetune)
     if processes > 1:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
@@ -65,7 +66,7 @@ def one_epoch(args: Args, processes: int, source: Path) -> dict:
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(done.stderr[-3000:])
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = load_checkpoint(out)["metrics"]  # the fine-tune's result, as rank 0 saved it with the student
     images = 45000  # the CIFAR-10 training split after the 5,000-image validation hold-out
     return {"processes": processes, "threads_per_process": max(1, args.threads // processes),
             "epoch_seconds": result["finetune_seconds"], "images_per_second": images / result["finetune_seconds"],
