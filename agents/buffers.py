@@ -10,6 +10,9 @@ before SB3 trains on them. Where the baseline is subtracted is `credit_baseline`
   sampled batch means subtracted, `b <- b + decay * (mean(batch) - b)`, so old transitions are judged
   against the current baseline.
 With gamma = 1 the critic of either learns the return (L - t) * (R - b) from step t of L.
+The default is "store" on evidence (experiments/results/credit_assignment.md: ResNet-20, 50% FLOPs, 5 paired
+seeds): the best reward found was 2.08 points lower with "sample" (95% interval -7.42 to +3.26), although
+"sample" played steadier late episodes; neither difference is significant.
 """
 
 from __future__ import annotations

@@ -43,6 +43,9 @@ def make_agent(env, steps_per_episode: int, cfg: SearchConfig):
     uniformly random warm-up episodes, decaying truncated-normal noise, and final-reward credit. `cfg.agent`
     names the algorithm; the replay buffer holds `cfg.episodes` episodes (the whole search).
 
+    Credit differs from AMC's code in one place, on evidence: the baseline is subtracted when an episode is
+    stored, not when a batch is sampled (`cfg.credit_baseline`; agents/buffers.py has the figures).
+
     With a VecEnv of N envs (N episodes side by side) the agent trains after every round of N episodes,
     as many gradient steps as the N episodes had steps, and the noise schedule counts every env's episodes."""
     if cfg.agent not in ALGORITHMS:
