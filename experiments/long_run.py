@@ -56,9 +56,9 @@ def main(args: Args) -> None:
             "report_samples=32",
             "report_latency_repeats=2",
         ]
-        search = [*amc, "search", *[a for s in settings for a in ("--set", s)], "--json"]
+        search = [*amc, "search", *[a for s in settings for a in ("--set", s)]]
         started = time.time()
-        process = subprocess.Popen(search, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        process = subprocess.Popen(search, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         samples = []
         while process.poll() is None:
             try:
@@ -67,9 +67,9 @@ def main(args: Args) -> None:
             except (FileNotFoundError, ProcessLookupError):
                 break
             time.sleep(args.interval)
-        results = json.loads(process.stdout.read().strip().splitlines()[-1])
-    if process.returncode != 0:
-        raise SystemExit(f"the search failed with exit status {process.returncode}")
+        if process.wait() != 0:
+            raise SystemExit(f"the search failed with exit status {process.returncode}")
+        results = json.loads(next(Path(tmp, "runs").glob("*/results.json")).read_text())  # what the search wrote
     searching = samples[: max(1, int(len(samples) * 0.95))]  # leave out the final report
     early = searching[max(0, len(searching) // 5 - 1)]
     late = searching[-1]
