@@ -23,11 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from machine import describe
-from row_settings import keyed_folder, search_settings
+from row_settings import keyed_folder, search_in, search_settings
 from script_args import parse_args
 
 from agents.config import SearchConfig, load_config
-from agents.search import resume_config_path, run_search
 from amc.commands import finetune_command
 from amc.config import EvaluateConfig, FinetuneConfig
 from amc.evaluation import evaluate_checkpoint
@@ -105,15 +104,7 @@ class Row:
 
 def search(row: Row) -> tuple[Path, dict]:
     """The row's search run folder and its results: reused when finished, resumed when interrupted."""
-    runs = sorted(row.folder.glob("search-*"))
-    done = [r for r in runs if (r / "results.json").exists()]
-    if done:
-        return done[-1], json.loads((done[-1] / "results.json").read_text())
-    if runs:
-        return runs[-1], run_search(load_config(resume_config_path(runs[-1])), resume_dir=runs[-1])
-    cfg = row.config()
-    cfg.out_dir, cfg.name = str(row.folder), "search"
-    results = run_search(cfg)
+    results = search_in(row.folder, row.config())
     return Path(results["run_dir"]), results
 
 

@@ -19,11 +19,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from row_settings import keyed_folder, search_settings
+from row_settings import keyed_folder, search_in, search_settings
 from script_args import parse_args
 
 from agents.config import SearchConfig, load_config
-from agents.search import evaluation_settings, load_teacher_and_data, resume_config_path, run_search
+from agents.search import evaluation_settings, load_teacher_and_data
 from amc.baselines import global_pruning
 from amc.budget import Budget
 from amc.checkpoint import load_checkpoint
@@ -76,17 +76,9 @@ class Row:
 def searched_student(row: Row) -> tuple[Path, dict]:
     """The row's student before the long fine-tune (what the search reward saw) and its report."""
     cfg = row.config()
-    cfg.out_dir, cfg.name = str(row.folder), "search"
     if row.method.startswith("global-"):
         return global_student(row, cfg)
-    runs = sorted(row.folder.glob("search-*"))
-    done = [r for r in runs if (r / "results.json").exists()]
-    if done:
-        results = json.loads((done[-1] / "results.json").read_text())
-    elif runs:
-        results = run_search(load_config(resume_config_path(runs[-1])), resume_dir=runs[-1])
-    else:
-        results = run_search(cfg)
+    results = search_in(row.folder, cfg)
     run_dir = Path(results["run_dir"])
     return run_dir / "student.pt", {
         "before": results["student"], "search_minutes": results["search_minutes"], "episodes": results["episodes"],

@@ -18,11 +18,10 @@ from pathlib import Path
 
 from compare_searchers_c10 import t_interval
 from machine import describe
-from row_settings import keyed_folder, search_settings
+from row_settings import keyed_folder, search_in, search_settings
 from script_args import parse_args
 
 from agents.config import SearchConfig, load_config
-from agents.search import resume_config_path, run_search
 
 
 @dataclass
@@ -49,15 +48,7 @@ def config(args: Args, variant: str, seed: int) -> SearchConfig:
 def run_row(args: Args, variant: str, seed: int) -> dict:
     cfg = config(args, variant, seed)
     folder = keyed_folder(args.out_dir, f"{variant}-s{seed}", search_settings(cfg))
-    runs = sorted(folder.glob("search-*"))
-    done = [r for r in runs if (r / "results.json").exists()]
-    if done:
-        results = json.loads((done[-1] / "results.json").read_text())
-    elif runs:
-        results = run_search(load_config(resume_config_path(runs[-1])), resume_dir=runs[-1])
-    else:
-        cfg.out_dir, cfg.name = str(folder), "search"
-        results = run_search(cfg)
+    results = search_in(folder, cfg)
     rewards = json.loads((Path(results["run_dir"]) / "search_state.json").read_text())["recorder"]["rewards"]
     return {"variant": variant, "seed": seed, "folder": str(folder), "best_reward": results["best_reward"],
             "best_episode": results["best_episode"], "last_mean_reward": statistics.mean(rewards[-args.last:]),

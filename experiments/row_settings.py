@@ -1,5 +1,5 @@
-"""What a benchmark row computes, as a dict, and the run folder keyed by it: rows with other settings never
-reuse an old result."""
+"""What a benchmark row computes, as a dict, the run folder keyed by it (rows with other settings never
+reuse an old result), and the row's search in that folder: reused when finished, resumed when interrupted."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from agents.config import SearchConfig
+from agents.config import SearchConfig, load_config
+from agents.search import resume_config_path, run_search
 
 # Where and how fast a search runs, and how its final report is sized, not what it computes. Keep this list in
 # step with new config keys, or finished rows stop matching their folders.
@@ -34,3 +35,15 @@ def search_settings(cfg: SearchConfig) -> dict:
 def keyed_folder(parent: str | Path, name: str, settings: dict) -> Path:
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
     return Path(parent) / f"{name}-{digest}"
+
+
+def search_in(folder: Path, cfg: SearchConfig) -> dict:
+    """The results of `cfg`'s search in `folder`: read when it finished, resumed when it was interrupted."""
+    runs = sorted(folder.glob("search-*"))
+    done = [r for r in runs if (r / "results.json").exists()]
+    if done:
+        return json.loads((done[-1] / "results.json").read_text())
+    if runs:
+        return run_search(load_config(resume_config_path(runs[-1])), resume_dir=runs[-1])
+    cfg.out_dir, cfg.name = str(folder), "search"
+    return run_search(cfg)
