@@ -406,7 +406,7 @@ def _search(cfg, backend: str, vec_env: BatchedEvaluationVecEnv, teacher_blob: d
                                teacher_fields(teacher_blob, env.teacher))  # fmt: skip
     started = time.perf_counter()
     earlier_seconds, earlier_env_seconds = state.get("seconds", 0.0), state.get("env_seconds", 0.0)
-    earlier_evaluations = state.get("evaluations", 0), state.get("evaluation_seconds", 0.0)  # before a resume
+    earlier_evaluations, earlier_evaluation_seconds = state.get("evaluations", 0), state.get("evaluation_seconds", 0.0)
     state_path = run_dir / "search_state.json"
 
     def save_state(agent=None) -> None:
@@ -414,8 +414,8 @@ def _search(cfg, backend: str, vec_env: BatchedEvaluationVecEnv, teacher_blob: d
             save_agent_state(agent, cfg, run_dir, state)
         state.update(recorder=recorder.state(), seconds=time.perf_counter() - started + earlier_seconds,
                      env_seconds=vec_env.seconds + earlier_env_seconds, workers=cfg.workers,
-                     evaluations=vec_env.evaluator.evaluations + earlier_evaluations[0],
-                     evaluation_seconds=vec_env.evaluator.evaluation_seconds + earlier_evaluations[1])  # fmt: skip
+                     evaluations=vec_env.evaluator.evaluations + earlier_evaluations,
+                     evaluation_seconds=vec_env.evaluator.evaluation_seconds + earlier_evaluation_seconds)  # fmt: skip
         write_json(state_path, state)
 
     with stop_on_signals():

@@ -12,15 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from benchmark_cifar10 import LATENCY_THREADS
+from benchmark_cifar10 import LATENCY_THREADS, METHODS
 from benchmark_cifar10 import Args as RunnerArgs
 from script_args import parse_args
 
 RESULTS = Path("experiments/results")
 BUDGET_KIND = {"ddpg-channel+quantize": "size", "ddpg-latency": "latency"}
-METHOD_ORDER = [
-    "teacher", "uniform", "random", "ddpg-channel", "ddpg-removal+channel", "ddpg-channel+quantize", "ddpg-latency",
-]  # fmt: skip
 
 
 @dataclass
@@ -74,7 +71,7 @@ def machines(rows: list[dict]) -> str:
 
 def load_rows(results: Path) -> list[dict]:
     rows = json.loads(results.read_text()) if results.exists() else []
-    order = {m: i for i, m in enumerate(METHOD_ORDER)}
+    order = {m: i for i, m in enumerate(METHODS)}  # the runner's order
     kinds = {"FLOPs": 0, "size": 1, "latency": 2}
 
     def key(r: dict) -> tuple:
