@@ -14,6 +14,7 @@ from amc.models import create_model
 def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("AMC_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("AMC_TRUST_MODEL_CODE", "")  # model files trusted by one test stay out of the next
+    monkeypatch.setenv("SB3_LOGDIR", str(tmp_path / "sb3"))  # SB3's default logger folder, else one per learn() in /tmp
     torch.manual_seed(0)
 
 
