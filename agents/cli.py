@@ -97,8 +97,8 @@ def _run(name: str, args: argparse.Namespace):
         cfg = config_from_args(command.config, args, command=name)
         target = _resolved_config_path(cfg, args) if command.saves_config else None
         result = _body(command)(cfg)
-        if target is not None and torchrun_ranks().is_main:
-            dump_config(cfg, target)
+        if target is not None and torchrun_ranks().is_main:  # what was run, not how: a resume is not part of it
+            dump_config(dataclasses.replace(cfg, resume=False) if hasattr(cfg, "resume") else cfg, target)
         return result, getattr(cfg, "json", False)
     from agents.search import resume_config_path
 

@@ -24,11 +24,12 @@ from pathlib import Path
 
 from machine import describe
 from row_settings import keyed_folder, search_in, search_settings
-from script_args import parse_args
+from script_args import run_script
 
 from agents.config import SearchConfig, load_config
 from amc.commands import finetune_command
 from amc.config import EvaluateConfig, FinetuneConfig
+from amc.errors import AmcError
 from amc.evaluation import evaluate_checkpoint
 
 TEACHERS = {
@@ -76,9 +77,9 @@ class Row:
     def parse(cls, text: str, args: Args) -> Row:
         parts = text.split(":")
         if len(parts) not in (2, 3) or parts[1] not in METHODS:
-            raise SystemExit(f"row {text!r} must be MODEL:METHOD[:BUDGET], METHOD one of {', '.join(METHODS)}")
+            raise AmcError(f"row {text!r} must be MODEL:METHOD[:BUDGET], METHOD one of {', '.join(METHODS)}")
         if parts[0] not in TEACHERS:
-            raise SystemExit(f"row {text!r}: MODEL is one of {', '.join(TEACHERS)}")
+            raise AmcError(f"row {text!r}: MODEL is one of {', '.join(TEACHERS)}")
         budget = float(parts[2]) if len(parts) == 3 else DEFAULT_BUDGET.get(parts[1], 0.5)
         return cls(parts[0], parts[1], 1.0 if parts[1] == "teacher" else budget, args)
 
@@ -218,7 +219,7 @@ def main(args: Args) -> None:
     for name in names:
         row = Row.parse(name, args)
         if not Path(row.teacher).is_file():
-            raise SystemExit(f"no teacher for {row.model} at {row.teacher}; train one with `amc train-teacher`")
+            raise AmcError(f"no teacher for {row.model} at {row.teacher}; train one with `amc train-teacher`")
         merge(Path(args.results), [run_row(row)])
     if args.latency:
         measure_latencies(args)
@@ -226,4 +227,4 @@ def main(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    main(parse_args(Args, __doc__))
+    run_script(main, Args, __doc__)

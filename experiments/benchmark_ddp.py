@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from machine import describe
-from script_args import parse_args
+from script_args import run_script
 
 from amc.checkpoint import load_checkpoint
 from amc.device import resolve_device
@@ -104,4 +104,4 @@ def main(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    main(parse_args(Args, __doc__, []))
+    run_script(main, Args, __doc__, [])

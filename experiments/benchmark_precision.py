@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from machine import describe
-from script_args import parse_args
+from script_args import run_script
 
 from amc.device import resolve_device
 from amc.models import create_model
@@ -94,4 +94,4 @@ def main(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    main(parse_args(Args, __doc__))
+    run_script(main, Args, __doc__)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from machine import describe
-from script_args import parse_args
+from script_args import run_script
 
 from agents.config import load_config
 from agents.search import run_search
@@ -193,5 +193,5 @@ def report(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    args = parse_args(Args, __doc__, ["throughput", "quality", "report"])
-    {"throughput": throughput, "quality": quality, "report": report}[args.command](args)
+    commands = {"throughput": throughput, "quality": quality, "report": report}
+    run_script(lambda args: commands[args.command](args), Args, __doc__, list(commands))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from script_args import parse_args
+from script_args import run_script
 
 from agents.config import load_config
 from agents.search import run_search
@@ -126,4 +126,4 @@ def main(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    main(parse_args(Args, __doc__))
+    run_script(main, Args, __doc__)

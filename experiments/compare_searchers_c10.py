@@ -20,21 +20,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from row_settings import keyed_folder, search_in, search_settings
-from script_args import parse_args
+from script_args import run_script
 
 from agents.config import SearchConfig, load_config
 from agents.search import evaluation_settings, load_teacher_and_data
-from amc.baselines import global_pruning
+from amc.baselines import GLOBAL_IMPORTANCES, global_pruning
 from amc.budget import Budget
 from amc.checkpoint import load_checkpoint
 from amc.commands import finetune_command
 from amc.config import FinetuneConfig
+from amc.errors import AmcError
 from amc.evaluation import evaluate_report
 from amc.evaluator import CandidateEvaluator
 from amc.predicted_cost import CostModel
 from amc.student import save_student
 
 SEARCHES = ("ddpg", "td3", "tpe", "cmaes", "random")
+METHODS = (*SEARCHES, "uniform", *(f"global-{name}" for name in GLOBAL_IMPORTANCES))
 
 
 @dataclass
@@ -56,6 +58,13 @@ class Row:
     method: str
     seed: int
     args: Args
+
+    @classmethod
+    def parse(cls, text: str, args: Args) -> Row:
+        method, _, seed = text.partition(":")
+        if method not in METHODS or not seed.isdigit():
+            raise AmcError(f"row {text!r} must be METHOD:SEED, METHOD one of {', '.join(METHODS)}, SEED >= 0")
+        return cls(method, int(seed), args)
 
     def config(self) -> SearchConfig:
         agent = self.method if self.method in SEARCHES else "uniform"
@@ -121,14 +130,13 @@ def fine_tuned(row: Row, student: Path) -> dict:
 
 
 def run(args: Args) -> None:
-    for text in args.rows:
-        method, seed = text.split(":")
-        row = Row(method, int(seed), args)
+    for row in [Row.parse(text, args) for text in args.rows]:  # every row checked before hours of work
+        method, seed = row.method, row.seed
         student, searched = searched_student(row)
         tuned = fine_tuned(row, student)
         before = searched["before"]
         result = {
-            "method": method, "seed": int(seed), "folder": str(row.folder), "budget": row.config().budget,
+            "method": method, "seed": seed, "folder": str(row.folder), "budget": row.config().budget,
             "acc_test_noft": before["accuracy"], "acc_val_noft": before["val_accuracy"],
             "acc_test_ft": tuned["accuracy"], "acc_val_ft": tuned["val_accuracy"],
             "flops": before["flops"], "search_minutes": searched["search_minutes"], "episodes": searched["episodes"],
@@ -154,6 +162,8 @@ def t_interval(diffs: list[float]) -> tuple[float, float]:
 
 
 def report(args: Args) -> None:
+    if not Path(args.results).exists():
+        raise AmcError(f"{args.results} does not exist yet; make rows with `compare_searchers_c10.py run --rows ...`")
     rows = json.loads(Path(args.results).read_text())
     by_method: dict[str, dict[int, dict]] = {}
     for r in rows:
@@ -186,7 +196,7 @@ def report(args: Args) -> None:
         ranked = sorted(means, key=means.get, reverse=True)
         best = ranked[0]
         lines += ["", f"## Paired differences after FT against {best} (same seed index), 95% t interval", "",
-                  "| method | pairs | mean difference (points) | 95% CI |", "|---|---|---|---|"]  # fmt: skip
+                  f"| method | pairs | {best} minus method, mean (points) | 95% CI |", "|---|---|---|---|"]  # fmt: skip
         verdicts = []
         for method in ranked[1:]:
             pairs = sorted(set(by_method[best]) & set(by_method[method]))
@@ -212,5 +222,5 @@ def report(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    arguments = parse_args(Args, __doc__, ["run", "report"])
-    {"run": run, "report": report}[arguments.command](arguments)
+    commands = {"run": run, "report": report}
+    run_script(lambda args: commands[args.command](args), Args, __doc__, list(commands))

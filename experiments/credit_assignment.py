@@ -19,7 +19,7 @@ from pathlib import Path
 from compare_searchers_c10 import t_interval
 from machine import describe
 from row_settings import keyed_folder, search_in, search_settings
-from script_args import parse_args
+from script_args import run_script
 
 from agents.config import SearchConfig, load_config
 
@@ -105,5 +105,5 @@ def report(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    arguments = parse_args(Args, __doc__, ["run", "report"])
-    run(arguments) if arguments.command == "run" else report(arguments)
+    commands = {"run": run, "report": report}
+    run_script(lambda args: commands[args.command](args), Args, __doc__, list(commands))

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from script_args import parse_args
+from script_args import run_script
 
 from amc.checkpoint import load_checkpoint
 from amc.policy import CompressionPolicy
@@ -194,4 +194,4 @@ def main(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    main(parse_args(Args, __doc__, []))
+    run_script(main, Args, __doc__, [])

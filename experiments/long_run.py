@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from machine import describe
-from script_args import parse_args
+from script_args import run_script
 
 
 @dataclass
@@ -86,4 +86,4 @@ def main(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    main(parse_args(Args, __doc__, []))
+    run_script(main, Args, __doc__, [])

@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 from benchmark_cifar10 import LATENCY_THREADS, METHODS
 from benchmark_cifar10 import Args as RunnerArgs
-from script_args import parse_args
+from script_args import run_script
+
+from amc.errors import AmcError
 
 RESULTS = Path("experiments/results")
 BUDGET_KIND = {"ddpg-channel+quantize": "size", "ddpg-latency": "latency"}
@@ -315,10 +317,10 @@ def _plots(rows: list[dict]) -> list[str]:
 def main(args: Args) -> None:
     rows = load_rows(Path(args.results))
     if not rows:
-        raise SystemExit(f"{args.results} holds no rows; run experiments/benchmark_cifar10.py first")
+        raise AmcError(f"{args.results} holds no rows; run experiments/benchmark_cifar10.py first")
     write_report(rows, Path(args.out))
     print(f"wrote {args.out} from {len(rows)} rows")
 
 
 if __name__ == "__main__":
-    main(parse_args(Args, __doc__))
+    run_script(main, Args, __doc__)

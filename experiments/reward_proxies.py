@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from script_args import parse_args
+from script_args import run_script
 
 TEACHER = "experiments/teachers/resnet20_cifar10.pt"
 POLICIES = Path("experiments/results/proxy_policies")
@@ -276,4 +276,4 @@ def main(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    main(parse_args(Args, __doc__, ["policies", "proxies", "truth", "report"]))
+    run_script(main, Args, __doc__, ["policies", "proxies", "truth", "report"])

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from script_args import parse_args
+from script_args import run_script
 
 from agents.config import PredictConfig, load_config
 from agents.predict import predict_command
@@ -164,4 +164,4 @@ def main(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    main(parse_args(Args, __doc__, ["budget", "model", "report"]))
+    run_script(main, Args, __doc__, ["budget", "model", "report"])

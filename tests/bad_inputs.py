@@ -292,7 +292,8 @@ def write_table(path: Path) -> None:
         "`tests/test_bad_inputs.py` checks every row: exit status 2, one line, and no file already there changed.",
         "In commands, {teacher}, {policy}, {student}, {run} and {other} are made first (a ResNet-8 teacher, its",
         "uniform policy and student, a finished search, a Plain-20 teacher); {tmp} is the case's own folder.",
-        "In messages, `…` stands for the scratch folder the cases ran in.", "",
+        "In messages, `…` stands for the scratch folder the cases ran in. The experiment scripts answer bad rows",
+        "and flags the same way (`tests/test_experiment_scripts.py`).", "",
         "| # | case | command | exit | message |", "|---|---|---|---|---|", *rows,
     ]) + "\n")  # fmt: skip
 

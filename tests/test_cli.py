@@ -75,6 +75,7 @@ def test_train_teacher_resumes_after_interruption(tmp_path, capsys, monkeypatch)
     assert load_checkpoint(interrupted)["train_state"]["epoch"] == 1
     monkeypatch.setattr(amc.training, "evaluate_accuracy", real_evaluate)
     assert run([*TRAIN, "--epochs", "3", "--out", str(interrupted), "--resume"], capsys)[0] == 0
+    assert "resume: false\n" in (tmp_path / "interrupted.config.yaml").read_text()  # what ran, not how
 
     a, b = load_checkpoint(straight)["state_dict"], load_checkpoint(interrupted)["state_dict"]
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
