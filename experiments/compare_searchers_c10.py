@@ -161,6 +161,9 @@ def t_interval(diffs: list[float]) -> tuple[float, float]:
     return mean, stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
 
 
+README_BLOCK = ("<!-- searchers: written by experiments/compare_searchers_c10.py report -->", "<!-- /searchers -->")
+
+
 def report(args: Args) -> None:
     if not Path(args.results).exists():
         raise AmcError(f"{args.results} does not exist yet; make rows with `compare_searchers_c10.py run --rows ...`")
@@ -175,13 +178,6 @@ def report(args: Args) -> None:
              "and global pruning, which are deterministic).", "",
              "| method | seeds | before FT, mean ± sd | after FT, mean ± sd | after FT, each seed | search min | "
              "candidates |", "|---|---|---|---|---|---|---|"]  # fmt: skip
-
-    def pct(values) -> str:
-        values = [100 * v for v in values]
-        if len(values) < 2:
-            return f"{values[0]:.2f} (one seed)"
-        return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
-
     means = {}
     for method, seeds in sorted(by_method.items()):
         rs = [seeds[s] for s in sorted(seeds)]
@@ -189,36 +185,77 @@ def report(args: Args) -> None:
         each = ", ".join(f"{100 * r['acc_test_ft']:.2f}" for r in rs)
         counted = [r["candidates"] for r in rs if r["candidates"] is not None]
         candidates = f"{statistics.mean(counted):.0f}" if counted else "–"  # None: not counted over a resume
-        lines.append(f"| {method} | {len(rs)} | {pct(r['acc_test_noft'] for r in rs)} | "
-                     f"{pct(r['acc_test_ft'] for r in rs)} | {each} | "
+        lines.append(f"| {method} | {len(rs)} | {_pct(r['acc_test_noft'] for r in rs)} | "
+                     f"{_pct(r['acc_test_ft'] for r in rs)} | {each} | "
                      f"{statistics.mean(r['search_minutes'] for r in rs):.1f} | {candidates} |")  # fmt: skip
     if len(means) > 1:
-        ranked = sorted(means, key=means.get, reverse=True)
-        best = ranked[0]
+        best, verdicts = _paired_against_best(by_method, means)
         lines += ["", f"## Paired differences after FT against {best} (same seed index), 95% t interval", "",
                   f"| method | pairs | {best} minus method, mean (points) | 95% CI |", "|---|---|---|---|"]  # fmt: skip
-        verdicts = []
-        for method in ranked[1:]:
-            pairs = sorted(set(by_method[best]) & set(by_method[method]))
-            diffs = [100 * (by_method[best][s]["acc_test_ft"] - by_method[method][s]["acc_test_ft"]) for s in pairs]
-            if not diffs:
-                continue
-            mean, half = t_interval(diffs)
+        for method, pairs, mean, half in verdicts:
             interval = "–" if half != half else f"[{mean - half:+.2f}, {mean + half:+.2f}]"
-            lines.append(f"| {method} | {len(diffs)} | {mean:+.2f} | {interval} |")
-            verdicts.append((method, mean, half))
-        lines += ["", f"**The answer.** After fine-tuning, {best} has the highest mean test accuracy "
-                  f"({100 * means[best]:.2f}%)."]  # fmt: skip
-        for method, mean, half in verdicts:
-            if half != half:  # one pair: no interval yet
-                lines.append(f"- against {method}: {mean:+.2f} points from one pair; no interval until more seeds run.")
-            else:
-                beyond = mean - half > 0
-                lines.append(f"- against {method}: {mean:+.2f} points, "
-                             f"{'beyond' if beyond else 'within'} the noise (95% interval ±{half:.2f}).")  # fmt: skip
+            lines.append(f"| {method} | {pairs} | {mean:+.2f} | {interval} |")
+        answer = _answer(best, means, verdicts)
+        lines += ["", answer[0], *answer[1:]]
+        _write_readme_block(by_method, means, best, verdicts, answer[0])
     out = Path(args.results).with_suffix(".md")
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")
+
+
+def _pct(values) -> str:
+    values = [100 * v for v in values]
+    if len(values) < 2:
+        return f"{values[0]:.2f} (one seed)"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def _paired_against_best(by_method: dict, means: dict) -> tuple[str, list]:
+    """The method with the best mean after FT, and (method, pairs, mean, half-width) of best minus each other."""
+    ranked = sorted(means, key=means.get, reverse=True)
+    best, verdicts = ranked[0], []
+    for method in ranked[1:]:
+        pairs = sorted(set(by_method[best]) & set(by_method[method]))
+        diffs = [100 * (by_method[best][s]["acc_test_ft"] - by_method[method][s]["acc_test_ft"]) for s in pairs]
+        if diffs:
+            verdicts.append((method, len(diffs), *t_interval(diffs)))
+    return best, verdicts
+
+
+def _answer(best: str, means: dict, verdicts: list) -> list[str]:
+    top = f"{100 * means[best]:.2f}%"
+    lines = [f"**The answer.** After fine-tuning, {best} has the highest mean test accuracy ({top})."]
+    for method, _, mean, half in verdicts:
+        if half != half:  # one pair: no interval yet
+            lines.append(f"- against {method}: {mean:+.2f} points from one pair; no interval until more seeds run.")
+        else:
+            beyond = mean - half > 0
+            lines.append(f"- against {method}: {mean:+.2f} points, "
+                         f"{'beyond' if beyond else 'within'} the noise (95% interval ±{half:.2f}).")  # fmt: skip
+    return lines
+
+
+def _write_readme_block(by_method: dict, means: dict, best: str, verdicts: list, answer: str) -> None:
+    """The README's summary table, rewritten between its markers so that no figure there goes stale."""
+    readme = Path(__file__).parents[1] / "README.md"
+    text = readme.read_text()
+    begin, end = README_BLOCK
+    if begin not in text or end not in text:
+        return
+    gaps = {method: (mean, half) for method, _, mean, half in verdicts}
+    table = [
+        f"| method | seeds | after FT, mean ± sd | {best} minus it [95% CI] | search min |",
+        "|---|---|---|---|---|",
+    ]
+    for method in sorted(means, key=means.get, reverse=True):
+        rs = list(by_method[method].values())
+        mean, half = gaps.get(method, (None, None))
+        gap = "–" if mean is None else f"{mean:+.2f} " + ("[one pair]" if half != half else
+                                                           f"[{mean - half:+.2f}, {mean + half:+.2f}]")  # fmt: skip
+        table.append(f"| {method} | {len(rs)} | {_pct(r['acc_test_ft'] for r in rs)} | {gap} | "
+                     f"{statistics.mean(r['search_minutes'] for r in rs):.1f} |")  # fmt: skip
+    head, rest = text.split(begin, 1)
+    readme.write_text(head + "\n".join([begin, "", *table, "", answer, "", end]) + rest.split(end, 1)[1])
 
 
 if __name__ == "__main__":
