@@ -1,10 +1,11 @@
 """Baseline policies, each meeting a budget: one uniform keep ratio, random per-unit ratios, or the per-unit
-ratios that Torch-Pruning's global pruning arrives at."""
+ratios of global pruning by a Torch-Pruning importance."""
 
 from __future__ import annotations
 
 import copy
 import itertools
+import math
 
 import numpy as np
 import torch
@@ -17,7 +18,7 @@ from amc.data import DataSplits
 from amc.errors import AmcError
 from amc.policy import CompressionPolicy
 from amc.predicted_cost import CostModel
-from amc.pruning import execution_order
+from amc.pruning import Layer, build_graph, execution_order
 
 
 def _ratios_for(cost_model: CostModel, keep_ratios: dict[str, float], round_to: int) -> dict[str, float]:
@@ -71,10 +72,6 @@ GLOBAL_IMPORTANCES = ("l1", "l1-normalized", "lamp", "taylor")
 `taylor`: first-order Taylor (|weight x gradient|), from the cross-entropy on a few training batches."""
 
 
-GLOBAL_GRID = 32
-"""Global pruning ratios tried, evenly spaced up to `max_pruning_ratio`, before the bisection."""
-
-
 def _tp_importance(name: str):
     if name == "l1":
         return tp.importance.GroupMagnitudeImportance(p=1, group_reduction="mean", normalizer=None)
@@ -110,54 +107,62 @@ def global_pruning(
     gradient_batches: int = 4,
     round_to: int = 1,
 ) -> CompressionPolicy:
-    """Torch-Pruning's global pruning (`MetaPruner(global_pruning=True)`): every channel of every coupled group
-    ranked against all others by `importance`, at most `max_pruning_ratio` of any layer removed. The
-    smallest global pruning ratio whose per-unit channel counts meet the budget (grid, then bisection) gives the
-    policy's keep ratios. Which channels a unit keeps is then amc's choice (L1), as for every policy.
-    Raw magnitudes are not comparable across layers, so `l1` tends to strip some layers bare; the cap
-    and the normalized importances (`l1-normalized`, `lamp`) counter that."""
+    """Global pruning: every channel of every coupled group (Torch-Pruning's dependency graph) scored by
+    Torch-Pruning's `importance` and ranked against all others; the lowest-ranked go first, but no unit loses
+    more than `max_pruning_ratio` of its channels. The fewest channels removed that meet the budget
+    (bisection over the ranking, exact because the cost only falls as more go) give the keep ratios.
+    Which channels a unit keeps is then amc's choice (L1), as for every policy.
+
+    The ranking is done here, not by TP's `MetaPruner(global_pruning=True)`: in one step that pruner ignores
+    `max_pruning_ratio` and skips any group it would empty, so its cuts jump about as the ratio grows.
+    Raw magnitudes are not comparable across layers, so `l1` piles its cuts on a few layers, which the cap
+    then stops; the normalized importances (`l1-normalized`, `lamp`) spread them."""
     if budget.latency is not None:
         raise AmcError("global pruning solves flops, params and size budgets; predict latency with a LatencyTable")
     if not 0.0 < max_pruning_ratio < 1.0:
         raise AmcError(f"max_pruning_ratio is {max_pruning_ratio}; it must lie in (0, 1)")
     scorer = _tp_importance(importance)
     source = _with_gradients(teacher, data, gradient_batches) if importance == "taylor" else teacher.eval()
-    example = torch.randn(1, *input_shape, device=next(teacher.parameters()).device)
-    classifier = execution_order(teacher, input_shape)[-1]  # its outputs are the classes: never pruned
+    scores = _unit_scores(source, input_shape, cost_model, scorer)
+    floor = {name: max(1, math.ceil((1.0 - max_pruning_ratio) * len(s) - 1e-9)) for name, s in scores.items()}
+    ranked = torch.cat([s for s in scores.values()]).sort().values
 
-    def keep_ratios(ratio: float) -> dict[str, float]:
-        model = copy.deepcopy(source)
-        for copied, original in zip(model.parameters(), source.parameters(), strict=True):
-            copied.grad = None if original.grad is None else original.grad.clone()
-        pruner = tp.pruner.MetaPruner(model, example, importance=scorer, global_pruning=True, pruning_ratio=ratio,
-                                      max_pruning_ratio=max_pruning_ratio,
-                                      ignored_layers=[model.get_submodule(classifier)])  # fmt: skip
-        pruner.step()
-        kept = {}
-        for unit in cost_model.units:
-            root = model.get_submodule(unit.root)
-            kept[unit.name] = (root.out_channels if isinstance(root, nn.Conv2d) else root.out_features) / unit.channels
-        return kept
+    def keep_ratios(removed: int) -> dict[str, float]:
+        """Keep ratios when the `removed` lowest-scored channels overall go, each unit held at its floor."""
+        if removed == 0:
+            return {name: 1.0 for name in scores}
+        threshold = ranked[removed - 1]
+        return {name: max(int((s > threshold).sum()), floor[name]) / len(s) for name, s in scores.items()}
 
-    def meets(keep: dict[str, float]) -> bool:
-        return budget.met_by(_ratios_for(cost_model, keep, round_to))
+    def meets(removed: int) -> bool:
+        return budget.met_by(_ratios_for(cost_model, keep_ratios(removed), round_to))
 
-    # TP's per-unit channel counts need not shrink monotonically as the global ratio grows (raw magnitudes
-    # can move the threshold across groups), so scan a grid for the first ratio that meets the budget, then
-    # bisect between it and the grid point before.
-    grid = [max_pruning_ratio * k / GLOBAL_GRID for k in range(1, GLOBAL_GRID + 1)]
-    found = next(((r, keep) for r in grid if meets(keep := keep_ratios(r))), None)
-    if found is None:
+    low, high = 0, len(ranked)
+    if not meets(high):
         raise AmcError(f"global pruning cannot meet {budget} with at most {max_pruning_ratio:.0%} of each layer "
                        "removed; raise max_pruning_ratio or relax the budget")  # fmt: skip
-    high, best = found
-    low = high - max_pruning_ratio / GLOBAL_GRID
-    for _ in range(8):
-        mid = 0.5 * (low + high)
-        keep = keep_ratios(mid)
-        if meets(keep):
-            high, best = mid, keep
-        else:
-            low = mid
-    metadata = {"method": f"global-{importance}", "global_pruning_ratio": high, "max_pruning_ratio": max_pruning_ratio}
-    return CompressionPolicy(keep_ratios=best, round_to=round_to, metadata=metadata)
+    while high - low > 1:  # meets(high) holds throughout
+        mid = (low + high) // 2
+        low, high = (low, mid) if meets(mid) else (mid, high)
+    metadata = {"method": f"global-{importance}", "global_pruning_ratio": high / len(ranked),
+                "max_pruning_ratio": max_pruning_ratio}  # fmt: skip
+    return CompressionPolicy(keep_ratios=keep_ratios(high), round_to=round_to, metadata=metadata)
+
+
+def _unit_scores(source: nn.Module, input_shape, cost_model: CostModel, scorer) -> dict[str, torch.Tensor]:
+    """Each pruning unit's per-channel importance (indexed by its root's output channels), from TP's groups."""
+    graph = build_graph(source, input_shape)
+    names = {module: name for name, module in source.named_modules()}
+    classifier = source.get_submodule(execution_order(source, input_shape)[-1])  # its outputs are the classes
+    unit_of_root = {unit.root: unit.name for unit in cost_model.units}
+    scores = {}
+    for group in graph.get_all_groups(ignored_layers=[classifier], root_module_types=Layer):
+        name = unit_of_root.get(names.get(group[0].dep.target.module))
+        if name is not None:
+            score = scorer(group)
+            if score is not None:
+                scores[name] = score.detach().float().cpu()
+    missing = [unit.name for unit in cost_model.units if unit.name not in scores]
+    if missing:
+        raise AmcError(f"the importance gives no scores for unit {missing[0]}; use another --importance")
+    return scores

@@ -5,7 +5,7 @@ import pytest
 import torch
 from conftest import model_input, model_kwargs
 
-from amc.baselines import random_policy, uniform
+from amc.baselines import global_pruning, random_policy, uniform
 from amc.budget import Budget
 from amc.errors import AmcError
 from amc.measured_cost import count_macs, count_params, flop_counter_macs, layer_macs, size_bytes
@@ -169,6 +169,22 @@ def test_random_policies_differ_but_all_meet_the_budget():
     assert len({tuple(p.keep_ratios.values()) for p in policies}) == 5
     for p in policies:
         assert cost_model.ratios(cost_model.predict(p.keep_ratios))["flops"] <= 0.5
+
+
+@pytest.mark.parametrize("importance", ["l1", "l1-normalized", "lamp"])
+def test_global_pruning_honours_the_per_layer_cap_and_stays_tight(importance):
+    teacher = _teacher("resnet20")
+    cost_model = CostModel(teacher, (3, 32, 32))
+    smallest = {}
+    for cap in (0.5, 0.9):
+        policy = global_pruning(teacher, (3, 32, 32), cost_model, Budget(flops=0.3), importance=importance,
+                                max_pruning_ratio=cap)  # fmt: skip
+        for unit in cost_model.units:  # never more than the cap of any unit removed
+            assert round(policy.keep_ratios[unit.name] * unit.channels) >= (1 - cap) * unit.channels - 1e-6
+        flops = cost_model.ratios(cost_model.predict(policy.keep_ratios))["flops"]
+        assert 0.28 <= flops <= 0.3  # the fewest channels removed that meet the budget
+        smallest[cap] = min(policy.keep_ratios.values())
+    assert smallest[0.5] >= 0.5 and smallest[0.9] < smallest[0.5]  # the cap binds, and lifting it changes the cut
 
 
 def test_impossible_budget_is_refused():
