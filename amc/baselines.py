@@ -165,4 +165,4 @@ def _unit_scores(source: nn.Module, input_shape, cost_model: CostModel, scorer) 
     missing = [unit.name for unit in cost_model.units if unit.name not in scores]
     if missing:
         raise AmcError(f"the importance gives no scores for unit {missing[0]}; use another --importance")
-    return scores
+    return {unit.name: scores[unit.name] for unit in cost_model.units}  # forward order, as every policy
