@@ -2,7 +2,7 @@
 CIFAR-10 (issue 19): Optuna's TPE and CMA-ES, random search, uniform, and Torch-Pruning's global pruning,
 every best student KD fine-tuned with the benchmark's 15-epoch recipe.
 
-    python experiments/compare_searchers_c10.py run --rows ddpg:0 tpe:0 cmaes:0 random:0 uniform:0 global-lamp:0
+    python experiments/compare_searchers_c10.py run --rows ddpg:0 tpe:0 cmaes:0 random:0 uniform:0 global-taylor:0
     python experiments/compare_searchers_c10.py report
 
 A row is METHOD:SEED. For a search (ddpg, td3, tpe, cmaes, random) the seed is the search's and the fine-tune
