@@ -60,6 +60,11 @@ class SearchConfig:
     init_agent: str | None = doc(
         None, "warm-start actor and critic from a saved agent.pt (another budget or model); shorten warmup_episodes"
     )
+    init_policy: str | None = doc(
+        None,
+        "channel policy.json (e.g. from `amc baseline global`) that ddpg, td3 or sac play first: the search "
+        "starts from it",
+    )
     checkpoint_every: int = doc(1, "save the agent and the search state every this many episodes (0: only on stop)")
     final_finetune_epochs: int = doc(0, "KD fine-tune the best student for this many epochs at the end")
     report_samples: int | None = doc(None, "test and val images in the final report (default: all)")

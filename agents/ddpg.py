@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from stable_baselines3 import DDPG, SAC, TD3
 
 from agents.buffers import EpisodeRewardReplayBuffer
@@ -23,15 +24,30 @@ class SeparateCriticLearningRate:
         self.logger.record("train/critic_learning_rate", self.critic_learning_rate)
 
 
-class AmcDDPG(SeparateCriticLearningRate, DDPG):
+class StartFromActions:
+    """Plays `start_actions` (one per step) in env 0's first episode instead of sampling one: a search that
+    starts from a known policy (`init_policy`, e.g. global pruning's). Its transitions reach the replay buffer,
+    and its reward the best-so-far, like any episode's."""
+
+    start_actions: list[float]
+
+    def _sample_action(self, learning_starts, action_noise=None, n_envs=1):
+        action, buffer_action = super()._sample_action(learning_starts, action_noise, n_envs)
+        if self.start_actions:
+            chosen = np.asarray([self.start_actions.pop(0)], dtype=action.dtype)
+            action[0], buffer_action[0] = chosen, self.policy.scale_action(chosen)
+        return action, buffer_action
+
+
+class AmcDDPG(StartFromActions, SeparateCriticLearningRate, DDPG):
     pass
 
 
-class AmcTD3(SeparateCriticLearningRate, TD3):
+class AmcTD3(StartFromActions, SeparateCriticLearningRate, TD3):
     pass
 
 
-class AmcSAC(SeparateCriticLearningRate, SAC):
+class AmcSAC(StartFromActions, SeparateCriticLearningRate, SAC):
     pass
 
 
@@ -76,4 +92,5 @@ def make_agent(env, steps_per_episode: int, cfg: SearchConfig):
         **kwargs,
     )
     agent.critic_learning_rate = cfg.critic_lr
+    agent.start_actions = []
     return agent

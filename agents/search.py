@@ -174,6 +174,8 @@ def _run_rl(cfg, vec_env, steps: int, recorder, resuming: bool, saved: tuple, st
             agent.action_noise = noise if vec_env.num_envs == 1 else shared_schedule(noise, vec_env.num_envs)
     elif saved_agent is not None:
         warm_start(agent, saved_agent, cfg.init_agent)
+    if not resuming and cfg.init_policy:
+        agent.start_actions = policy_actions(cfg.init_policy, vec_env.envs[0].unwrapped)
     remaining = cfg.episodes - recorder.episodes
     callbacks = [EpisodeCallback(recorder), PeriodicCheckpoint(recorder, cfg.checkpoint_every, save_state)]
     interrupted = False
@@ -212,6 +214,20 @@ def warm_start(agent, saved: dict, path: str | Path) -> None:
         agent.policy.load_state_dict(saved["parameters"]["policy"])
     except RuntimeError as exc:
         raise AmcError(f"{path} has other network sizes than `hidden`; set hidden to the saved agent's") from exc
+
+
+def policy_actions(path: str | Path, env: CompressionEnv) -> list[float]:
+    """The per-step actions that play a saved channel policy (its keep ratios) in this env."""
+    policy = CompressionPolicy.load(path)
+    if any(step.stage != "channel" for step in env.steps):
+        raise AmcError(f"init_policy {path}: a search starts from a policy in channel mode only; drop init_policy")
+    if policy.fingerprint and policy.fingerprint != model_fingerprint(env.teacher):
+        raise AmcError(f"init_policy {path} was made for another teacher; make one for this teacher with "
+                       "`amc baseline global`")  # fmt: skip
+    missing = [step.name for step in env.steps if step.name not in policy.keep_ratios]
+    if missing:
+        raise AmcError(f"init_policy {path} has no keep ratio for {missing[0]}; make it for this teacher")
+    return env.values_to_actions([policy.keep_ratios[step.name] for step in env.steps])
 
 
 def _scripted_values(cfg, env: CompressionEnv, rng: np.random.Generator) -> list[float] | None:
@@ -353,6 +369,10 @@ def run_search(cfg: SearchConfig, resume_dir: str | Path | None = None) -> dict:
         raise AmcError(f"unknown agent {cfg.agent!r}; choose one of {', '.join(SEARCHERS)}")
     if cfg.credit_baseline not in CREDIT_BASELINES:
         raise AmcError(f"credit_baseline is {cfg.credit_baseline!r}; use one of {', '.join(CREDIT_BASELINES)}")
+    if cfg.init_policy:
+        if cfg.agent not in ALGORITHMS:
+            raise AmcError(f"init_policy starts a {', '.join(ALGORITHMS)} search, not {cfg.agent}; drop init_policy")
+        CompressionPolicy.load(cfg.init_policy)  # a missing or malformed file fails before anything is written
     backend = resolve_backend(cfg.backend, cfg.workers)
     if cfg.agent in BLACKBOX_AGENTS:
         import_optuna()
@@ -376,6 +396,8 @@ def run_search(cfg: SearchConfig, resume_dir: str | Path | None = None) -> dict:
             [lambda: Monitor(make_env(cfg, teacher, data, evaluator)) for _ in range(cfg.workers)], evaluator
         )
         vec_env.seed(cfg.seed)
+        if cfg.init_policy:
+            policy_actions(cfg.init_policy, vec_env.envs[0].unwrapped)  # a mismatch fails before anything is written
         run_dir = Path(resume_dir) if resuming else new_run_dir(cfg)
         dump_config(cfg, run_dir / "config.yaml")
         results = _search(cfg, backend, vec_env, teacher_blob, run_dir, resuming, saved, state)

@@ -18,7 +18,7 @@ RUNTIME_KEYS = ("workers", "backend", "ray_address", "worker_threads", "out_dir"
 
 
 # Keys added after rows were keyed: left out of the digest at these defaults, so those rows keep their folders.
-ADDED_LATER = {"credit_baseline": "store"}
+ADDED_LATER = {"credit_baseline": "store", "init_policy": None}
 
 
 def search_settings(cfg: SearchConfig) -> dict:

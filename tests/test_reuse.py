@@ -6,11 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from agents.checkpoint import load_agent
+from agents.checkpoint import load_agent, read_replay_buffer
 from agents.cli import main
+from agents.config import load_config
+from agents.search import build_env
 from amc.checkpoint import load_checkpoint
 from amc.export import bake, load_packed, relative_difference, save_packed
 from amc.measured_cost import size_bytes
@@ -184,6 +187,24 @@ def test_init_agent_with_other_network_sizes_is_one_line(searched, tmp_path, cap
             "hidden=[8, 8]", "--set", f"init_agent={run_dir / 'agent.pt'}"]  # fmt: skip
     assert main(argv) == 2
     assert "set hidden to the saved agent's" in capsys.readouterr().err
+
+
+def test_init_policy_is_the_first_episode_played(searched, tmp_path, capsys):
+    teacher, _ = searched
+    start = tmp_path / "global.json"
+    run(["baseline", "global", "--teacher", str(teacher), "--flops", "0.5", "--importance", "l1-normalized",
+         "--out", str(start)], capsys)  # fmt: skip
+    results = search(teacher, tmp_path, capsys, "--set", f"init_policy={start}", "--set", "episodes=2")
+    run_dir = Path(results["run_dir"])
+    buffer = read_replay_buffer(run_dir / "replay_buffer.npz")
+    steps = len(CompressionPolicy.load(start).keep_ratios)
+    env = build_env(load_config(run_dir / "config.yaml"), load_checkpoint(teacher))
+    expected = env.values_to_actions([CompressionPolicy.load(start).keep_ratios[s.name] for s in env.steps])
+    assert np.allclose(buffer["actions"][:steps, 0, 0], expected)  # env 0's first episode is the policy's
+    assert not np.allclose(buffer["actions"][steps : 2 * steps, 0, 0], expected)  # then the search's own
+    agent_argv = ["search", "--set", f"teacher={teacher}", "--set", f"out_dir={tmp_path}", "--set", "agent=tpe",
+                  "--set", f"init_policy={start}"]  # fmt: skip
+    assert main(agent_argv) == 2 and "drop init_policy" in capsys.readouterr().err
 
 
 def test_greedy_policy_predict_is_deterministic_and_meets_a_new_budget(searched, tmp_path, capsys):
