@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from row_settings import keyed_folder, search_in, search_settings
 from script_args import run_script
 
@@ -47,6 +48,8 @@ class Args:
     episodes: int = 400
     workers: int = 2
     finetune_epochs: int = 15
+    finetune_threads: int = 2
+    """Torch threads of the fine-tune (the search's workers take one each, under OMP_NUM_THREADS=1)."""
     set: list[str] = field(default_factory=list)
     """Extra search-config overrides, KEY=VALUE (e.g. data_dir=...)."""
     out_dir: str = "runs/searchers"
@@ -122,9 +125,14 @@ def fine_tuned(row: Row, student: Path) -> dict:
         return json.loads(done.read_text())
     seed = 0 if row.method in SEARCHES else row.seed
     cfg = row.config()
-    result = finetune_command(FinetuneConfig(student=str(student), teacher=cfg.teacher, out=str(out), seed=seed,
-                                             epochs=row.args.finetune_epochs, data_dir=cfg.data_dir,
-                                             resume=out.exists()))  # fmt: skip
+    threads = torch.get_num_threads()
+    torch.set_num_threads(row.args.finetune_threads)
+    try:
+        result = finetune_command(FinetuneConfig(student=str(student), teacher=cfg.teacher, out=str(out), seed=seed,
+                                                 epochs=row.args.finetune_epochs, data_dir=cfg.data_dir,
+                                                 resume=out.exists()))  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
     done.write_text(json.dumps(result, indent=1))
     return result
 
