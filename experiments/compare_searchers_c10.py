@@ -5,11 +5,13 @@ every best student KD fine-tuned with the benchmark's 15-epoch recipe.
     python experiments/compare_searchers_c10.py run --rows ddpg:0 tpe:0 cmaes:0 random:0 uniform:0 global-taylor:0
     python experiments/compare_searchers_c10.py report
 
-A row is METHOD:SEED. The seed is the fine-tune's, and for a search (ddpg, td3, tpe, cmaes, random) the search's
-too; uniform and global-IMPORTANCE are deterministic, so only their fine-tune varies. Rows of one seed share
-the fine-tune's seed (data order, augmentation), which is what the paired differences pair. Every stage
-of a row is resumable and its folder is keyed by the row's full settings, so changed settings never reuse an
-old result. Finished rows are merged into experiments/results/searchers.json; `report` writes searchers.md.
+A row is METHOD:SEED. The seed is the fine-tune's, and for a search (ddpg, td3, tpe, cmaes, random) the
+search's too; uniform and global-IMPORTANCE are deterministic, so only their fine-tune varies. Rows of one seed
+share the fine-tune's seed (data order, augmentation), which is what the paired differences pair.
+`ddpg+global-taylor` is DDPG whose first episode plays global-taylor's policy (`init_policy`), the warm start
+issue 19 lists. Every stage of a row is resumable and its folder is keyed by the row's full settings, so changed
+settings never reuse an old result. Finished rows are merged into experiments/results/searchers.json; `report`
+writes searchers.md.
 """
 
 from __future__ import annotations
@@ -34,11 +36,15 @@ from amc.config import FinetuneConfig
 from amc.errors import AmcError
 from amc.evaluation import evaluate_report
 from amc.evaluator import CandidateEvaluator
+from amc.policy import CompressionPolicy, model_fingerprint
 from amc.predicted_cost import CostModel
 from amc.student import save_student
 
 SEARCHES = ("ddpg", "td3", "tpe", "cmaes", "random")
-METHODS = (*SEARCHES, "uniform", *(f"global-{name}" for name in GLOBAL_IMPORTANCES))
+GLOBALS = tuple(f"global-{name}" for name in GLOBAL_IMPORTANCES)
+WARM_STARTED = tuple(f"{agent}+{start}" for agent in ("ddpg", "td3") for start in GLOBALS)
+"""A search whose first episode plays that global-pruning policy (`init_policy`)."""
+METHODS = (*SEARCHES, *WARM_STARTED, "uniform", *GLOBALS)
 
 
 @dataclass
@@ -70,11 +76,17 @@ class Row:
             raise AmcError(f"row {text!r} must be METHOD:SEED, METHOD one of {', '.join(METHODS)}, SEED >= 0")
         return cls(method, int(seed), args)
 
+    @property
+    def searcher(self) -> str | None:
+        agent = self.method.split("+")[0]
+        return agent if agent in SEARCHES else None
+
     def config(self) -> SearchConfig:
-        agent = self.method if self.method in SEARCHES else "uniform"
-        overrides = [f"episodes={self.args.episodes}", f"workers={self.args.workers}", f"agent={agent}",
-                     f"seed={self.seed if self.method in SEARCHES else 0}", *self.args.set]  # fmt: skip
-        return load_config(self.args.config, overrides)
+        overrides = [f"episodes={self.args.episodes}", f"workers={self.args.workers}",
+                     f"agent={self.searcher or 'uniform'}", f"seed={self.seed if self.searcher else 0}"]  # fmt: skip
+        if "+" in self.method:
+            overrides.append(f"init_policy={start_policy(self.args, self.method.split('+')[1])}")
+        return load_config(self.args.config, [*overrides, *self.args.set])
 
     @property
     def settings(self) -> dict:
@@ -99,18 +111,34 @@ def searched_student(row: Row) -> tuple[Path, dict]:
     }  # fmt: skip
 
 
+def global_policy(cfg: SearchConfig, method: str, teacher, data) -> CompressionPolicy:
+    """Global pruning (`global-IMPORTANCE`, default per-layer cap) to the config's budget."""
+    cost_model = CostModel(teacher, data.input_shape)
+    return global_pruning(teacher, data.input_shape, cost_model, Budget.parse(cfg.budget),
+                          importance=method.removeprefix("global-"), data=data, round_to=cfg.round_to)  # fmt: skip
+
+
+def start_policy(args: Args, method: str) -> Path:
+    """The policy.json of `global-IMPORTANCE` that a warm-started search plays first (made once)."""
+    path = Path(args.out_dir) / "start_policies" / f"{method}.json"
+    if not path.exists():
+        cfg = load_config(args.config, args.set)
+        teacher, data = load_teacher_and_data(cfg, load_checkpoint(cfg.teacher))
+        policy = global_policy(cfg, method, teacher, data)
+        policy.fingerprint = model_fingerprint(teacher)
+        policy.save(path)
+    return path
+
+
 def global_student(row: Row, cfg: SearchConfig) -> tuple[Path, dict]:
-    """Torch-Pruning's global pruning to the budget, built the way a search builds its final student."""
+    """Global pruning to the budget, built the way a search builds its final student."""
     path, report_path = row.folder / "student.pt", row.folder / "student.json"
     if report_path.exists():
         return path, json.loads(report_path.read_text())
     started = time.perf_counter()
     blob = load_checkpoint(cfg.teacher)
     teacher, data = load_teacher_and_data(cfg, blob)
-    cost_model = CostModel(teacher, data.input_shape)
-    importance = row.method.removeprefix("global-")
-    policy = global_pruning(teacher, data.input_shape, cost_model, Budget.parse(cfg.budget), importance=importance,
-                            data=data, round_to=cfg.round_to)  # fmt: skip
+    policy = global_policy(cfg, row.method, teacher, data)
     student = CandidateEvaluator(teacher, data, evaluation_settings(cfg)).build_student(policy).cpu()
     report = {"before": evaluate_report(student, data), "search_minutes": (time.perf_counter() - started) / 60,
               "episodes": 0, "candidates": 1, "best_reward": None}  # fmt: skip
