@@ -30,8 +30,8 @@ class SearchConfig:
     reward: str = doc("acc", "acc, err_log_flops, n2n or haq")
     agent: str = doc(
         "ddpg",
-        "ddpg, td3, sac; tpe or cmaes (Optuna); random (random keep ratios scaled to the budget), random-actions, "
-        "or uniform",
+        "ddpg, td3, sac; tpe or cmaes (Optuna); random (random keep ratios scaled to the budget), random-actions; "
+        "or one-shot: uniform, global (global pruning by global_importance)",
     )
     episodes: int = doc(400, "episodes in total, warm-up included")
     warmup_episodes: int = doc(100, "episodes of uniformly random actions before the agent learns")
@@ -57,6 +57,8 @@ class SearchConfig:
     max_bits: int = doc(8, "largest weight bit width")
     round_to: int = doc(1, "round kept channels to a multiple of this")
     latency_table: str | None = doc(None, "latency table JSON (from `amc profile-latency`), for latency budgets")
+    global_importance: str = doc("taylor", "agent global: l1, l1-normalized, lamp or taylor (Torch-Pruning's)")
+    max_pruning_ratio: float = doc(0.8, "agent global: the most of any one unit's channels removed (<= 1 - min_keep)")
     init_agent: str | None = doc(
         None, "warm-start actor and critic from a saved agent.pt (another budget or model); shorten warmup_episodes"
     )

@@ -28,7 +28,7 @@ from agents.ddpg import ALGORITHMS, make_agent
 from agents.noise import TruncatedNormalDecayNoise, shared_schedule
 from agents.vec_env import BatchedEvaluationVecEnv
 from agents.workers import WorkerSpec, check_ray_address, resolve_backend, start_workers, worker_threads
-from amc.baselines import random_policy, uniform
+from amc.baselines import check_global_settings, global_pruning, random_policy, uniform
 from amc.budget import Budget
 from amc.checkpoint import load_checkpoint, package_versions
 from amc.config import FinetuneSettings
@@ -46,7 +46,9 @@ from amc.student import apply_policy, model_from_checkpoint, save_student
 from amc.training import evaluate_accuracy
 from envs.compression import CompressionEnv
 
-SEARCHERS = (*ALGORITHMS, *BLACKBOX_AGENTS, "random", "random-actions", "uniform")
+ONE_SHOT = ("uniform", "global")
+"""Deterministic searchers: one episode plays their policy."""
+SEARCHERS = (*ALGORITHMS, *BLACKBOX_AGENTS, "random", "random-actions", *ONE_SHOT)
 AGENT_FILE, BUFFER_FILE = "agent.pt", "replay_buffer.npz"
 
 
@@ -231,15 +233,19 @@ def policy_actions(path: str | Path, env: CompressionEnv) -> list[float]:
 
 
 def _scripted_values(cfg, env: CompressionEnv, rng: np.random.Generator) -> list[float] | None:
-    """Per-step values of a hand-crafted policy: `uniform`, or `random` (random keep ratios scaled together
+    """Per-step values of a hand-crafted policy: `uniform`, `global`, or `random` (random keep ratios scaled together
     to the budget, AMC's random-search baseline). None means: play uniformly random actions instead
     (`random-actions`, or `random` in modes and budgets that `random_policy` does not cover)."""
     budget = Budget.parse(cfg.budget)
     channel_only = cfg.mode == "channel" and budget.latency is None
+    if cfg.agent in ONE_SHOT and not channel_only:
+        raise AmcError(f"the {cfg.agent} baseline covers channel mode under flops, params or size budgets")
     if cfg.agent == "uniform":
-        if not channel_only:
-            raise AmcError("the uniform baseline covers channel mode under flops, params or size budgets")
         policy = uniform(env.cost_model, budget, round_to=cfg.round_to, min_keep=cfg.min_keep)
+    elif cfg.agent == "global":
+        policy = global_pruning(env.teacher, env.data.input_shape, env.cost_model, budget,
+                                importance=cfg.global_importance, data=env.data, round_to=cfg.round_to,
+                                max_pruning_ratio=min(cfg.max_pruning_ratio, 1.0 - cfg.min_keep))  # fmt: skip
     elif cfg.agent == "random" and channel_only:
         policy = random_policy(env.cost_model, budget, rng, round_to=cfg.round_to, min_keep=cfg.min_keep)
     else:
@@ -369,6 +375,8 @@ def run_search(cfg: SearchConfig, resume_dir: str | Path | None = None) -> dict:
         raise AmcError(f"unknown agent {cfg.agent!r}; choose one of {', '.join(SEARCHERS)}")
     if cfg.credit_baseline not in CREDIT_BASELINES:
         raise AmcError(f"credit_baseline is {cfg.credit_baseline!r}; use one of {', '.join(CREDIT_BASELINES)}")
+    if cfg.agent == "global":
+        check_global_settings(cfg.global_importance, cfg.max_pruning_ratio)
     if cfg.init_policy:
         if cfg.agent not in ALGORITHMS:
             raise AmcError(f"init_policy starts a {', '.join(ALGORITHMS)} search, not {cfg.agent}; drop init_policy")
@@ -424,7 +432,7 @@ def _search(cfg, backend: str, vec_env: BatchedEvaluationVecEnv, teacher_blob: d
         "search_config": asdict(cfg), "teacher_accuracy_val_subset": env.teacher_accuracy,
     }  # fmt: skip
     recorder = EpisodeRecorder(writer, run_dir, [s.name for s in env.steps], [s.stage for s in env.steps], metadata,
-                               cfg.episodes if cfg.agent != "uniform" else 1, state.get("recorder"),
+                               cfg.episodes if cfg.agent not in ONE_SHOT else 1, state.get("recorder"),
                                teacher_fields(teacher_blob, env.teacher))  # fmt: skip
     started = time.perf_counter()
     earlier_seconds, earlier_env_seconds = state.get("seconds", 0.0), state.get("env_seconds", 0.0)

@@ -72,6 +72,13 @@ GLOBAL_IMPORTANCES = ("l1", "l1-normalized", "lamp", "taylor")
 `taylor`: first-order Taylor (|weight x gradient|), from the cross-entropy on a few training batches."""
 
 
+def check_global_settings(importance: str, max_pruning_ratio: float) -> None:
+    if importance not in GLOBAL_IMPORTANCES:
+        raise AmcError(f"unknown importance {importance!r}; choose one of {', '.join(GLOBAL_IMPORTANCES)}")
+    if not 0.0 < max_pruning_ratio < 1.0:
+        raise AmcError(f"max_pruning_ratio is {max_pruning_ratio}; it must lie in (0, 1)")
+
+
 def _tp_importance(name: str):
     if name == "l1":
         return tp.importance.GroupMagnitudeImportance(p=1, group_reduction="mean", normalizer=None)
@@ -119,8 +126,7 @@ def global_pruning(
     then stops; the normalized importances (`l1-normalized`, `lamp`) spread them."""
     if budget.latency is not None:
         raise AmcError("global pruning solves flops, params and size budgets; predict latency with a LatencyTable")
-    if not 0.0 < max_pruning_ratio < 1.0:
-        raise AmcError(f"max_pruning_ratio is {max_pruning_ratio}; it must lie in (0, 1)")
+    check_global_settings(importance, max_pruning_ratio)
     scorer = _tp_importance(importance)
     source = _with_gradients(teacher, data, gradient_batches) if importance == "taylor" else teacher.eval()
     scores = _unit_scores(source, input_shape, cost_model, scorer)

@@ -152,6 +152,20 @@ def test_random_and_uniform_run_through_the_same_runner(teacher_path, tmp_path, 
         assert results["flops_ratio"] <= 0.5 + 1e-6
 
 
+def test_global_agent_plays_the_global_pruning_policy_once(teacher_path, tmp_path, capsys):
+    policy_path = tmp_path / "global.json"
+    assert main(["baseline", "global", "--teacher", str(teacher_path), "--flops", "0.5", "--importance", "lamp",
+                 "--out", str(policy_path)]) == 0  # fmt: skip
+    argv = ["search", "--set", f"teacher={teacher_path}", "--set", f"out_dir={tmp_path}", "--set", "agent=global",
+            "--set", "global_importance=lamp", *SEARCH, "--json"]  # fmt: skip
+    assert main(argv) == 0
+    results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    played = json.loads((Path(results["run_dir"]) / "policy.json").read_text())["keep_ratios"]
+    assert results["episodes"] == 1 and played == pytest.approx(json.loads(policy_path.read_text())["keep_ratios"])
+    assert main([*argv[:-1], "--set", "global_importance=hessian"]) == 2
+    assert "unknown importance 'hessian'" in capsys.readouterr().err
+
+
 def test_reward_finetune_is_reported_apart_from_the_recalibrated_student(teacher_path, tmp_path, capsys):
     argv = ["search", "--set", f"teacher={teacher_path}", "--set", f"out_dir={tmp_path}", "--set", "agent=uniform",
             "--set", "finetune_steps=10", *SEARCH, "--json"]  # fmt: skip
