@@ -9,6 +9,9 @@ from agents.cli import main
 from amc.data import load_synthetic
 from amc.models import create_model
 
+HANG_GUARD_SECONDS = 1800
+"""Timeout of the tests' subprocesses: a guard against a hang only, never a speed check (a loaded machine is slow)."""
+
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
@@ -60,7 +63,9 @@ def search_killed_at_sixth_episode():
     """Runs `amc ARGV` in a subprocess that SIGKILLs itself when its sixth episode ends (a hard kill)."""
 
     def run(argv: list[str]) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-c", KILL_AT_SIXTH_EPISODE, *argv], capture_output=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-c", KILL_AT_SIXTH_EPISODE, *argv], capture_output=True, timeout=HANG_GUARD_SECONDS
+        )
 
     return run
 

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from conftest import HANG_GUARD_SECONDS
 
 from agents.cli import main
 from amc.checkpoint import load_checkpoint
@@ -20,7 +21,7 @@ def torchrun(args, cwd, processes=2):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
                "-m", "agents.cli", *args]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=HANG_GUARD_SECONDS)
 
 
 @pytest.fixture(scope="module")

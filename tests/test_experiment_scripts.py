@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import HANG_GUARD_SECONDS
 
 EXPERIMENTS = Path(__file__).parents[1] / "experiments"
 
@@ -20,7 +21,7 @@ CASES = [
 def test_bad_rows_are_one_line_and_exit_2(argv, expect, tmp_path):
     out = tmp_path / "results.json"
     done = subprocess.run([sys.executable, str(EXPERIMENTS / argv[0]), *argv[1:], "--results", str(out)],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=120)  # fmt: skip
+                          capture_output=True, text=True, cwd=tmp_path, timeout=HANG_GUARD_SECONDS)  # fmt: skip
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2, done.stderr[-1500:]
     assert len(lines) == 1 and expect in lines[0], done.stderr[-1500:]

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import model_input, model_kwargs
+from conftest import HANG_GUARD_SECONDS, model_input, model_kwargs
 
 from amc.errors import AmcError
 from amc.models import create_model, list_models
@@ -48,4 +48,4 @@ def test_core_imports_without_gymnasium_sb3_or_ray():
         "bad = [m for m in ('gymnasium', 'stable_baselines3', 'ray', 'envs', 'agents') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=HANG_GUARD_SECONDS)

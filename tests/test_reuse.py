@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import HANG_GUARD_SECONDS
 
 from agents.checkpoint import load_agent, read_replay_buffer
 from agents.cli import main
@@ -107,7 +108,7 @@ io = torch.load({str(tmp_path / "io.pt")!r}, weights_only=True)
 assert torch.equal(student(io["x"]), io["y"])
 assert not any(m in sys.modules for m in ("gymnasium", "stable_baselines3", "envs", "agents"))
 """
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_GUARD_SECONDS)
     assert done.returncode == 0, done.stderr[-1500:]
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import HANG_GUARD_SECONDS
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import agents.callbacks
@@ -126,7 +127,7 @@ def test_search_subprocess_writes_every_artifact_and_documented_tags(teacher_pat
         *SEARCH[4:],
         "--json",
     ]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=HANG_GUARD_SECONDS)
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads(done.stdout.strip().splitlines()[-1])
     run_dir = tmp_path / results["run_dir"].split("/")[-1]
