@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from benchmark_cifar10 import LATENCY_THREADS, METHODS
 from benchmark_cifar10 import Args as RunnerArgs
+from plots import plot_reward_curves
 from script_args import run_script
 
 from amc.errors import AmcError
@@ -277,15 +278,7 @@ def _plots(rows: list[dict]) -> list[str]:
             rewards = json.loads(state.read_text())["recorder"]["rewards"]
             curves[f"{r['model']} {r['method']} {r['budget']:g}, {reward_label(r)}"] = rewards
     if curves:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for name, rewards in curves.items():
-            line = ax.plot(np.maximum.accumulate(rewards), label=f"{name} (best so far)")[0]
-            ax.plot(rewards, alpha=0.2, linewidth=0.8, color=line.get_color())
-        ax.set(xlabel="episode", ylabel="reward (val-subset accuracy)", title="DDPG vs random search")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(RESULTS / "cifar10_reward_curves.png", dpi=120)
-        plt.close(fig)
+        plot_reward_curves(curves, "DDPG vs random search", RESULTS / "cifar10_reward_curves.png")
         out.append("![reward curves](cifar10_reward_curves.png)")
     elif (RESULTS / "cifar10_reward_curves.png").exists():  # the run folders are on the machine that ran the rows
         out.append("![reward curves, drawn where the rows ran](cifar10_reward_curves.png)")
