@@ -119,10 +119,10 @@ def global_policy(cfg: SearchConfig, method: str, teacher, data) -> CompressionP
 
 
 def start_policy(args: Args, method: str) -> Path:
-    """The policy.json of `global-IMPORTANCE` that a warm-started search plays first (made once)."""
-    path = Path(args.out_dir) / "start_policies" / f"{method}.json"
+    """The policy.json of `global-IMPORTANCE` that a warm-started search plays first (made once per config)."""
+    cfg = load_config(args.config, args.set)
+    path = keyed_folder(Path(args.out_dir) / "start_policies", method, search_settings(cfg)) / "policy.json"
     if not path.exists():
-        cfg = load_config(args.config, args.set)
         teacher, data = load_teacher_and_data(cfg, load_checkpoint(cfg.teacher))
         policy = global_policy(cfg, method, teacher, data)
         policy.fingerprint = model_fingerprint(teacher)
