@@ -232,7 +232,7 @@ def report(args: Args) -> None:
         for method, pairs, mean, half in verdicts:
             interval = "–" if half != half else f"[{mean - half:+.2f}, {mean + half:+.2f}]"
             lines.append(f"| {method} | {pairs} | {mean:+.2f} | {interval} |")
-        answer = _answer(best, means, verdicts)
+        answer = _answer(best, means, verdicts, min(len(seeds) for seeds in by_method.values()))
         lines += ["", answer[0], *answer[1:]]
         _write_readme_block(by_method, means, best, verdicts, answer[0])
     out = Path(args.results).with_suffix(".md")
@@ -259,9 +259,11 @@ def _paired_against_best(by_method: dict, means: dict) -> tuple[str, list]:
     return best, verdicts
 
 
-def _answer(best: str, means: dict, verdicts: list) -> list[str]:
+def _answer(best: str, means: dict, verdicts: list, fewest_seeds: int) -> list[str]:
     top = f"{100 * means[best]:.2f}%"
     lines = [f"**The answer.** After fine-tuning, {best} has the highest mean test accuracy ({top})."]
+    if fewest_seeds < 3:
+        lines[0] += f" Provisional: some methods have {fewest_seeds} seed(s) of the 3 planned."
     for method, _, mean, half in verdicts:
         if half != half:  # one pair: no interval yet
             lines.append(f"- against {method}: {mean:+.2f} points from one pair; no interval until more seeds run.")
