@@ -20,7 +20,7 @@ from script_args import run_script
 
 from agents.config import load_config
 from agents.search import evaluation_settings, load_teacher_and_data
-from amc.baselines import GLOBAL_IMPORTANCES, global_pruning
+from amc.baselines import GLOBAL_IMPORTANCES, check_global_settings, global_pruning
 from amc.budget import Budget
 from amc.checkpoint import load_checkpoint
 from amc.errors import AmcError
@@ -41,9 +41,9 @@ class Args:
 
 
 def run(args: Args) -> None:
-    unknown = sorted(set(args.importances) - set(GLOBAL_IMPORTANCES))
-    if unknown:
-        raise AmcError(f"unknown importance {unknown[0]!r}; choose from {', '.join(GLOBAL_IMPORTANCES)}")
+    for importance in args.importances:  # bad names and caps fail here, not as result rows
+        for cap in args.caps:
+            check_global_settings(importance, cap)
     cfg = load_config(args.config)
     blob = load_checkpoint(cfg.teacher)
     teacher, data = load_teacher_and_data(cfg, blob)
