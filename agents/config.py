@@ -47,6 +47,7 @@ class SearchConfig:
     credit_baseline: str = doc(
         "store", "where the baseline is subtracted: store (when an episode is stored) or sample (AMC's code)"
     )
+    normalize_reward: bool = doc(False, "divide sampled rewards by the std of all stored rewards (unit-scale critic)")
     eval_samples: int = doc(1000, "validation images per reward evaluation")
     recalibrate_batches: int = doc(20, "BatchNorm recalibration batches before each evaluation (0: off)")
     finetune_steps: int = doc(0, "KD fine-tuning steps before each evaluation (0: off)")

@@ -84,7 +84,11 @@ def make_agent(env, steps_per_episode: int, cfg: SearchConfig):
         train_freq=(1, "episode") if n_envs == 1 else (steps_per_episode, "step"),  # SB3: episodic needs 1 env
         gradient_steps=-1,
         replay_buffer_class=EpisodeRewardReplayBuffer,
-        replay_buffer_kwargs={"baseline_decay": cfg.baseline_decay, "credit_baseline": cfg.credit_baseline},
+        replay_buffer_kwargs={
+            "baseline_decay": cfg.baseline_decay,
+            "credit_baseline": cfg.credit_baseline,
+            "normalize_reward": cfg.normalize_reward,
+        },
         policy_kwargs={"net_arch": {"pi": list(cfg.hidden), "qf": list(cfg.hidden)}},
         seed=cfg.seed,
         device=cfg.device,

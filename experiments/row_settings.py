@@ -19,7 +19,7 @@ RUNTIME_KEYS = ("workers", "backend", "ray_address", "worker_threads", "out_dir"
 
 # Keys added after rows were keyed: left out of the digest at these defaults, so those rows keep their folders.
 ADDED_LATER = {"credit_baseline": "store", "init_policy": None, "global_importance": "taylor",
-               "max_pruning_ratio": 0.8}  # fmt: skip
+               "max_pruning_ratio": 0.8, "normalize_reward": False}  # fmt: skip
 
 
 def search_settings(cfg: SearchConfig) -> dict:

@@ -1,5 +1,6 @@
 """Experiment scripts answer bad input the way the CLI does: one line, exit 2, before any work starts."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -26,3 +27,42 @@ def test_bad_rows_are_one_line_and_exit_2(argv, expect, tmp_path):
     assert done.returncode == 2, done.stderr[-1500:]
     assert len(lines) == 1 and expect in lines[0], done.stderr[-1500:]
     assert not out.exists() and not (tmp_path / "runs").exists()  # nothing ran
+
+
+def _row(method, seed, after, before=0.6):
+    return {"method": method, "seed": seed, "acc_test_ft": after, "acc_test_noft": before, "candidates": 400,
+            "search_minutes": 30.0, "budget": "flops=0.3", "folder": f"{method}-{seed}"}  # fmt: skip
+
+
+def test_searcher_report_ranks_methods_and_pairs_attempts_with_ddpg(tmp_path):
+    rows = [_row("ddpg", 0, 0.850), _row("ddpg", 1, 0.852), _row("global-taylor", 0, 0.860),
+            _row("global-taylor", 1, 0.858), _row("ddpg-normreward", 0, 0.870), _row("td3", 1, 0.840)]  # fmt: skip
+    results, readme = tmp_path / "searchers.json", tmp_path / "README.md"
+    results.write_text(json.dumps(rows))
+    readme.write_text("intro\n<!-- searchers: written by experiments/compare_searchers_c10.py report -->\nold\n"
+                      "<!-- /searchers -->\nrest\n")  # fmt: skip
+    done = subprocess.run([sys.executable, str(EXPERIMENTS / "compare_searchers_c10.py"), "report", "--results",
+                           str(results), "--readme", str(readme)], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=HANG_GUARD_SECONDS)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-1500:]
+    page = (tmp_path / "searchers.md").read_text()
+    main, attempts = page.split("## Attempts to make DDPG win")
+    assert "against global-taylor" in main and "ddpg-normreward" not in main  # attempts never take the lead
+    assert "| ddpg-normreward | 1, +2.00 | 1, +1.00 |" in attempts  # paired by seed with ddpg and the best
+    assert "| td3 | 1, -1.20 | 1, -1.80 |" in attempts
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("rest\n") and "old" not in text
+    assert "| global-taylor | 2 | 85.90 ± 0.14 |" in text
+
+
+def test_an_attempt_row_is_its_agent_with_one_setting_changed(monkeypatch):
+    monkeypatch.chdir(EXPERIMENTS.parent)
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    from compare_searchers_c10 import Args, Row
+
+    args = Args("run")
+    plain, tuned = Row.parse("ddpg:1", args), Row.parse("ddpg-normreward:1", args)
+    assert (tuned.searcher, tuned.config().agent, tuned.config().seed) == ("ddpg", "ddpg", 1)
+    assert tuned.config().normalize_reward and not plain.config().normalize_reward
+    assert tuned.folder != plain.folder  # never reuses plain DDPG's search
+    assert Row.parse("ddpg-warmup200:0", args).config().warmup_episodes == 200

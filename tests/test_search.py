@@ -87,6 +87,23 @@ def test_amcs_sample_time_baseline_stores_raw_rewards_and_centres_each_batch():
         EpisodeRewardReplayBuffer(20, env.observation_space, env.action_space, credit_baseline="batch")
 
 
+def test_normalized_rewards_are_scaled_by_the_spread_of_stored_rewards():
+    env = small_env()
+    buffers = [EpisodeRewardReplayBuffer(40, env.observation_space, env.action_space, device="cpu",
+                                         normalize_reward=normalize) for normalize in (False, True)]  # fmt: skip
+    obs, action = np.zeros((1, 11), np.float32), np.zeros((1, 1), np.float32)
+    for buffer in buffers:
+        for final in (0.60, 0.62, 0.58, 0.66, 0.61):
+            for t in range(3):
+                buffer.add(obs, obs, action, np.array([final if t == 2 else 0.0]), np.array([t == 2]), [{}])
+    raw, scaled = buffers[0].rewards[:15, 0], buffers[1].rewards[:15, 0]
+    assert np.allclose(raw, scaled)  # stored the same; only sampled batches are scaled
+    batch = buffers[1]._normalize_reward(raw[:, None].copy())
+    assert np.allclose(batch[:, 0], raw / raw.std(), atol=1e-5)
+    assert batch.std() == pytest.approx(1.0, abs=1e-4)
+    assert np.allclose(buffers[0]._normalize_reward(raw[:, None].copy())[:, 0], raw)  # off: unchanged
+
+
 def test_noise_is_truncated_and_decays_after_warmup():
     noise = TruncatedNormalDecayNoise(sigma=0.5, decay=0.95, warmup_episodes=2, seed=0)
     draws = np.concatenate([noise() for _ in range(2000)])
@@ -260,6 +277,14 @@ def test_td3_and_sac_are_one_setting_away(algorithm):
     agent.learn(total_timesteps=3 * len(env.steps))
     assert agent.critic.optimizer.param_groups[0]["lr"] == 1e-3
     assert agent.actor.optimizer.param_groups[0]["lr"] == 1e-4
+
+
+def test_reward_normalization_is_one_setting_away():
+    env = small_env()
+    agent = make_agent(env, len(env.steps), SearchConfig(normalize_reward=True, warmup_episodes=1, batch_size=4))
+    assert agent.replay_buffer.normalize_reward
+    agent.learn(total_timesteps=3 * len(env.steps))
+    assert agent._n_updates > 0 and np.isfinite(agent.logger.name_to_value.get("train/critic_loss", np.nan))
 
 
 def test_sb3_losses_and_learning_rates_reach_tensorboard(teacher_path, tmp_path, capsys):
