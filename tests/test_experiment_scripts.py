@@ -66,3 +66,26 @@ def test_an_attempt_row_is_its_agent_with_one_setting_changed(monkeypatch):
     assert tuned.config().normalize_reward and not plain.config().normalize_reward
     assert tuned.folder != plain.folder  # never reuses plain DDPG's search
     assert Row.parse("ddpg-warmup200:0", args).config().warmup_episodes == 200
+
+
+def test_transfer_report_keeps_the_saved_part_whose_runs_are_not_here(tmp_path):
+    budget = {"scratch": {"episodes": 400, "best_reward": 0.61, "best_episode": 300, "episodes_to_scratch_best": 300,
+                          "mean_first_50": 0.4}}  # fmt: skip
+    model = {
+        "model": "plain20",
+        "teacher_accuracy": 0.9,
+        "predict_seconds": 1.0,
+        **{k: {"flops_ratio": 0.5, "val_accuracy": 0.5, "test_accuracy": 0.5} for k in ("greedy", "uniform")},
+    }
+    (tmp_path / "experiments" / "results").mkdir(parents=True)
+    (tmp_path / "runs" / "transfer").mkdir(parents=True)
+    saved = tmp_path / "experiments" / "results" / "transfer_resnet20.json"
+    saved.write_text(json.dumps({"budget_transfer": budget, "model_transfer": []}))
+    (tmp_path / "runs" / "transfer" / "model_transfer.json").write_text(json.dumps([model]))
+    done = subprocess.run([sys.executable, str(EXPERIMENTS / "transfer.py"), "report"], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=HANG_GUARD_SECONDS)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-1500:]
+    summary = json.loads(saved.read_text())
+    assert summary["budget_transfer"] == budget and summary["model_transfer"] == [model]
+    page = saved.with_suffix(".md").read_text()
+    assert "| scratch | 0.6100 | 300 | 300 | 0.4000 |" in page and "| plain20 | 90.00 |" in page
