@@ -65,8 +65,8 @@ class SearchConfig:
     )
     init_policy: str | None = doc(
         None,
-        "channel policy.json (e.g. from `amc baseline global`) that ddpg, td3 or sac play first: the search "
-        "starts from it",
+        "a policy that ddpg, td3 or sac play first, so the search starts from it: global or uniform (that one-shot "
+        "policy, made for this teacher and budget) or a channel policy.json (e.g. from `amc baseline global`)",
     )
     checkpoint_every: int = doc(1, "save the agent and the search state every this many episodes (0: only on stop)")
     final_finetune_epochs: int = doc(0, "KD fine-tune the best student for this many epochs at the end")

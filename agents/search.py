@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -161,9 +161,10 @@ def read_saved_agent(cfg: SearchConfig, run_dir: Path | None) -> tuple[dict | No
 
 
 def _run_rl(cfg, vec_env, steps: int, recorder, resuming: bool, saved: tuple, state: dict, save_state,
-            tb_dir: Path) -> bool:  # fmt: skip
+            tb_dir: Path, first_actions: list[float]) -> bool:  # fmt: skip
     """Train the SB3 agent for the remaining episodes, saving every `checkpoint_every`; True if interrupted.
-    SB3's own metrics (actor and critic losses, learning rates) go to TensorBoard under `train/`."""
+    `first_actions` (`init_policy`'s) are env 0's first episode. SB3's own metrics (actor and critic losses,
+    learning rates) go to TensorBoard under `train/`."""
     saved_agent, saved_buffer = saved
     agent = make_agent(vec_env, steps, cfg)
     if resuming and saved_agent is not None:
@@ -176,8 +177,7 @@ def _run_rl(cfg, vec_env, steps: int, recorder, resuming: bool, saved: tuple, st
             agent.action_noise = noise if vec_env.num_envs == 1 else shared_schedule(noise, vec_env.num_envs)
     elif saved_agent is not None:
         warm_start(agent, saved_agent, cfg.init_agent)
-    if not resuming and cfg.init_policy:
-        agent.start_actions = policy_actions(cfg.init_policy, vec_env.envs[0].unwrapped)
+    agent.start_actions = list(first_actions)
     remaining = cfg.episodes - recorder.episodes
     callbacks = [EpisodeCallback(recorder), PeriodicCheckpoint(recorder, cfg.checkpoint_every, save_state)]
     interrupted = False
@@ -218,11 +218,20 @@ def warm_start(agent, saved: dict, path: str | Path) -> None:
         raise AmcError(f"{path} has other network sizes than `hidden`; set hidden to the saved agent's") from exc
 
 
+def init_policy_actions(cfg, env: CompressionEnv) -> list[float]:
+    """The per-step actions that play `cfg.init_policy` in this env: a one-shot searcher's policy (`global`,
+    `uniform`), made here for this teacher and budget, or a saved channel policy's keep ratios."""
+    if any(step.stage != "channel" for step in env.steps):
+        raise AmcError(f"init_policy {cfg.init_policy}: a search starts from a policy in channel mode only; "
+                       "drop init_policy")  # fmt: skip
+    if cfg.init_policy in ONE_SHOT:
+        return _scripted_actions(replace(cfg, agent=cfg.init_policy), env, np.random.default_rng(cfg.seed))
+    return policy_actions(cfg.init_policy, env)
+
+
 def policy_actions(path: str | Path, env: CompressionEnv) -> list[float]:
     """The per-step actions that play a saved channel policy (its keep ratios) in this env."""
     policy = CompressionPolicy.load(path)
-    if any(step.stage != "channel" for step in env.steps):
-        raise AmcError(f"init_policy {path}: a search starts from a policy in channel mode only; drop init_policy")
     if policy.fingerprint and policy.fingerprint != model_fingerprint(env.teacher):
         raise AmcError(f"init_policy {path} was made for another teacher; make one for this teacher with "
                        "`amc baseline global`")  # fmt: skip
@@ -375,12 +384,13 @@ def run_search(cfg: SearchConfig, resume_dir: str | Path | None = None) -> dict:
         raise AmcError(f"unknown agent {cfg.agent!r}; choose one of {', '.join(SEARCHERS)}")
     if cfg.credit_baseline not in CREDIT_BASELINES:
         raise AmcError(f"credit_baseline is {cfg.credit_baseline!r}; use one of {', '.join(CREDIT_BASELINES)}")
-    if cfg.agent == "global":
+    if "global" in (cfg.agent, cfg.init_policy):
         check_global_settings(cfg.global_importance, cfg.max_pruning_ratio)
     if cfg.init_policy:
         if cfg.agent not in ALGORITHMS:
             raise AmcError(f"init_policy starts a {', '.join(ALGORITHMS)} search, not {cfg.agent}; drop init_policy")
-        CompressionPolicy.load(cfg.init_policy)  # a missing or malformed file fails before anything is written
+        if cfg.init_policy not in ONE_SHOT:
+            CompressionPolicy.load(cfg.init_policy)  # a missing or malformed file fails before anything is written
     backend = resolve_backend(cfg.backend, cfg.workers)
     if cfg.agent in BLACKBOX_AGENTS:
         import_optuna()
@@ -404,11 +414,12 @@ def run_search(cfg: SearchConfig, resume_dir: str | Path | None = None) -> dict:
             [lambda: Monitor(make_env(cfg, teacher, data, evaluator)) for _ in range(cfg.workers)], evaluator
         )
         vec_env.seed(cfg.seed)
-        if cfg.init_policy:
-            policy_actions(cfg.init_policy, vec_env.envs[0].unwrapped)  # a mismatch fails before anything is written
+        first_actions = []  # a mismatch fails before anything is written
+        if cfg.init_policy and not resuming:
+            first_actions = init_policy_actions(cfg, vec_env.envs[0].unwrapped)
         run_dir = Path(resume_dir) if resuming else new_run_dir(cfg)
         dump_config(cfg, run_dir / "config.yaml")
-        results = _search(cfg, backend, vec_env, teacher_blob, run_dir, resuming, saved, state)
+        results = _search(cfg, backend, vec_env, teacher_blob, run_dir, resuming, saved, state, first_actions)
     except AmcError:
         if run_dir is not None and not resuming and not (run_dir / "search_state.json").exists():
             shutil.rmtree(run_dir, ignore_errors=True)  # nothing to resume: leave no half-written run folder
@@ -419,7 +430,7 @@ def run_search(cfg: SearchConfig, resume_dir: str | Path | None = None) -> dict:
 
 
 def _search(cfg, backend: str, vec_env: BatchedEvaluationVecEnv, teacher_blob: dict, run_dir: Path,
-            resuming: bool, saved: tuple, state: dict) -> dict:  # fmt: skip
+            resuming: bool, saved: tuple, state: dict, first_actions: list[float]) -> dict:  # fmt: skip
     from torch.utils.tensorboard import SummaryWriter
 
     env: CompressionEnv = vec_env.envs[0].unwrapped
@@ -451,7 +462,7 @@ def _search(cfg, backend: str, vec_env: BatchedEvaluationVecEnv, teacher_blob: d
     with stop_on_signals():
         if cfg.agent in ALGORITHMS:
             interrupted = _run_rl(cfg, vec_env, len(env.steps), recorder, resuming, saved, state, save_state,
-                                  run_dir / "tb")  # fmt: skip
+                                  run_dir / "tb", first_actions)  # fmt: skip
         elif cfg.agent in BLACKBOX_AGENTS:
             interrupted = _run_blackbox(cfg, vec_env, recorder, state, save_state)
         else:

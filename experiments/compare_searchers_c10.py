@@ -9,7 +9,7 @@ A row is METHOD:SEED. The seed is the fine-tune's, and for a search (ddpg, td3, 
 search's too; uniform and global-IMPORTANCE are deterministic, so only their fine-tune varies. Rows of one seed
 share the fine-tune's seed (data order, augmentation), which is what the paired differences pair.
 The attempts to make DDPG win (ATTEMPTS: td3, ddpg-normreward, ddpg-warmup200, and `ddpg+global-taylor`, DDPG
-whose first episode plays global-taylor's policy through `init_policy`) get their own table, paired with DDPG and
+whose first episode plays global-taylor's policy, `init_policy: global`) get their own table, paired with DDPG and
 with the best method. Every stage of a row is resumable and its folder is keyed by the row's full settings, so changed
 settings never reuse an old result. Finished rows are merged into experiments/results/searchers.json; `report`
 writes searchers.md.
@@ -37,7 +37,7 @@ from amc.config import FinetuneConfig
 from amc.errors import AmcError
 from amc.evaluation import evaluate_report
 from amc.evaluator import CandidateEvaluator
-from amc.policy import CompressionPolicy, model_fingerprint
+from amc.policy import CompressionPolicy
 from amc.predicted_cost import CostModel
 from amc.student import save_student
 
@@ -46,7 +46,7 @@ GLOBALS = tuple(f"global-{name}" for name in GLOBAL_IMPORTANCES)
 TUNED = {"ddpg-normreward": ("ddpg", ("normalize_reward=true",)), "ddpg-warmup200": ("ddpg", ("warmup_episodes=200",))}
 """DDPG with one setting changed: name -> (agent, search-config overrides)."""
 WARM_STARTED = tuple(f"{agent}+{start}" for agent in ("ddpg", "td3") for start in GLOBALS)
-"""A search whose first episode plays that global-pruning policy (`init_policy`)."""
+"""A search whose first episode plays that global-pruning policy (`init_policy: global`)."""
 METHODS = (*SEARCHES, *TUNED, *WARM_STARTED, "uniform", *GLOBALS)
 ATTEMPTS = ("td3", *TUNED, *WARM_STARTED)
 """Issue 19's attempts to make DDPG win: reported apart from the methods users would pick, against DDPG."""
@@ -94,7 +94,8 @@ class Row:
                      f"agent={self.searcher or 'uniform'}", f"seed={self.seed if self.searcher else 0}",
                      *TUNED.get(self.method, ("", ()))[1]]  # fmt: skip
         if "+" in self.method:
-            overrides.append(f"init_policy={start_policy(self.args, self.method.split('+')[1])}")
+            importance = self.method.split("+")[1].removeprefix("global-")
+            overrides += ["init_policy=global", f"global_importance={importance}"]
         return load_config(self.args.config, [*overrides, *self.args.set])
 
     @property
@@ -125,18 +126,6 @@ def global_policy(cfg: SearchConfig, method: str, teacher, data) -> CompressionP
     cost_model = CostModel(teacher, data.input_shape)
     return global_pruning(teacher, data.input_shape, cost_model, Budget.parse(cfg.budget),
                           importance=method.removeprefix("global-"), data=data, round_to=cfg.round_to)  # fmt: skip
-
-
-def start_policy(args: Args, method: str) -> Path:
-    """The policy.json of `global-IMPORTANCE` that a warm-started search plays first (made once per config)."""
-    cfg = load_config(args.config, args.set)
-    path = keyed_folder(Path(args.out_dir) / "start_policies", method, search_settings(cfg)) / "policy.json"
-    if not path.exists():
-        teacher, data = load_teacher_and_data(cfg, load_checkpoint(cfg.teacher))
-        policy = global_policy(cfg, method, teacher, data)
-        policy.fingerprint = model_fingerprint(teacher)
-        policy.save(path)
-    return path
 
 
 def global_student(row: Row, cfg: SearchConfig) -> tuple[Path, dict]:

@@ -66,6 +66,8 @@ def test_an_attempt_row_is_its_agent_with_one_setting_changed(monkeypatch):
     assert tuned.config().normalize_reward and not plain.config().normalize_reward
     assert tuned.folder != plain.folder  # never reuses plain DDPG's search
     assert Row.parse("ddpg-warmup200:0", args).config().warmup_episodes == 200
+    warm = Row.parse("ddpg+global-lamp:0", args).config()
+    assert (warm.agent, warm.init_policy, warm.global_importance) == ("ddpg", "global", "lamp")
 
 
 def test_transfer_report_keeps_the_saved_part_whose_runs_are_not_here(tmp_path):

@@ -190,12 +190,15 @@ def test_init_agent_with_other_network_sizes_is_one_line(searched, tmp_path, cap
     assert "set hidden to the saved agent's" in capsys.readouterr().err
 
 
-def test_init_policy_is_the_first_episode_played(searched, tmp_path, capsys):
+@pytest.mark.parametrize("given_as", ["file", "keyword"])
+def test_init_policy_is_the_first_episode_played(searched, tmp_path, capsys, given_as):
     teacher, _ = searched
     start = tmp_path / "global.json"
     run(["baseline", "global", "--teacher", str(teacher), "--flops", "0.5", "--importance", "l1-normalized",
          "--out", str(start)], capsys)  # fmt: skip
-    results = search(teacher, tmp_path, capsys, "--set", f"init_policy={start}", "--set", "episodes=2")
+    keyword = ["--set", "init_policy=global", "--set", "global_importance=l1-normalized"]
+    init = ["--set", f"init_policy={start}"] if given_as == "file" else keyword
+    results = search(teacher, tmp_path, capsys, *init, "--set", "episodes=2")
     run_dir = Path(results["run_dir"])
     buffer = read_replay_buffer(run_dir / "replay_buffer.npz")
     steps = len(CompressionPolicy.load(start).keep_ratios)
