@@ -47,6 +47,7 @@ def test_searcher_report_ranks_methods_and_pairs_attempts_with_ddpg(tmp_path):
     assert done.returncode == 0, done.stderr[-1500:]
     page = (tmp_path / "searchers.md").read_text()
     main, attempts = page.split("## Attempts to make DDPG win")
+    assert "credit_assignment.md" in attempts
     assert "against global-taylor" in main and "ddpg-normreward" not in main  # attempts never take the lead
     assert "| ddpg-normreward | 1, +2.00 | 1, +1.00 |" in attempts  # paired by seed with ddpg and the best
     assert "| td3 | 1, -1.20 | 1, -1.80 |" in attempts
