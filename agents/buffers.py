@@ -69,7 +69,8 @@ class EpisodeRewardReplayBuffer(ReplayBuffer):
         """SB3's hook on every sampled batch of rewards: AMC's sample-time baseline and the scale, when chosen."""
         if self.credit_baseline == "sample":
             mean = float(np.mean(reward))
-            self.baseline = mean if self.baseline is None else self.baseline
+            if self.baseline is None:
+                self.baseline = mean
             self.baseline += self.baseline_decay * (mean - self.baseline)
             reward = reward - self.baseline
         if self.normalize_reward:

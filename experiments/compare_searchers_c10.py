@@ -92,7 +92,7 @@ class Row:
     def config(self) -> SearchConfig:
         overrides = [f"episodes={self.args.episodes}", f"workers={self.args.workers}",
                      f"agent={self.searcher or 'uniform'}", f"seed={self.seed if self.searcher else 0}",
-                     *TUNED.get(self.method, ("", ()))[1]]  # fmt: skip
+                     *TUNED.get(self.method, (None, ()))[1]]  # fmt: skip
         if "+" in self.method:
             importance = self.method.split("+")[1].removeprefix("global-")
             overrides += ["init_policy=global", f"global_importance={importance}"]
@@ -255,13 +255,21 @@ def _table(by_method: dict[str, dict[int, dict]]) -> list[str]:
     return lines
 
 
-def _difference(seeds: dict[int, dict], others: dict[int, dict]) -> str:
-    """`seeds` minus `others` after FT over their shared seeds: 'pairs, mean [95% CI]'."""
+def _paired(seeds: dict[int, dict], others: dict[int, dict]) -> tuple[int, float, float] | None:
+    """`seeds` minus `others` after FT over their shared seeds, in points: (pairs, mean, 95% half-width)."""
     pairs = sorted(set(seeds) & set(others))
     if not pairs:
+        return None
+    return len(pairs), *t_interval([100 * (seeds[s]["acc_test_ft"] - others[s]["acc_test_ft"]) for s in pairs])
+
+
+def _difference(seeds: dict[int, dict], others: dict[int, dict]) -> str:
+    """`_paired` as 'pairs, mean [95% CI]'."""
+    paired = _paired(seeds, others)
+    if paired is None:
         return "no pairs yet"
-    mean, half = t_interval([100 * (seeds[s]["acc_test_ft"] - others[s]["acc_test_ft"]) for s in pairs])
-    return f"{len(pairs)}, {mean:+.2f}" + ("" if half != half else f" [{mean - half:+.2f}, {mean + half:+.2f}]")
+    pairs, mean, half = paired
+    return f"{pairs}, {mean:+.2f}" + ("" if half != half else f" [{mean - half:+.2f}, {mean + half:+.2f}]")
 
 
 def _paired_line(method: str, pairs: int, mean: float, half: float) -> str:
@@ -281,10 +289,9 @@ def _paired_against_best(by_method: dict, means: dict) -> tuple[str, list]:
     ranked = sorted(means, key=means.get, reverse=True)
     best, verdicts = ranked[0], []
     for method in ranked[1:]:
-        pairs = sorted(set(by_method[best]) & set(by_method[method]))
-        diffs = [100 * (by_method[best][s]["acc_test_ft"] - by_method[method][s]["acc_test_ft"]) for s in pairs]
-        if diffs:
-            verdicts.append((method, len(diffs), *t_interval(diffs)))
+        paired = _paired(by_method[best], by_method[method])
+        if paired is not None:
+            verdicts.append((method, *paired))
     return best, verdicts
 
 
