@@ -41,19 +41,43 @@ def test_searcher_report_ranks_methods_and_pairs_attempts_with_ddpg(tmp_path):
     results.write_text(json.dumps(rows))
     readme.write_text("intro\n<!-- searchers: written by experiments/compare_searchers_c10.py report -->\nold\n"
                       "<!-- /searchers -->\nrest\n")  # fmt: skip
-    done = subprocess.run([sys.executable, str(EXPERIMENTS / "compare_searchers_c10.py"), "report", "--results",
-                           str(results), "--readme", str(readme)], capture_output=True, text=True, cwd=tmp_path,
-                          timeout=HANG_GUARD_SECONDS)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-1500:]
-    page = (tmp_path / "searchers.md").read_text()
+    page = _report(results, readme)
     main, attempts = page.split("## Attempts to make DDPG win")
     assert "credit_assignment.md" in attempts
-    assert "against global-taylor" in main and "ddpg-normreward" not in main  # attempts never take the lead
+    assert "against global-taylor" in main and "ddpg-normreward" not in main  # one seed: no contender yet
     assert "| ddpg-normreward | 1, +2.00 | 1, +1.00 |" in attempts  # paired by seed with ddpg and the best
     assert "| td3 | 1, -1.20 | 1, -1.80 |" in attempts
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("rest\n") and "old" not in text
     assert "| global-taylor | 2 | 85.90 ± 0.14 |" in text
+    assert "searches with ddpg, not global-taylor: the config is behind the evidence." in text
+
+    rows += [_row("ddpg-normreward", 1, 0.869), _row("ddpg-normreward", 2, 0.871)]  # all planned seeds: it competes
+    results.write_text(json.dumps(rows))
+    main = _report(results, readme).split("## Attempts to make DDPG win")[0]
+    assert "against ddpg-normreward" in main and "| ddpg-normreward | 3 | 87.00 ± 0.10 |" in readme.read_text()
+
+
+def _report(results, readme):
+    config = EXPERIMENTS / "configs" / "resnet20_c10_flops30.yaml"
+    done = subprocess.run([sys.executable, str(EXPERIMENTS / "compare_searchers_c10.py"), "report", "--results",
+                           str(results), "--readme", str(readme), "--config", str(config)], capture_output=True,
+                          text=True, cwd=results.parent, timeout=HANG_GUARD_SECONDS)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-1500:]
+    return results.with_suffix(".md").read_text()
+
+
+def test_the_shipped_searcher_is_the_one_the_evidence_supports(monkeypatch):
+    """experiments/configs/resnet20_c10_flops30.yaml searches with the best mean after fine-tuning in searchers.json."""
+    monkeypatch.chdir(EXPERIMENTS.parent)
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    from compare_searchers_c10 import Args, mean_after_finetune, method_of, standings
+
+    from agents.config import load_config
+
+    args = Args("report")
+    means = mean_after_finetune(standings(json.loads(Path(args.results).read_text()))[2])
+    assert method_of(load_config(args.config)) == max(means, key=means.get)
 
 
 def test_an_attempt_row_is_its_agent_with_one_setting_changed(monkeypatch):
@@ -69,6 +93,18 @@ def test_an_attempt_row_is_its_agent_with_one_setting_changed(monkeypatch):
     assert Row.parse("ddpg-warmup200:0", args).config().warmup_episodes == 200
     warm = Row.parse("ddpg+global-lamp:0", args).config()
     assert (warm.agent, warm.init_policy, warm.global_importance) == ("ddpg", "global", "lamp")
+
+
+@pytest.mark.parametrize("method", ["ddpg", "tpe", "ddpg-normreward", "ddpg-warmup200", "ddpg+global-taylor"])
+def test_a_config_reads_back_as_the_method_it_runs(method, monkeypatch):
+    monkeypatch.chdir(EXPERIMENTS.parent)
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    from compare_searchers_c10 import Args, Row, method_of
+
+    from agents.config import load_config
+
+    assert method_of(Row.parse(f"{method}:0", Args("run")).config()) == method
+    assert method_of(load_config(None, ["agent=global", "global_importance=lamp"])) == "global-lamp"
 
 
 def test_transfer_report_keeps_the_saved_part_whose_runs_are_not_here(tmp_path):
