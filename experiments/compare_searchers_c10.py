@@ -334,6 +334,12 @@ def _answer(best: str, means: dict, verdicts: list, fewest_seeds: int) -> list[s
     lines = [f"**The answer.** After fine-tuning, {best} has the highest mean test accuracy ({top})."]
     if fewest_seeds < SEEDS_PLANNED:
         lines[0] += f" Provisional: some methods have {fewest_seeds} seed(s) of the {SEEDS_PLANNED} planned."
+    beyond = [method for method, _, mean, half in verdicts if mean - half > 0]  # NaN half-width: never beyond
+    within = [method for method, _, mean, half in verdicts if half == half and mean - half <= 0]
+    if beyond:
+        lines[0] += f" It leads {_listed(beyond)} beyond the noise (paired 95% interval above zero)."
+    if within:
+        lines[0] += f" {_listed(within).capitalize()} {'lies' if len(within) == 1 else 'lie'} within the noise of it."
     for method, _, mean, half in verdicts:
         if half != half:  # one pair: no interval yet
             lines.append(f"- against {method}: {mean:+.2f} points from one pair; no interval until more seeds run.")
@@ -342,6 +348,10 @@ def _answer(best: str, means: dict, verdicts: list, fewest_seeds: int) -> list[s
             lines.append(f"- against {method}: {mean:+.2f} points, "
                          f"{'beyond' if beyond else 'within'} the noise (95% interval ±{half:.2f}).")  # fmt: skip
     return lines
+
+
+def _listed(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def _write_readme_block(readme: Path, by_method: dict, means: dict, best: str, verdicts: list, answer: str) -> None:

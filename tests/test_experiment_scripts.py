@@ -51,6 +51,7 @@ def test_searcher_report_ranks_methods_and_pairs_attempts_with_ddpg(tmp_path):
     assert text.startswith("intro\n") and text.endswith("rest\n") and "old" not in text
     assert "| global-taylor | 2 | 85.90 ± 0.14 |" in text
     assert "searches with ddpg, not global-taylor: the config is behind the evidence." in text
+    assert "Ddpg lies within the noise of it." in text  # 2 pairs: +0.80, 95% interval ±2.54
 
     rows += [_row("ddpg-normreward", 1, 0.869), _row("ddpg-normreward", 2, 0.871)]  # all planned seeds: it competes
     results.write_text(json.dumps(rows))
