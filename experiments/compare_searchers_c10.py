@@ -246,13 +246,14 @@ def report(args: Args) -> None:
         _write_readme_block(Path(args.readme), contenders, means, best, verdicts, answer[0])
         lines += ["", "## Attempts to make DDPG win", "", EARLIER_ATTEMPT]
         if attempts:
+            others = ["ddpg"] + ([best] if best != "ddpg" else [])
             lines += ["", "Each row below is DDPG (or TD3) with one thing changed; the differences are the attempt "
-                      f"minus plain DDPG and minus {best}, paired by seed, in points.", "", *_table(attempts), "",
-                      f"| attempt | minus ddpg: pairs, mean [95% CI] | minus {best}: pairs, mean [95% CI] |",
-                      "|---|---|---|"]  # fmt: skip
+                      f"minus {' and minus '.join(others)}, paired by seed, in points.", "", *_table(attempts), "",
+                      "| attempt | " + " | ".join(f"minus {o}: pairs, mean [95% CI]" for o in others) + " |",
+                      "|---|" + "---|" * len(others)]  # fmt: skip
             for method, seeds in sorted(attempts.items()):
-                cells = [_difference(seeds, methods.get(other, {})) for other in ("ddpg", best)]
-                lines.append(f"| {method} | {cells[0]} | {cells[1]} |")
+                cells = [_difference(seeds, contenders.get(other, {})) for other in others]
+                lines.append(f"| {method} | " + " | ".join(cells) + " |")
     out = Path(args.results).with_suffix(".md")
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")
@@ -270,14 +271,16 @@ def method_of(cfg: SearchConfig) -> str:
 
 
 def _table(by_method: dict[str, dict[int, dict]]) -> list[str]:
-    lines = ["| method | seeds | before FT, mean ± sd | after FT, mean ± sd | after FT, each seed | search min | "
-             "candidates |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| method | seeds | best search reward | before FT, mean ± sd | after FT, mean ± sd | after FT, each seed "
+             "| search min | candidates |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for method, seeds in sorted(by_method.items()):
         rs = [seeds[s] for s in sorted(seeds)]
         each = ", ".join(f"{100 * r['acc_test_ft']:.2f}" for r in rs)
         counted = [r["candidates"] for r in rs if r["candidates"] is not None]
         candidates = f"{statistics.mean(counted):.0f}" if counted else "–"  # None: not counted over a resume
-        lines.append(f"| {method} | {len(rs)} | {_pct(r['acc_test_noft'] for r in rs)} | "
+        rewards = [r["best_reward"] for r in rs if r.get("best_reward") is not None]  # None: global pruning
+        reward = f"{statistics.mean(rewards):.3f}" if rewards else "–"
+        lines.append(f"| {method} | {len(rs)} | {reward} | {_pct(r['acc_test_noft'] for r in rs)} | "
                      f"{_pct(r['acc_test_ft'] for r in rs)} | {each} | "
                      f"{statistics.mean(r['search_minutes'] for r in rs):.1f} | {candidates} |")  # fmt: skip
     return lines
