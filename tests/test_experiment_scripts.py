@@ -102,9 +102,15 @@ def test_a_config_reads_back_as_the_method_it_runs(method, monkeypatch):
     monkeypatch.syspath_prepend(str(EXPERIMENTS))
     from compare_searchers_c10 import Args, Row, method_of
 
+    assert method_of(Row.parse(f"{method}:0", Args("run")).config()) == method
+
+
+def test_a_global_pruning_config_reads_back_as_its_importance(monkeypatch):
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    from compare_searchers_c10 import method_of
+
     from agents.config import load_config
 
-    assert method_of(Row.parse(f"{method}:0", Args("run")).config()) == method
     assert method_of(load_config(None, ["agent=global", "global_importance=lamp"])) == "global-lamp"
 
 
