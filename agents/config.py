@@ -56,8 +56,12 @@ class SearchConfig:
     max_sparsity: float = doc(0.9, "largest fine-grained sparsity an action can choose")
     min_bits: int = doc(2, "smallest weight bit width")
     max_bits: int = doc(8, "largest weight bit width")
-    round_to: int = doc(1, "round kept channels to a multiple of this")
-    latency_table: str | None = doc(None, "latency table JSON (from `amc profile-latency`), for latency budgets")
+    round_to: str = doc("auto", "round kept channels to a multiple of this; auto: the latency table's fastest, else 1")
+    latency_table: str | None = doc(
+        None, "latency table JSON (from `amc profile-latency --runtime R --runtime-precision P`), for latency budgets"
+    )
+    runtime: str = doc("eager", "where latency is measured: eager, onnxruntime or openvino (the table must match)")
+    runtime_precision: str = doc("fp32", "the deployed precision: fp32 or int8 (the table must match)")
     global_importance: str = doc("taylor", "agent global: l1, l1-normalized, lamp or taylor (Torch-Pruning's)")
     max_pruning_ratio: float = doc(0.8, "agent global: the most of any one unit's channels removed (<= 1 - min_keep)")
     init_agent: str | None = doc(

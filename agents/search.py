@@ -36,9 +36,9 @@ from amc.data import DataSplits
 from amc.device import resolve_device
 from amc.distill import finetune
 from amc.errors import AmcError
-from amc.evaluation import evaluate_report, load_data_for
+from amc.evaluation import deployed_report, evaluate_report, load_data_for
 from amc.evaluator import CachedEvaluator, CandidateEvaluator, EvaluationSettings
-from amc.latency import LatencyTable
+from amc.latency import load_latency_table, resolve_round_to
 from amc.policy import CompressionPolicy, model_fingerprint
 from amc.precision import resolve_precision
 from amc.predicted_cost import CostModel
@@ -71,13 +71,14 @@ def evaluation_settings(cfg: SearchConfig) -> EvaluationSettings:
 
 def make_env(cfg: SearchConfig, teacher: torch.nn.Module, data: DataSplits,
              evaluator: CachedEvaluator | None = None) -> CompressionEnv:  # fmt: skip
-    table = LatencyTable.load(cfg.latency_table) if cfg.latency_table else None
+    table = load_latency_table(cfg.latency_table, cfg.runtime, cfg.runtime_precision) if cfg.latency_table else None
     settings = evaluation_settings(cfg)
     return CompressionEnv(
         teacher, data, Budget.parse(cfg.budget), mode=cfg.mode, reward=cfg.reward, eval_samples=settings.eval_samples,
         recalibrate_batches=settings.recalibrate_batches, finetune_steps=settings.finetune_steps,
         precision=settings.precision, latency_table=table, min_keep=cfg.min_keep, max_sparsity=cfg.max_sparsity,
-        min_bits=cfg.min_bits, max_bits=cfg.max_bits, round_to=cfg.round_to, reconstruct=settings.reconstruct,
+        min_bits=cfg.min_bits, max_bits=cfg.max_bits, round_to=resolve_round_to(cfg.round_to, table),
+        reconstruct=settings.reconstruct,
         evaluator=evaluator,
     )  # fmt: skip
 
@@ -246,17 +247,17 @@ def _scripted_values(cfg, env: CompressionEnv, rng: np.random.Generator) -> list
     to the budget, AMC's random-search baseline). None means: play uniformly random actions instead
     (`random-actions`, or `random` in modes and budgets that `random_policy` does not cover)."""
     budget = Budget.parse(cfg.budget)
-    channel_only = cfg.mode == "channel" and budget.latency is None
+    channel_only = cfg.mode == "channel"
     if cfg.agent in ONE_SHOT and not channel_only:
-        raise AmcError(f"the {cfg.agent} baseline covers channel mode under flops, params or size budgets")
+        raise AmcError(f"the {cfg.agent} baseline covers channel mode only; use mode channel")
     if cfg.agent == "uniform":
-        policy = uniform(env.cost_model, budget, round_to=cfg.round_to, min_keep=cfg.min_keep)
+        policy = uniform(env.cost_model, budget, round_to=env.round_to, min_keep=cfg.min_keep)
     elif cfg.agent == "global":
         policy = global_pruning(env.teacher, env.data.input_shape, env.cost_model, budget,
-                                importance=cfg.global_importance, data=env.data, round_to=cfg.round_to,
+                                importance=cfg.global_importance, data=env.data, round_to=env.round_to,
                                 max_pruning_ratio=min(cfg.max_pruning_ratio, 1.0 - cfg.min_keep))  # fmt: skip
     elif cfg.agent == "random" and channel_only:
-        policy = random_policy(env.cost_model, budget, rng, round_to=cfg.round_to, min_keep=cfg.min_keep)
+        policy = random_policy(env.cost_model, budget, rng, round_to=env.round_to, min_keep=cfg.min_keep)
     else:
         return None
     return [policy.keep_ratios[s.name] for s in env.steps]
@@ -357,6 +358,9 @@ def _final_student(cfg, evaluator: CandidateEvaluator, teacher_blob: dict, run_d
     ratios = {f"{k}_ratio": after[k] / teacher_report[k] for k in ("flops", "params", "size_bytes")}
     ratios["speedup_b1"] = teacher_report["latency_ms_b1"] / after["latency_ms_b1"]
     ratios["speedup_b128"] = teacher_report["latency_ms_b128"] / after["latency_ms_b128"]
+    deployed = {}
+    if cfg.runtime != "eager" or cfg.runtime_precision != "fp32":  # accuracy and speed where it will run
+        deployed["deployed"] = deployed_report(student, data, cfg.runtime, cfg.runtime_precision, reference=teacher)
     return {
         "teacher": teacher_report,
         "student_without_bn_recalibration": without_recalibration,
@@ -364,6 +368,7 @@ def _final_student(cfg, evaluator: CandidateEvaluator, teacher_blob: dict, run_d
         **reward_finetune,
         "student": after,
         **ratios,
+        **deployed,
     }
 
 
@@ -489,6 +494,8 @@ def _search(cfg, backend: str, vec_env: BatchedEvaluationVecEnv, teacher_blob: d
         "seconds_per_candidate": state["evaluation_seconds"] / max(state["evaluations"], 1),
         "agent_overhead": max(0.0, 1.0 - env_seconds / max(elapsed, 1e-9)),
         "best_val_subset_accuracy": recorder.best_info["accuracy"],
+        "predicted": env.cost_model.predicted_ratios(policy.keep_ratios, policy.removed_blocks, policy.bits,
+                                                     policy.sparsity, policy.round_to),
         **_final_student(cfg, evaluator, teacher_blob, run_dir, policy),
     }  # fmt: skip
     before = results["student_before_finetune"]

@@ -16,13 +16,14 @@ import torch_pruning as tp
 from amc.budget import Budget
 from amc.data import DataSplits
 from amc.errors import AmcError
+from amc.latency import require_latency_table
 from amc.policy import CompressionPolicy
 from amc.predicted_cost import CostModel
 from amc.pruning import Layer, build_graph, execution_order
 
 
 def _ratios_for(cost_model: CostModel, keep_ratios: dict[str, float], round_to: int) -> dict[str, float]:
-    return cost_model.ratios(cost_model.predict(keep_ratios, round_to=round_to))
+    return cost_model.predicted_ratios(keep_ratios, round_to=round_to)
 
 
 def _largest_meeting(budget: Budget, make_ratios, cost_model: CostModel, round_to: int, low: float, high: float):
@@ -39,9 +40,8 @@ def _largest_meeting(budget: Budget, make_ratios, cost_model: CostModel, round_t
 
 
 def uniform(cost_model: CostModel, budget: Budget, *, round_to: int = 1, min_keep: float = 0.05) -> CompressionPolicy:
-    """One keep ratio for every unit, the largest that meets the budget (flops, params or size)."""
-    if budget.latency is not None:
-        raise AmcError("uniform() solves flops, params and size budgets; predict latency with a LatencyTable")
+    """One keep ratio for every unit, the largest that meets the budget (latency with the cost model's table)."""
+    require_latency_table(budget, cost_model.latency_table)
     names = [u.name for u in cost_model.units]
     keep = _largest_meeting(budget, lambda r: {n: r for n in names}, cost_model, round_to, min_keep, 1.0)
     return CompressionPolicy(keep_ratios=keep, round_to=round_to, metadata={"method": "uniform"})
@@ -124,8 +124,7 @@ def global_pruning(
     `max_pruning_ratio` and skips any group it would empty, so its cuts jump about as the ratio grows.
     Raw magnitudes are not comparable across layers, so `l1` piles its cuts on a few layers, which the cap
     then stops; the normalized importances (`l1-normalized`, `lamp`) spread them."""
-    if budget.latency is not None:
-        raise AmcError("global pruning solves flops, params and size budgets; predict latency with a LatencyTable")
+    require_latency_table(budget, cost_model.latency_table)
     check_global_settings(importance, max_pruning_ratio)
     scorer = _tp_importance(importance)
     source = _with_gradients(teacher, data, gradient_batches) if importance == "taylor" else teacher.eval()

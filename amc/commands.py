@@ -22,13 +22,16 @@ from amc.distill import finetune, recalibrate_bn
 from amc.distributed import finish, start
 from amc.errors import AmcError
 from amc.evaluation import load_data_for
-from amc.latency import build_latency_table
+from amc.latency import build_latency_table, load_latency_table, resolve_round_to
 from amc.measured_cost import cost_ratios, measure_latency, size_bytes
 from amc.models import create_model, trust_named_model
 from amc.outputs import refuse_overwriting_inputs
 from amc.policy import CompressionPolicy, model_fingerprint
 from amc.predicted_cost import CostModel
+from amc.runtime_latency import build_runtime_table
+from amc.runtimes import Target, require
 from amc.student import apply_policy, model_from_checkpoint, save_student, student_from_checkpoint
+from amc.timing import example_batch
 from amc.training import evaluate_accuracy
 
 
@@ -96,19 +99,23 @@ def baseline_command(cfg: BaselineConfig) -> dict:
     device = resolve_device(cfg.device)
     blob = load_checkpoint(cfg.teacher)
     teacher = model_from_checkpoint(blob).to(device)
-    budget = Budget(flops=cfg.flops, params=cfg.params, size=cfg.size)
+    budget = Budget(flops=cfg.flops, params=cfg.params, size=cfg.size, latency=cfg.latency)
+    table = load_latency_table(cfg.latency_table, cfg.runtime, cfg.runtime_precision) if cfg.latency_table else None
+    round_to = resolve_round_to(cfg.round_to, table)
     cost_model = CostModel(teacher, input_shape_of(blob))
+    if table is not None:
+        cost_model.with_latency(table)
     if cfg.method == "uniform":
-        policy = uniform(cost_model, budget, round_to=cfg.round_to)
+        policy = uniform(cost_model, budget, round_to=round_to)
     elif cfg.method == "random":
-        policy = random_policy(cost_model, budget, np.random.default_rng(cfg.seed), round_to=cfg.round_to)
+        policy = random_policy(cost_model, budget, np.random.default_rng(cfg.seed), round_to=round_to)
     elif cfg.method == "global":
         data = load_data_for(blob, None, cfg.data_dir, None) if cfg.importance == "taylor" else None
         policy = global_pruning(teacher, input_shape_of(blob), cost_model, budget, importance=cfg.importance,
-                                max_pruning_ratio=cfg.max_pruning_ratio, data=data, round_to=cfg.round_to)  # fmt: skip
+                                max_pruning_ratio=cfg.max_pruning_ratio, data=data, round_to=round_to)  # fmt: skip
     else:
         raise AmcError(f"unknown baseline {cfg.method!r}; use uniform, random or global")
-    predicted = cost_model.ratios(cost_model.predict(policy.keep_ratios, round_to=cfg.round_to))
+    predicted = cost_model.predicted_ratios(policy.keep_ratios, round_to=round_to)
     policy.architecture = blob["arch"]["name"]
     policy.num_classes = blob["arch"]["num_classes"]
     policy.fingerprint = model_fingerprint(teacher)
@@ -194,6 +201,8 @@ def profile_latency_command(cfg: ProfileLatencyConfig) -> dict:
         except ValueError:
             raise AmcError(f"--input-shape {cfg.input_shape} is not C,H,W; write it like 3,32,32") from None
         model = create_model(cfg.model).eval()
+    if cfg.runtime != "eager" or cfg.runtime_precision != "fp32":
+        return _profile_runtime(cfg, model.cpu(), shape)
     model = model.to(device)
     table = build_latency_table(
         model, shape, batch_size=cfg.batch_size, threads=cfg.threads, grid_points=cfg.grid_points
@@ -223,6 +232,24 @@ def profile_latency_command(cfg: ProfileLatencyConfig) -> dict:
         "median_error": table.metadata["prediction_error"]["median"],
         "max_error": table.metadata["prediction_error"]["max"],
     }
+
+
+def _profile_runtime(cfg: ProfileLatencyConfig, model: nn.Module, shape) -> dict:
+    """A runtime table: random students timed end to end in the runtime, a fitted model, its held-out error.
+    int8 students are calibrated on random images: the kernels a runtime picks do not depend on the ranges."""
+    target = Target(cfg.runtime, cfg.runtime_precision, cfg.batch_size, cfg.threads)
+    require(cfg.runtime)
+    calibration = example_batch(shape, 64, seed=cfg.seed) if target.precision == "int8" else None
+    table = build_runtime_table(model, shape, target, calibration=calibration, students=cfg.students,
+                                check=cfg.check, seed=cfg.seed)  # fmt: skip
+    table.save(cfg.out)
+    check = table.metadata["check"]
+    return {
+        "out": cfg.out, **table.target, "teacher_ms": table.teacher_ms, "round_to": table.round_to,
+        "channel_block": table.block,
+        "activation_type": table.activation_type, "median_error": check["median_error"],
+        "p90_error": check["p90_error"], "max_error": check["max_error"],
+    }  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- export

@@ -52,8 +52,11 @@ class EvaluateConfig:
     threads: int | None = doc(None, "CPU threads for latency (default: torch's current setting)")
     device: str = doc("auto", DEVICE_HELP)
     speedup_over: str | None = doc(
-        None, "a reference checkpoint (e.g. the teacher): both are timed alternately, adding speedup_b1/b128"
+        None, "a reference checkpoint (e.g. the teacher): both are timed alternately, adding speedup_b<batch>"
     )
+    runtime: str = doc("eager", "where to measure: eager (PyTorch), onnxruntime or openvino (the exported model)")
+    runtime_precision: str = doc("fp32", "onnxruntime/openvino: fp32, or int8 (static QDQ, calibrated on train images)")
+    rounds: int | None = doc(None, "onnxruntime/openvino: alternating timing rounds (default: 20 at batch 1, 10 at 64)")
     json: bool = doc(False, "print one JSON object as the last line of stdout")
 
 
@@ -106,7 +109,11 @@ class BaselineConfig:
     flops: float | None = doc(None, "FLOPs budget as a ratio of the teacher's")
     params: float | None = doc(None, "parameter budget as a ratio of the teacher's")
     size: float | None = doc(None, "size budget as a ratio of the teacher's")
-    round_to: int = doc(1, "round kept channels to a multiple of this")
+    latency: float | None = doc(None, "latency budget as a ratio of the teacher's, predicted by --latency-table")
+    latency_table: str | None = doc(None, "latency table from `amc profile-latency` (for --latency)")
+    runtime: str = doc("eager", "the runtime the latency table must be measured in: eager, onnxruntime or openvino")
+    runtime_precision: str = doc("fp32", "the precision the latency table must be measured at: fp32 or int8")
+    round_to: str = doc("auto", "round kept channels to a multiple of this; auto: the latency table's fastest, else 1")
     seed: int = doc(0, "seed of the random policy")
     importance: str = doc("l1", "global: channel importance, l1, l1-normalized, lamp or taylor (needs data)")
     max_pruning_ratio: float = doc(0.8, "global: the most of any one layer's channels that may be removed")
@@ -132,15 +139,19 @@ class FinetuneConfig(FinetuneSettings):
 
 @dataclass
 class ProfileLatencyConfig:
-    """Build a per-layer latency lookup table and report its error on random students."""
+    """Build a latency table for a teacher in the runtime it is deployed to, and report its error on random
+    students timed end to end there."""
 
     model: str = doc("teacher.pt", "checkpoint, or a registry name with --input-shape", positional=True)
     out: str = doc("lut.json", "latency table to write")
     input_shape: str = doc("3,32,32", "input shape C,H,W when MODEL is a registry name")
+    runtime: str = doc("eager", "eager (layers timed alone in PyTorch), onnxruntime or openvino (whole students)")
+    runtime_precision: str = doc("fp32", "onnxruntime/openvino: fp32 or int8 (static QDQ)")
     batch_size: int = doc(1, "batch size the table is built for")
     threads: int = doc(1, "CPU threads used for every measurement")
-    grid_points: int = doc(6, "channel-count grid points per dimension")
-    check: int = doc(20, "random students to measure prediction error on (0: skip)")
+    grid_points: int = doc(6, "eager: channel-count grid points per dimension")
+    students: int = doc(90, "onnxruntime/openvino: random students timed to fit the table")
+    check: int = doc(30, "random students to measure prediction error on (eager: 0 skips)")
     seed: int = doc(0, "seed of the random students")
     device: str = doc("auto", DEVICE_HELP)
     json: bool = doc(False, "print one JSON object as the last line of stdout")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
+import tempfile
 import warnings
 
 import torch.nn as nn
@@ -11,8 +13,10 @@ from tqdm.auto import tqdm
 from amc.checkpoint import load_checkpoint
 from amc.config import EvaluateConfig
 from amc.data import DataSplits, load_dataset
+from amc.deployment import at_batch, calibration_images, deploy, runtime_accuracy, time_deployed
 from amc.device import resolve_device
 from amc.measured_cost import count_macs, count_params, flop_counter_macs, measure_latency, model_device, size_bytes
+from amc.runtimes import Target
 from amc.student import model_from_checkpoint
 from amc.training import evaluate_accuracy
 
@@ -77,11 +81,63 @@ def alternating_speedup(
     return statistics.median(reference_ms) / statistics.median(model_ms)
 
 
+DEPLOYED_BATCHES = (1, 64)
+
+
+def deployed_report(
+    model: nn.Module,
+    data: DataSplits,
+    runtime: str,
+    precision: str,
+    *,
+    threads: int = 1,
+    reference: nn.Module | None = None,
+    batches=DEPLOYED_BATCHES,
+    rounds: int | None = None,
+) -> dict:
+    """Accuracy on the test split and per-image latency at each batch size, all measured in `runtime` at
+    `precision`, with the target and CPU named. With a `reference` (e.g. the teacher) it is deployed alike and
+    timed alternately with the model: `speedup_b<batch>`, and for int8 also `speedup_vs_fp32_b<batch>` over the
+    reference in fp32."""
+    shape = data.input_shape
+    target = Target(runtime, precision, batches[0], threads)
+    calibration = calibration_images(data) if precision == "int8" else None
+    with tempfile.TemporaryDirectory() as folder:
+        models = {"model": deploy(model, shape, target, folder, calibration=calibration)}
+        if reference is not None:
+            models["reference"] = deploy(reference, shape, target, folder, calibration=calibration, name="reference")
+            if precision == "int8":
+                fp32 = dataclasses.replace(target, precision="fp32")
+                models["reference_fp32"] = deploy(reference, shape, fp32, folder, name="reference")
+        report = {**target.describe(), "accuracy": runtime_accuracy(models["model"], data, "test")}
+        report.pop("batch")
+        report["activation_type"] = models["model"].activation_type
+        for batch in tqdm(batches, desc=f"latency ({runtime} {precision})", leave=False, dynamic_ncols=True):
+            timings = time_deployed({k: at_batch(d, batch) for k, d in models.items()}, shape, rounds=rounds)
+            report[f"latency_ms_b{batch}"] = timings["model"].median_ms
+            report[f"latency_iqr_b{batch}"] = timings["model"].spread
+            if reference is not None:
+                report[f"speedup_b{batch}"] = timings["reference"].median_ms / timings["model"].median_ms
+            if "reference_fp32" in timings:
+                report[f"speedup_vs_fp32_b{batch}"] = timings["reference_fp32"].median_ms / timings["model"].median_ms
+    return report
+
+
 def evaluate_checkpoint(cfg: EvaluateConfig) -> dict:
     device = resolve_device(cfg.device)
     blob = load_checkpoint(cfg.model)
     model = model_from_checkpoint(blob).to(device)
     data = load_data_for(blob, cfg.dataset, cfg.data_dir, cfg.seed)
+    if cfg.runtime != "eager" or cfg.runtime_precision != "fp32":
+        Target(cfg.runtime, cfg.runtime_precision)  # a bad name is one line before any work
+        reference = model_from_checkpoint(load_checkpoint(cfg.speedup_over)) if cfg.speedup_over else None
+        report = {
+            "flops": count_macs(model, data.input_shape),
+            "params": count_params(model),
+            **deployed_report(model.cpu(), data, cfg.runtime, cfg.runtime_precision, threads=cfg.threads or 1,
+                              reference=reference, rounds=cfg.rounds),
+        }  # fmt: skip
+        return report
     report = evaluate_report(model, data, latency_repeats=cfg.latency_repeats, threads=cfg.threads)
     if cfg.speedup_over:  # both timed here, alternately, on one device with one thread setting
         reference = model_from_checkpoint(load_checkpoint(cfg.speedup_over)).to(device)

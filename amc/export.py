@@ -71,12 +71,8 @@ def export_torchscript(
 
 
 @torch.no_grad()
-def export_onnx(
-    model: nn.Module, input_shape: Sequence[int], path: str | Path, device: torch.device = CPU
-) -> float | None:
-    """Export the baked model to ONNX (dynamic batch). Returns its `relative_difference` from PyTorch's outputs,
-    computed with onnx's reference evaluator against PyTorch on `device`, or None when the `onnx` package is not
-    installed."""
+def write_onnx(model: nn.Module, input_shape: Sequence[int], path: str | Path) -> nn.Module:
+    """Write the baked model as ONNX with a dynamic batch axis (input `input`, output `logits`); returns it."""
     baked = bake(model).cpu()
     with warnings.catch_warnings():  # the TorchScript-based exporter needs no onnxscript; torch warns about it
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -84,6 +80,17 @@ def export_onnx(
             baked, (_example(input_shape),), str(path), dynamo=False, input_names=["input"], output_names=["logits"],
             dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
         )  # fmt: skip
+    return baked
+
+
+@torch.no_grad()
+def export_onnx(
+    model: nn.Module, input_shape: Sequence[int], path: str | Path, device: torch.device = CPU
+) -> float | None:
+    """Export the baked model to ONNX (dynamic batch). Returns its `relative_difference` from PyTorch's outputs,
+    computed with onnx's reference evaluator against PyTorch on `device`, or None when the `onnx` package is not
+    installed."""
+    baked = write_onnx(model, input_shape, path)
     try:
         import onnx
         from onnx.reference import ReferenceEvaluator

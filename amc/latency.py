@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from amc import runtime_latency
 from amc.errors import AmcError
 from amc.measured_cost import layer_shapes, measure_latency, model_device
 
@@ -72,15 +73,69 @@ class LatencyTable:
 
     @classmethod
     def load(cls, path: str | Path) -> LatencyTable:
-        try:
-            blob = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise AmcError(f"cannot read latency table {path}: {exc}; build one with `amc profile-latency`") from exc
-        if blob.get("format") != FORMAT:
-            raise AmcError(f"{path} is not an amc latency table; build one with `amc profile-latency`")
-        layers = {n: LayerEntry(**e) for n, e in blob.pop("layers").items()}
+        table = load_latency_table(path, "eager", "fp32")
+        if not isinstance(table, cls):
+            raise AmcError(f"{path} is a runtime latency table; read it with amc.latency.load_latency_table")
+        return table
+
+    def check_target(self, runtime: str, precision: str, where: str) -> None:
+        """A table timed layer by layer in PyTorch serves eager fp32 only."""
+        if (runtime, precision) != ("eager", "fp32"):
+            raise AmcError(
+                f"the latency table {where} was timed in eager PyTorch, not {runtime} {precision}; build one with "
+                f"`amc profile-latency TEACHER --runtime {runtime} --runtime-precision {precision}`"
+            )
+
+
+def resolve_round_to(value: str | int, table=None) -> int:
+    """A channel multiple from a config value: a whole number, or `auto` (the runtime table's fastest measured
+    multiple; 1 without one)."""
+    if str(value).strip().lower() == "auto":
+        return getattr(table, "round_to", 1)
+    try:
+        multiple = int(str(value))
+    except ValueError:
+        raise AmcError(f"round_to is {value!r}; write a whole number such as 8, or auto") from None
+    if multiple < 1:
+        raise AmcError(f"round_to is {multiple}; it must be at least 1 (or auto)")
+    if table is not None and getattr(table, "round_to", multiple) != multiple:
+        raise AmcError(
+            f"round_to is {multiple} but the latency table was fitted for students rounded to {table.round_to}; "
+            f"use round_to auto or {table.round_to}"
+        )
+    return multiple
+
+
+def require_latency_table(budget, table) -> None:
+    """A latency budget cannot be checked without a table: say how to build one."""
+    if budget.latency is not None and table is None:
+        raise AmcError(
+            "a latency budget needs a latency table measured where the student will run; build one with "
+            "`amc profile-latency TEACHER --runtime openvino --runtime-precision int8 --batch-size 64 --out lut.json` "
+            "and pass `--latency-table lut.json --runtime openvino --runtime-precision int8`"
+        )
+
+
+def load_latency_table(path: str | Path, runtime: str, precision: str):
+    """A `LatencyTable` (eager PyTorch, per layer) or an `amc.runtime_latency.RuntimeLatencyTable`, refused in one
+    line unless it was measured for `runtime` at `precision` (and, for a runtime table, on this CPU)."""
+    try:
+        blob = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise AmcError(f"cannot read latency table {path}: {exc}; build one with `amc profile-latency`") from exc
+    kind = blob.get("format") if isinstance(blob, dict) else None
+    if kind == FORMAT:
         blob.pop("format")
-        return cls(layers=layers, **blob)
+        try:
+            table = LatencyTable(layers={n: LayerEntry(**e) for n, e in blob.pop("layers").items()}, **blob)
+        except (TypeError, AttributeError, KeyError) as exc:
+            raise AmcError(f"{path} is a damaged latency table ({exc}); build it again") from None
+    elif kind == runtime_latency.FORMAT:
+        table = runtime_latency.RuntimeLatencyTable.from_blob(blob, path)
+    else:
+        raise AmcError(f"{path} is not an amc latency table; build one with `amc profile-latency`")
+    table.check_target(runtime, precision, str(path))
+    return table
 
 
 def _bilinear(xs: Sequence[int], ys: Sequence[int], grid: np.ndarray, x: float, y: float) -> float:

@@ -19,7 +19,7 @@ _CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 @functools.cache
-def _cpu_flags() -> frozenset[str]:
+def cpu_flags() -> frozenset[str]:
     cpuinfo = Path("/proc/cpuinfo")
     if not cpuinfo.is_file():
         return frozenset()
@@ -38,7 +38,7 @@ def native_bf16(device: torch.device) -> bool:
     checks = [getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None)]
     if any(check is not None and check() for check in checks):
         return True
-    return any(flag in _cpu_flags() for flag in _CPU_BF16_FLAGS)
+    return any(flag in cpu_flags() for flag in _CPU_BF16_FLAGS)
 
 
 def resolve_precision(precision: str, device: torch.device, announce: bool = False) -> str:

@@ -65,6 +65,7 @@ class CostModel:
         units: list[PruningUnit] | None = None,
         removable: list[str] | None = None,
     ):
+        self.latency_table = None
         self.units = units if units is not None else find_units(model, input_shape)
         self.removable = removable if removable is not None else removable_blocks(model, input_shape)
         self.by_name = {u.name: u for u in self.units}
@@ -226,6 +227,28 @@ class CostModel:
                         f"layer {name}: predicted {what} {expected.get(name)}, built {built.get(name)}; the cost "
                         "model does not follow this topology, so the budget cannot be guaranteed (please report it)"
                     )
+
+    def with_latency(self, table) -> CostModel:
+        """Predict latency too, from `table` (`amc.latency.LatencyTable` or `amc.runtime_latency.RuntimeLatencyTable`:
+        anything whose `predict` maps layer shapes to milliseconds)."""
+        self.latency_table = table
+        self.teacher_latency = table.predict(self.layer_shapes({}))
+        return self
+
+    def predicted_ratios(
+        self,
+        keep_ratios: dict[str, float],
+        removed: Iterable[str] = (),
+        bits: dict[str, int] | None = None,
+        sparsity: dict[str, float] | None = None,
+        round_to: int = 1,
+    ) -> dict[str, float]:
+        """Each resource as a ratio of the teacher's: flops, params, size, and latency with a table."""
+        ratios = self.ratios(self.predict(keep_ratios, removed, bits, sparsity, round_to))
+        if self.latency_table is not None:
+            shapes = self.layer_shapes(keep_ratios, removed, round_to)
+            ratios["latency"] = self.latency_table.predict(shapes) / self.teacher_latency
+        return ratios
 
     def ratios(self, costs: Costs) -> dict[str, float]:
         return {

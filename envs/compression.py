@@ -16,10 +16,11 @@ from amc.budget import Budget
 from amc.data import DataSplits
 from amc.errors import AmcError
 from amc.evaluator import CachedEvaluator, CandidateEvaluator, EvaluationSettings
-from amc.latency import LatencyTable
+from amc.latency import LatencyTable, require_latency_table
 from amc.policy import CompressionPolicy
 from amc.predicted_cost import CostModel
 from amc.rewards import Outcome, get_reward
+from amc.runtime_latency import RuntimeLatencyTable
 
 MODES = ("channel", "fine-grained", "removal", "removal+channel", "quantize", "channel+quantize")
 STAGES = {"removal": 0, "channel": 1, "fine-grained": 1, "quantize": 2}
@@ -115,7 +116,8 @@ class CompressionEnv(gym.Env):
       `recalibrate_batches` (BN recalibration batches, 0 disables), `finetune_steps` (KD steps per
       episode), `reconstruct` (least-squares refit of pruned layers' consumers, AMC), `precision`
       (`auto`: bf16 where the device runs it natively) and `evaluation_seed`.
-    - `latency_table`: an `amc.latency.LatencyTable`, required for a latency budget.
+    - `latency_table`: an `amc.latency.LatencyTable` (eager PyTorch) or `amc.runtime_latency.RuntimeLatencyTable`
+      (measured in ONNX Runtime or OpenVINO), required for a latency budget; both predict from layer shapes.
     - `min_keep`, `max_sparsity`, `min_bits`, `max_bits`, `removal_threshold`, `round_to`: action ranges.
 
     ## Version History
@@ -139,7 +141,7 @@ class CompressionEnv(gym.Env):
         recalibrate_batches: int = 20,
         finetune_steps: int = 0,
         precision: str = "auto",
-        latency_table: LatencyTable | None = None,
+        latency_table: LatencyTable | RuntimeLatencyTable | None = None,
         min_keep: float = 0.2,
         max_sparsity: float = 0.9,
         min_bits: int = 2,
@@ -163,17 +165,15 @@ class CompressionEnv(gym.Env):
         self.min_keep, self.max_sparsity = min_keep, max_sparsity
         self.min_bits, self.max_bits = min_bits, max_bits
         self.removal_threshold, self.round_to = removal_threshold, round_to
-        if self.budget.latency is not None and latency_table is None:
-            raise AmcError("a latency budget needs a latency table; build one with `amc profile-latency`")
+        require_latency_table(self.budget, latency_table)
 
         self.cost_model = CostModel(teacher, self.input_shape)
+        if latency_table is not None:
+            self.cost_model.with_latency(latency_table)
         self.steps = self._plan_steps()
         if not self.steps:
             raise AmcError(f"the teacher has nothing to decide in mode {mode!r}")
         self.teacher_macs = self.cost_model.teacher.macs
-        self.teacher_latency = (
-            latency_table.predict(self.cost_model.layer_shapes({})) if latency_table is not None else None
-        )
         self._static = self._static_features()
         self.action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
         self.observation_space = spaces.Box(0.0, 1.0, (len(OBSERVATION_FEATURES),), np.float32)
@@ -276,14 +276,9 @@ class CompressionEnv(gym.Env):
         return self._policy(list(values) + [self._most_aggressive(s) for s in self.steps[len(values) :]])
 
     def _ratios(self, policy: CompressionPolicy) -> dict[str, float]:
-        costs = self.cost_model.predict(
+        return self.cost_model.predicted_ratios(
             policy.keep_ratios, policy.removed_blocks, policy.bits, policy.sparsity, policy.round_to
         )
-        ratios = self.cost_model.ratios(costs)
-        if self.latency_table is not None:
-            shapes = self.cost_model.layer_shapes(policy.keep_ratios, policy.removed_blocks, policy.round_to)
-            ratios["latency"] = self.latency_table.predict(shapes) / self.teacher_latency
-        return ratios
 
     def _action_wall(self, value: float) -> float:
         """The most generous value for the current step that keeps the budget reachable."""

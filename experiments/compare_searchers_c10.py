@@ -37,6 +37,7 @@ from amc.config import FinetuneConfig
 from amc.errors import AmcError
 from amc.evaluation import evaluate_report
 from amc.evaluator import CandidateEvaluator
+from amc.latency import resolve_round_to
 from amc.policy import CompressionPolicy
 from amc.predicted_cost import CostModel
 from amc.student import save_student
@@ -127,7 +128,8 @@ def global_policy(cfg: SearchConfig, method: str, teacher, data) -> CompressionP
     """Global pruning (`global-IMPORTANCE`, default per-layer cap) to the config's budget."""
     cost_model = CostModel(teacher, data.input_shape)
     return global_pruning(teacher, data.input_shape, cost_model, Budget.parse(cfg.budget),
-                          importance=method.removeprefix("global-"), data=data, round_to=cfg.round_to)  # fmt: skip
+                          importance=method.removeprefix("global-"), data=data,
+                          round_to=resolve_round_to(cfg.round_to))  # fmt: skip
 
 
 def global_student(row: Row, cfg: SearchConfig) -> tuple[Path, dict]:

@@ -26,6 +26,7 @@ from amc.checkpoint import load_checkpoint
 from amc.errors import AmcError
 from amc.evaluation import evaluate_accuracy
 from amc.evaluator import CandidateEvaluator
+from amc.latency import resolve_round_to
 from amc.measured_cost import cost_ratios
 from amc.predicted_cost import CostModel
 
@@ -60,7 +61,7 @@ def run(args: Args) -> None:
             try:
                 policy = global_pruning(teacher, data.input_shape, cost_model, Budget.parse(cfg.budget),
                                         importance=importance, max_pruning_ratio=cap, data=data,
-                                        round_to=cfg.round_to)  # fmt: skip
+                                        round_to=resolve_round_to(cfg.round_to))  # fmt: skip
             except AmcError as exc:  # the cap cannot reach the budget: a result too
                 rows.append({"importance": importance, "cap": cap, "error": str(exc)})
             else:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from agents.config import SearchConfig, load_config
 from agents.search import resume_config_path, run_search
+from amc.latency import resolve_round_to
 
 # Where and how fast a search runs, and how its final report is sized, not what it computes. Keep this list in
 # step with new config keys, or finished rows stop matching their folders.
@@ -19,7 +20,8 @@ RUNTIME_KEYS = ("workers", "backend", "ray_address", "worker_threads", "out_dir"
 
 # Keys added after rows were keyed: left out of the digest at these defaults, so those rows keep their folders.
 ADDED_LATER = {"credit_baseline": "store", "init_policy": None, "global_importance": "taylor",
-               "max_pruning_ratio": 0.8, "normalize_reward": False}  # fmt: skip
+               "max_pruning_ratio": 0.8, "normalize_reward": False, "runtime": "eager",
+               "runtime_precision": "fp32"}  # fmt: skip
 
 
 def search_settings(cfg: SearchConfig) -> dict:
@@ -29,6 +31,8 @@ def search_settings(cfg: SearchConfig) -> dict:
     for key, default in ADDED_LATER.items():
         if settings[key] == default:
             settings.pop(key)
+    if not settings["latency_table"]:  # round_to was a number before `auto`; without a table auto means 1
+        settings["round_to"] = resolve_round_to(settings["round_to"])
     settings["checkpoint_every"] = 10  # does not change the result; pinned to the value the first rows were keyed with
     return settings
 

@@ -1,0 +1,336 @@
+"""Fast where it is deployed (issue 31): ResNet-20 / CIFAR-10 students measured in the runtime they ship to.
+
+    python experiments/deploy_c10.py tables --targets openvino-int8-b64 openvino-int8-b1
+    python experiments/deploy_c10.py run --rows teacher:openvino-int8-b64 floor:openvino-int8-b64 \\
+        uniform:openvino-int8-b64:0.8:0 ddpg-removal:openvino-int8-b64:0.5:0
+    python experiments/deploy_c10.py report
+
+A target is RUNTIME-PRECISION-bBATCH, always one thread. A row is METHOD:TARGET[:BUDGET[:SEED]]: the budget is a
+latency ratio of the teacher deployed at the same target (int8 in int8), so pruning must pay on top of
+quantization; the seed is the fine-tune's (and a search's).
+
+- `teacher`: the teacher itself at the target; `floor`: the teacher with every unit cut to its minimum (latency only:
+  how fast a network of that depth can go there).
+- `uniform`, `global-taylor`: one-shot policies meeting the budget as the target's latency table predicts it.
+- `ddpg`, `ddpg-removal`: amc's search (channel, or removal+channel) under that budget.
+
+Every student but the teacher and the floor gets the 15-epoch KD fine-tune, then is exported, quantized (int8:
+calibrated on 256 training images) and measured in the runtime: test accuracy from the runtime's own outputs, and
+latency timed alternately with the fp32 teacher and the teacher at the target precision (amc.timing's protocol).
+Latency tables are measured here, per CPU (`tables`, reused by `run`). Rows merge into
+experiments/results/deploy.json; `report` writes deploy.md from those rows alone.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from row_settings import keyed_folder, search_in, search_settings
+from script_args import run_script
+
+from agents.config import SearchConfig, load_config
+from agents.search import evaluation_settings
+from amc.baselines import global_pruning, uniform
+from amc.budget import Budget
+from amc.checkpoint import load_checkpoint
+from amc.commands import finetune_command, profile_latency_command
+from amc.config import FinetuneConfig, ProfileLatencyConfig
+from amc.deployment import calibration_images, deploy, runtime_accuracy, time_deployed
+from amc.errors import AmcError
+from amc.evaluation import load_data_for
+from amc.evaluator import CandidateEvaluator
+from amc.latency import load_latency_table
+from amc.measured_cost import count_macs
+from amc.policy import CompressionPolicy
+from amc.predicted_cost import CostModel
+from amc.runtimes import RUNTIMES, Target
+from amc.student import model_from_checkpoint, save_student
+
+ONE_SHOT = ("uniform", "global-taylor")
+SEARCHES = {"ddpg": "channel", "ddpg-removal": "removal+channel"}
+METHODS = ("teacher", "floor", *ONE_SHOT, *SEARCHES)
+
+
+@dataclass
+class Args:
+    command: str
+    targets: list[str] = field(default_factory=lambda: ["openvino-int8-b64", "openvino-int8-b1"])
+    rows: list[str] = field(default_factory=list)
+    teacher: str = "experiments/teachers/resnet20_cifar10.pt"
+    data_dir: str = "../shared/datasets/cifar10-jpeg.tar.gz"
+    config: str = "experiments/configs/resnet20_c10_flops30.yaml"
+    """The search settings (reward, episodes, KD steps); budget, mode, table and runtime are the row's."""
+    episodes: int = 400
+    workers: int = 2
+    finetune_epochs: int = 15
+    finetune_threads: int = 2
+    table_students: int = 90
+    table_check: int = 30
+    out_dir: str = "runs/deploy"
+    results: str = "experiments/results/deploy.json"
+
+
+def parse_target(text: str) -> Target:
+    parts = text.split("-")
+    if len(parts) != 3 or parts[0] not in RUNTIMES or not parts[2].startswith("b") or not parts[2][1:].isdigit():
+        raise AmcError(f"target {text!r} must be RUNTIME-PRECISION-bBATCH, e.g. openvino-int8-b64")
+    return Target(parts[0], parts[1], int(parts[2][1:]), threads=1)
+
+
+def table_path(args: Args, target_text: str) -> Path:
+    return Path(args.out_dir) / "tables" / f"{target_text}.json"
+
+
+def tables(args: Args) -> None:
+    for text in args.targets:
+        target, path = parse_target(text), table_path(args, text)
+        if path.exists():
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        result = profile_latency_command(ProfileLatencyConfig(
+            model=args.teacher, out=str(path), runtime=target.runtime, runtime_precision=target.precision,
+            batch_size=target.batch, threads=1, students=args.table_students, check=args.table_check,
+        ))  # fmt: skip
+        print(json.dumps({k: result[k] for k in ("out", "round_to", "median_error", "p90_error")}), flush=True)
+
+
+@dataclass
+class Row:
+    method: str
+    target_text: str
+    budget: float
+    seed: int
+    args: Args
+
+    @classmethod
+    def parse(cls, text: str, args: Args) -> Row:
+        parts = text.split(":")
+        try:
+            method, target = parts[0], parts[1]
+            budget = float(parts[2]) if len(parts) > 2 else 1.0
+            seed = int(parts[3]) if len(parts) > 3 else 0
+        except (IndexError, ValueError):
+            raise AmcError(f"row {text!r} must be METHOD:TARGET[:BUDGET[:SEED]]") from None
+        if method not in METHODS:
+            raise AmcError(f"row {text!r}: METHOD must be one of {', '.join(METHODS)}")
+        parse_target(target)
+        return cls(method, target, budget, seed, args)
+
+    @property
+    def target(self) -> Target:
+        return parse_target(self.target_text)
+
+    def search_config(self) -> SearchConfig:
+        t = self.target
+        overrides = [f"budget=latency={self.budget}", f"mode={SEARCHES[self.method]}", f"seed={self.seed}",
+                     f"latency_table={table_path(self.args, self.target_text)}", f"runtime={t.runtime}",
+                     f"runtime_precision={t.precision}", f"episodes={self.args.episodes}",
+                     f"workers={self.args.workers}", f"teacher={self.args.teacher}",
+                     f"data_dir={self.args.data_dir}"]  # fmt: skip
+        return load_config(self.args.config, overrides)
+
+    @property
+    def settings(self) -> dict:
+        settings = {"method": self.method, "target": self.target_text, "budget": self.budget, "seed": self.seed,
+                    "finetune_epochs": self.args.finetune_epochs}  # fmt: skip
+        if self.method in SEARCHES:
+            settings["search"] = search_settings(self.search_config())
+        return settings
+
+    @property
+    def folder(self) -> Path:
+        name = f"{self.method}-{self.target_text}-{self.budget:g}-s{self.seed}"
+        return keyed_folder(self.args.out_dir, name, self.settings)
+
+
+def one_shot_student(row: Row, teacher_blob: dict, teacher, data, table) -> tuple[Path, dict]:
+    """Uniform, global Taylor or the floor at the table's rounding, built as a search builds its final student."""
+    path, report_path = row.folder / "student.pt", row.folder / "student.json"
+    if report_path.exists():
+        return path, json.loads(report_path.read_text())
+    started = time.perf_counter()
+    cost_model = CostModel(teacher, data.input_shape).with_latency(table)
+    budget = Budget(latency=row.budget)
+    if row.method == "floor":
+        policy = CompressionPolicy(keep_ratios=dict.fromkeys(cost_model.channels, 0.0), round_to=table.round_to)
+    elif row.method == "uniform":
+        policy = uniform(cost_model, budget, round_to=table.round_to)
+    else:
+        policy = global_pruning(teacher, data.input_shape, cost_model, budget, importance="taylor", data=data,
+                                round_to=table.round_to)  # fmt: skip
+    cfg = load_config(row.args.config, [f"teacher={row.args.teacher}"])
+    student = CandidateEvaluator(teacher, data, evaluation_settings(cfg)).build_student(policy).cpu()
+    predicted = cost_model.predicted_ratios(policy.keep_ratios, round_to=policy.round_to)
+    report = {"predicted": predicted, "search_minutes": (time.perf_counter() - started) / 60}
+    row.folder.mkdir(parents=True, exist_ok=True)
+    save_student(path, student, teacher_blob, policy, metrics=predicted)
+    report_path.write_text(json.dumps(report, indent=1))
+    return path, report
+
+
+def searched_student(row: Row) -> tuple[Path, dict]:
+    results = search_in(row.folder, row.search_config())
+    return Path(results["run_dir"]) / "student.pt", {
+        "search_minutes": results["search_minutes"], "episodes": results["episodes"],
+        "best_reward": results["best_reward"], "predicted": results["predicted"],
+    }  # fmt: skip
+
+
+def fine_tuned(row: Row, student: Path) -> dict:
+    done, out = row.folder / "finetune.json", row.folder / "student_ft.pt"
+    if done.exists():
+        return json.loads(done.read_text())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(row.args.finetune_threads)
+    try:
+        result = finetune_command(FinetuneConfig(student=str(student), teacher=row.args.teacher, out=str(out),
+                                                 seed=row.seed, epochs=row.args.finetune_epochs,
+                                                 data_dir=row.args.data_dir, resume=out.exists()))  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    done.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def measure(row: Row, student: torch.nn.Module | None, teacher, data, table) -> dict:
+    """The student (None: the teacher) at the target, timed alternately with the fp32 teacher and the teacher at
+    the target's precision; test accuracy from the runtime's outputs."""
+    target, shape = row.target, data.input_shape
+    calibration = calibration_images(data) if target.precision == "int8" else None
+    fp32 = Target(target.runtime, "fp32", target.batch, 1)
+    with tempfile.TemporaryDirectory() as folder:
+        models = {"teacher_fp32": deploy(teacher, shape, fp32, folder, name="teacher")}
+        models["teacher_target"] = deploy(teacher, shape, target, folder, calibration=calibration,
+                                          activation_type=table.activation_type or "auto", name="teacher")  # fmt: skip
+        if student is not None:
+            models["student"] = deploy(student, shape, target, folder, calibration=calibration,
+                                       activation_type=table.activation_type or "auto", name="student")  # fmt: skip
+        measured = models.get("student", models["teacher_target"])
+        timings = time_deployed(models, shape)
+        accuracy = runtime_accuracy(measured, data, "test") if row.method != "floor" else None
+    name = "student" if student is not None else "teacher_target"
+    return {
+        "latency_ms": timings[name].median_ms, "latency_iqr": timings[name].spread,
+        "teacher_fp32_latency_ms": timings["teacher_fp32"].median_ms,
+        "teacher_latency_ms": timings["teacher_target"].median_ms,
+        "speedup_vs_fp32_teacher": timings["teacher_fp32"].median_ms / timings[name].median_ms,
+        "latency_vs_teacher": timings[name].median_ms / timings["teacher_target"].median_ms,
+        "acc_test": accuracy, "activation_type": measured.activation_type,
+    }  # fmt: skip
+
+
+def run(args: Args) -> None:
+    rows = [Row.parse(text, args) for text in args.rows]  # every row checked before hours of work
+    blob = load_checkpoint(args.teacher)
+    teacher = model_from_checkpoint(blob).eval()
+    data = load_data_for(blob, None, args.data_dir, None)
+    for row in rows:
+        path = table_path(args, row.target_text)
+        if not path.exists():
+            raise AmcError(f"no latency table for {row.target_text}; run `deploy_c10.py tables --targets "
+                           f"{row.target_text}` first")  # fmt: skip
+        target = row.target
+        table = load_latency_table(path, target.runtime, target.precision)
+        result = {"method": row.method, "budget": row.budget, "seed": row.seed, **asdict(target),
+                  "folder": str(row.folder)}  # fmt: skip
+        if row.method == "teacher":
+            student, made, tuned = None, {}, {}
+        else:
+            if row.method in SEARCHES:
+                student_path, made = searched_student(row)
+            else:
+                student_path, made = one_shot_student(row, blob, teacher, data, table)
+            tuned = fine_tuned(row, student_path) if row.method != "floor" else {}
+            final = row.folder / "student_ft.pt" if tuned else student_path
+            student = model_from_checkpoint(load_checkpoint(final)).eval()
+        result.update(measure(row, student, teacher, data, table))
+        result.update({
+            "acc_test_pytorch_fp32": tuned.get("accuracy"), "predicted_latency_ratio": made.get("predicted", {}).get(
+                "latency"), "flops_ratio": count_macs(student or teacher, data.input_shape)
+            / count_macs(teacher, data.input_shape), "search_minutes": made.get("search_minutes"),
+            "finetune_minutes": tuned["finetune_seconds"] / 60 if tuned else None, "round_to": table.round_to,
+            "table_median_error": table.metadata["check"]["median_error"], "cpu": table.target["cpu"],
+            "cpu_flags": table.target["cpu_flags"], "runtime_version": table.target["runtime_version"],
+            "measured_at": time.strftime("%Y-%m-%d %H:%M"),
+        })  # fmt: skip
+        merge_row(Path(args.results), result)
+        shown = ("method", "runtime", "batch", "budget", "seed", "acc_test", "latency_vs_teacher",
+                 "speedup_vs_fp32_teacher")
+        print(json.dumps({k: result[k] for k in shown}), flush=True)
+
+
+def merge_row(path: Path, result: dict) -> None:
+    """Replace the row of the same folder (or add it), written whole and renamed into place."""
+    rows = json.loads(path.read_text()) if path.exists() else []
+    rows = [r for r in rows if r["folder"] != result["folder"]] + [result]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(rows, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def _fmt(value, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def report(args: Args) -> None:
+    path = Path(args.results)
+    if not path.exists():
+        raise AmcError(f"{path} does not exist yet; make rows with `deploy_c10.py run --rows ...`")
+    rows = json.loads(path.read_text())
+    cpus = sorted({f"{r['cpu']} ({', '.join(r['cpu_flags'])})" for r in rows})
+    lines = ["# ResNet-20 / CIFAR-10 where it is deployed", "",
+             "Generated by `python experiments/deploy_c10.py report` from deploy.json. One thread. Latency: median "
+             "ms per image of alternated runs (amc.timing: 20 warm-up runs, then 400 runs at batch 1 or 40 at batch "
+             "64 per model). *vs teacher*: the student's latency over the teacher's at the same runtime, precision "
+             "and batch (the budget's measure); *vs fp32 teacher*: the fp32 teacher's latency over the student's. "
+             "Accuracy: all 10,000 test images, computed from the runtime's outputs, after the 15-epoch KD "
+             "fine-tune (PyTorch fp32 beside it). Methods with seeds: mean ± sd over seeds.",
+             "", f"Measured on: {'; '.join(cpus)}.", ""]  # fmt: skip
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["runtime"], r["precision"], r["batch"]), []).append(r)
+    for (runtime, precision, batch), members in sorted(groups.items()):
+        floor = next((r for r in members if r["method"] == "floor"), None)
+        lines += [f"## {runtime} {precision}, batch {batch}", "",
+                  "| method | budget | seeds | test acc (runtime) | test acc (PyTorch fp32) | ms / image | vs teacher "
+                  "| vs fp32 teacher | vs floor | FLOPs |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        by_method: dict[tuple, list[dict]] = {}
+        for r in members:
+            by_method.setdefault((r["method"], r["budget"]), []).append(r)
+        for (method, budget), seeds in sorted(by_method.items(), key=lambda kv: (-kv[0][1], kv[0][0])):
+            lines.append("| " + " | ".join([
+                method, f"{budget:g}", str(len(seeds)), _mean_sd([r["acc_test"] for r in seeds], 100),
+                _mean_sd([r["acc_test_pytorch_fp32"] for r in seeds], 100),
+                f"{statistics.median(r['latency_ms'] for r in seeds):.4f}",
+                f"{statistics.mean(r['latency_vs_teacher'] for r in seeds):.3f}",
+                f"{statistics.mean(r['speedup_vs_fp32_teacher'] for r in seeds):.2f}×",
+                _fmt(statistics.mean(r["latency_ms"] for r in seeds) / floor["latency_ms"] if floor else None, ".2f"),
+                f"{statistics.mean(r['flops_ratio'] for r in seeds):.3f}",
+            ]) + " |")  # fmt: skip
+        lines.append("")
+    out = path.with_suffix(".md")
+    out.write_text("\n".join(lines))
+    print(f"wrote {out}")
+
+
+def _mean_sd(values: list, scale: float) -> str:
+    values = [v * scale for v in values if v is not None]
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def main(args: Args) -> None:
+    {"tables": tables, "run": run, "report": report}[args.command](args)
+
+
+if __name__ == "__main__":
+    run_script(main, Args, __doc__, commands=["tables", "run", "report"])

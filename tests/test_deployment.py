@@ -1,0 +1,238 @@
+"""The deployed model: runtimes, the timing protocol, int8 QDQ files, latency tables measured in a runtime, and
+latency budgets met where the student runs. Tiny models only; speeds are benchmarks' business, not tests'."""
+
+import builtins
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from agents.cli import main
+from amc.baselines import uniform
+from amc.budget import Budget
+from amc.data import load_synthetic
+from amc.deployment import at_batch, calibration_images, deploy, runtime_accuracy, time_deployed
+from amc.errors import AmcError
+from amc.export import relative_difference
+from amc.latency import load_latency_table, resolve_round_to
+from amc.models import create_model
+from amc.predicted_cost import CostModel
+from amc.runtime_latency import build_runtime_table
+from amc.runtimes import Target, require
+from amc.student import apply_policy
+from amc.timing import example_batch, time_alternated
+from amc.training import evaluate_accuracy
+
+SHAPE = (3, 16, 16)
+RUNTIMES = ["eager", "onnxruntime", "openvino"]
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_synthetic(num_classes=4, image_size=16, per_class=40)
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    torch.manual_seed(0)
+    return create_model("resnet8", num_classes=4).eval()
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_fp32_deployment_gives_pytorchs_outputs(runtime, teacher, tmp_path):
+    deployed = deploy(teacher, SHAPE, Target(runtime, "fp32", batch=4), tmp_path)
+    x = example_batch(SHAPE, 4, seed=3)
+    with torch.no_grad():
+        reference = teacher(torch.from_numpy(x)).numpy()
+    assert relative_difference(deployed.run(x), reference) < 1e-4
+    assert relative_difference(at_batch(deployed, 2).run(x[:2]), reference[:2]) < 1e-4
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_int8_file_stays_close_to_fp32_and_both_runtimes_run_it_alike(runtime, teacher, data, tmp_path):
+    calibration = calibration_images(data, 64)
+    deployed = deploy(teacher, SHAPE, Target(runtime, "int8", batch=8), tmp_path, calibration=calibration,
+                      activation_type="uint8")  # fmt: skip
+    assert deployed.onnx_path.name == "model.int8.onnx" and deployed.activation_type == "uint8"
+    x = calibration[:8]
+    with torch.no_grad():
+        reference = teacher(torch.from_numpy(x)).numpy()
+    # stated tolerance: 8-bit weights and activations keep logits within 10% of the largest logit
+    assert relative_difference(deployed.run(x), reference) < 0.1
+    other = "openvino" if runtime == "onnxruntime" else "onnxruntime"
+    from amc.runtimes import onnx_runner
+
+    same_file = onnx_runner(deployed.onnx_path, Target(other, "int8", batch=8))
+    assert relative_difference(same_file(x), deployed.run(x)) < 0.05
+
+
+def test_runtime_accuracy_is_the_runtimes_own_and_matches_pytorch_in_fp32(teacher, data, tmp_path):
+    deployed = deploy(teacher, SHAPE, Target("onnxruntime", "fp32", batch=1), tmp_path)
+    assert runtime_accuracy(deployed, data, "test") == pytest.approx(evaluate_accuracy(teacher, data, "test"))
+    broken = type(deployed)(deployed.target, lambda x: np.zeros((len(x), 4), np.float32))
+    assert runtime_accuracy(broken, data, "test") == pytest.approx((data.test.labels == 0).float().mean().item())
+
+
+def test_alternated_timing_times_every_runner_in_alternating_order():
+    calls = []
+    runners = {"a": lambda x: calls.append("a"), "b": lambda x: calls.append("b")}
+    timings = time_alternated(runners, np.zeros((2, 1), np.float32), rounds=3, runs_per_round=2, warmup=1)
+    assert calls == ["a", "b"] + ["a", "a", "b", "b"] + ["b", "b", "a", "a"] + ["a", "a", "b", "b"]
+    assert {t.runs for t in timings.values()} == {6}
+    assert all(t.q1_ms <= t.median_ms <= t.q3_ms for t in timings.values())
+
+
+def test_timing_refuses_models_compiled_for_different_batches(teacher, tmp_path):
+    one = deploy(teacher, SHAPE, Target("onnxruntime", batch=1), tmp_path)
+    with pytest.raises(ValueError, match="different batch sizes"):
+        time_deployed({"a": one, "b": at_batch(one, 2)}, SHAPE)
+
+
+def test_target_and_missing_runtime_are_one_line(monkeypatch):
+    with pytest.raises(AmcError, match="unknown runtime 'tensorflow'"):
+        Target("tensorflow")
+    with pytest.raises(AmcError, match="eager PyTorch runs fp32 only"):
+        Target("eager", "int8")
+    real_import = builtins.__import__
+
+    def no_openvino(name, *args, **kwargs):
+        if name == "openvino":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_openvino)
+    monkeypatch.setattr("importlib.import_module", lambda name: no_openvino(name))
+    with pytest.raises(AmcError, match=r"openvino is not installed; `pip install 'openvino==") as error:
+        require("openvino")
+    assert "\n" not in str(error.value)
+
+
+@pytest.fixture(scope="module")
+def runtime_table(teacher, tmp_path_factory):
+    table = build_runtime_table(teacher, SHAPE, Target("onnxruntime", "fp32", batch=4), students=14, check=6,
+                                rounds=2, round_to=4)  # fmt: skip
+    path = tmp_path_factory.mktemp("lut") / "lut.json"
+    table.save(path)
+    return table, path
+
+
+def test_runtime_table_round_trip_records_its_target_and_error(runtime_table, teacher):
+    table, path = runtime_table
+    loaded = load_latency_table(path, "onnxruntime", "fp32")
+    shapes = {name: spec.channels for name, spec in table.layers.items()}
+    assert loaded.predict(shapes) == pytest.approx(table.predict(shapes)) and table.predict(shapes) > 0
+    assert loaded.target["runtime"] == "onnxruntime" and loaded.target["runtime_version"]
+    assert loaded.target["precision"] == "fp32" and loaded.target["batch"] == 4 and "cpu_flags" in loaded.target
+    assert loaded.round_to == 4 and loaded.metadata["check"]["students"] == 6
+    assert loaded.metadata["check"]["median_error"] >= 0
+
+
+def test_runtime_table_predicts_fewer_channels_as_faster(runtime_table):
+    table, _ = runtime_table
+    full = {name: spec.channels for name, spec in table.layers.items()}
+    halved = {name: (max(1, i // 2) if i > 3 else i, o if name == "fc" else max(1, o // 2))
+              for name, (i, o) in full.items()}  # fmt: skip
+    assert table.predict(halved) <= table.predict(full)
+
+
+@pytest.mark.parametrize(
+    ("runtime", "precision", "edit", "message"),
+    [
+        ("openvino", "fp32", None, "measured for runtime 'onnxruntime', not 'openvino'"),
+        ("onnxruntime", "int8", None, "measured for precision 'fp32', not 'int8'"),
+        ("eager", "fp32", None, "measured for runtime 'onnxruntime', not 'eager'"),
+        ("onnxruntime", "fp32", {"cpu": "Another CPU"}, "measured for cpu 'Another CPU'"),
+        ("onnxruntime", "fp32", {"cpu_flags": ["avx2"]}, "CPU with flags ['avx2']"),
+    ],
+)
+def test_a_table_for_another_runtime_precision_or_cpu_is_refused_in_one_line(
+    runtime_table, tmp_path, runtime, precision, edit, message
+):
+    _, path = runtime_table
+    blob = json.loads(path.read_text())
+    blob["target"].update(edit or {})
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(blob))
+    with pytest.raises(AmcError, match=message.replace("(", r"\(").replace("[", r"\[")) as error:
+        load_latency_table(other, runtime, precision)
+    assert "\n" not in str(error.value) and "amc profile-latency" in str(error.value)
+
+
+def test_round_to_auto_follows_the_table_and_a_conflict_is_refused(runtime_table):
+    table, _ = runtime_table
+    assert resolve_round_to("auto", table) == 4 and resolve_round_to("auto") == 1 and resolve_round_to(8) == 8
+    with pytest.raises(AmcError, match="fitted for students rounded to 4"):
+        resolve_round_to("8", table)
+    with pytest.raises(AmcError, match="whole number"):
+        resolve_round_to("eight")
+
+
+def test_a_latency_budget_in_the_runtime_is_met_when_the_student_runs_there(runtime_table, teacher, tmp_path):
+    table, _ = runtime_table
+    cost_model = CostModel(teacher, SHAPE).with_latency(table)
+    smallest = cost_model.predicted_ratios(dict.fromkeys(cost_model.channels, 0.05), round_to=table.round_to)
+    budget = (1.0 + smallest["latency"]) / 2  # reachable whatever the tiny model's overhead
+    policy = uniform(cost_model, Budget(latency=budget), round_to=table.round_to)
+    assert cost_model.predicted_ratios(policy.keep_ratios, round_to=table.round_to)["latency"] <= budget + 1e-9
+    student = apply_policy(teacher, policy, SHAPE)
+    target = Target("onnxruntime", "fp32", batch=4)
+    models = {"teacher": deploy(teacher, SHAPE, target, tmp_path, name="t"),
+              "student": deploy(student, SHAPE, target, tmp_path, name="s")}  # fmt: skip
+    timings = time_deployed(models, SHAPE, rounds=6, runs_per_round=10)
+    assert timings["student"].median_ms / timings["teacher"].median_ms <= budget * 1.5  # generous: a shared machine
+
+
+def test_a_latency_budget_without_a_table_says_how_to_build_one(teacher):
+    with pytest.raises(AmcError, match="amc profile-latency TEACHER --runtime openvino"):
+        uniform(CostModel(teacher, SHAPE), Budget(latency=0.5))
+
+
+@pytest.fixture(scope="module")
+def teacher_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
+    argv = ["train-teacher", "--model", "resnet8", "--dataset", "synthetic", "--epochs", "1", "--precision", "fp32",
+            "--out", str(path)]  # fmt: skip
+    assert main(argv) == 0
+    return path
+
+
+def test_evaluate_in_a_runtime_reports_accuracy_and_speed_there(teacher_file, capsys):
+    argv = ["evaluate", str(teacher_file), "--runtime", "openvino", "--runtime-precision", "int8", "--speedup-over",
+            str(teacher_file), "--rounds", "2", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["runtime"] == "openvino" and report["precision"] == "int8" and report["threads"] == 1
+    assert report["activation_type"] in ("uint8", "int8") and report["cpu"] and "runtime_version" in report
+    assert 0 <= report["accuracy"] <= 1
+    for batch in (1, 64):
+        assert report[f"latency_ms_b{batch}"] > 0
+        assert report[f"speedup_b{batch}"] > 0 and report[f"speedup_vs_fp32_b{batch}"] > 0
+
+
+def test_baseline_and_search_take_a_runtime_latency_budget(teacher_file, runtime_table, tmp_path, capsys):
+    from amc.checkpoint import load_checkpoint
+    from amc.student import model_from_checkpoint
+
+    teacher = model_from_checkpoint(load_checkpoint(teacher_file))
+    table = build_runtime_table(teacher, SHAPE, Target("onnxruntime", "fp32", batch=1), students=12, check=4,
+                                rounds=2, round_to=2)  # fmt: skip
+    table.save(tmp_path / "lut.json")
+    argv = ["baseline", "uniform", "--teacher", str(teacher_file), "--latency", "0.7", "--latency-table",
+            str(tmp_path / "lut.json"), "--runtime", "onnxruntime", "--out", str(tmp_path / "p.json"), "--json"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["latency_ratio"] <= 0.7 + 1e-9
+    assert json.loads((tmp_path / "p.json").read_text())["round_to"] == 2  # auto: the table's multiple
+    assert main([*argv[:-3], "--runtime", "openvino", "--out", str(tmp_path / "q.json")]) == 2
+    assert "measured for runtime 'onnxruntime', not 'openvino'" in capsys.readouterr().err
+    search = ["search", "--teacher", str(teacher_file), "--budget", "latency=0.7", "--latency-table",
+              str(tmp_path / "lut.json"), "--runtime", "onnxruntime", "--episodes", "3", "--warmup-episodes", "2",
+              "--eval-samples", "40", "--recalibrate-batches", "1", "--report-samples", "40",
+              "--report-latency-repeats", "2", "--out-dir", str(tmp_path / "runs"), "--json"]  # fmt: skip
+    assert main(search) == 0
+    results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    run_dir = next((tmp_path / "runs").iterdir())
+    saved = json.loads((run_dir / "results.json").read_text())
+    assert saved["deployed"]["runtime"] == "onnxruntime" and saved["deployed"]["speedup_b1"] > 0
+    assert results is not None
