@@ -54,6 +54,7 @@ from amc.student import model_from_checkpoint, save_student
 
 ONE_SHOT = ("uniform", "global-taylor")
 SEARCHES = {"ddpg": "channel", "ddpg-removal": "removal+channel"}
+SHOWN = ("method", "runtime", "batch", "budget", "seed", "acc_test", "latency_vs_teacher", "speedup_vs_fp32_teacher")
 METHODS = ("teacher", "floor", *ONE_SHOT, *SEARCHES)
 
 
@@ -260,9 +261,7 @@ def run(args: Args) -> None:
             "measured_at": time.strftime("%Y-%m-%d %H:%M"),
         })  # fmt: skip
         merge_row(Path(args.results), result)
-        shown = ("method", "runtime", "batch", "budget", "seed", "acc_test", "latency_vs_teacher",
-                 "speedup_vs_fp32_teacher")
-        print(json.dumps({k: result[k] for k in shown}), flush=True)
+        print(json.dumps({k: result[k] for k in SHOWN}), flush=True)
 
 
 def merge_row(path: Path, result: dict) -> None:

@@ -218,8 +218,9 @@ def test_baseline_and_search_take_a_runtime_latency_budget(teacher_file, runtime
     table = build_runtime_table(teacher, SHAPE, Target("onnxruntime", "fp32", batch=1), students=12, check=4,
                                 rounds=2, round_to=2)  # fmt: skip
     table.save(tmp_path / "lut.json")
-    argv = ["baseline", "uniform", "--teacher", str(teacher_file), "--latency", "0.7", "--latency-table",
-            str(tmp_path / "lut.json"), "--runtime", "onnxruntime", "--out", str(tmp_path / "p.json"), "--json"]
+    lut, policy = str(tmp_path / "lut.json"), str(tmp_path / "p.json")
+    argv = ["baseline", "uniform", "--teacher", str(teacher_file), "--latency", "0.7", "--latency-table", lut,
+            "--runtime", "onnxruntime", "--out", policy, "--json"]  # fmt: skip
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["latency_ratio"] <= 0.7 + 1e-9
