@@ -85,6 +85,60 @@ def plot_policy(policy: CompressionPolicy, path: Path) -> None:
     plt.close(fig)
 
 
+def layer_channels(run_dir: Path, policy: CompressionPolicy) -> dict | None:
+    """Teacher and student (input, output) channels of every conv/linear layer, and each layer's predicted
+    milliseconds from the search's latency table when it had one; None when the teacher cannot be read here."""
+    import yaml
+
+    from amc.checkpoint import load_checkpoint
+    from amc.latency import load_latency_table
+    from amc.predicted_cost import CostModel
+    from amc.student import model_from_checkpoint
+
+    config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    try:
+        blob = load_checkpoint(config.get("teacher", ""))
+    except AmcError:
+        return None
+    cost_model = CostModel(model_from_checkpoint(blob), tuple(blob["dataset"]["input_shape"]))
+    teacher = cost_model.layer_shapes({})
+    student = cost_model.layer_shapes(policy.keep_ratios, policy.removed_blocks, policy.round_to)
+    result = {"teacher": teacher, "student": student, "table": None}
+    if config.get("latency_table") and Path(config["latency_table"]).is_file():
+        try:
+            table = load_latency_table(config["latency_table"], config.get("runtime", "eager"),
+                                       config.get("runtime_precision", "fp32"))  # fmt: skip
+        except AmcError:
+            return result
+        result.update(table=config["latency_table"], teacher_ms=table.layer_ms(teacher),
+                      student_ms=table.layer_ms(student))  # fmt: skip
+    return result
+
+
+def plot_channels(channels: dict, path: Path) -> None:
+    """Output channels per layer, teacher and student, by layer name; each layer's share of the predicted latency
+    in the target runtime where the search had a table."""
+    names = list(channels["teacher"])
+    plt, fig, ax = _figure(width=max(7.0, 0.32 * len(names)), height=4.2)
+    x = np.arange(len(names))
+    ax.bar(x, [channels["teacher"][n][1] for n in names], color="lightgray", label="teacher")
+    ax.bar(x, [channels["student"].get(n, (0, 0))[1] for n in names], width=0.5, color="tab:blue", label="student")
+    ax.set_xticks(x, names, rotation=90, fontsize=7)
+    ax.set_ylabel("output channels")
+    if channels.get("teacher_ms"):
+        twin = ax.twinx()
+        total = sum(channels["teacher_ms"].values())
+        for key, color, label in (("teacher_ms", "gray", "teacher"), ("student_ms", "tab:red", "student")):
+            share = [100 * channels[key].get(n, 0.0) / total for n in names]
+            twin.plot(x, share, "o-", color=color, markersize=3, label=f"{label}: % of teacher latency")
+        twin.set_ylabel("% of the teacher's latency (predicted)")
+        twin.legend(loc="upper center", fontsize=7)
+    ax.legend(loc="upper left", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def _table(results: dict) -> list[str]:
     teacher, student = results.get("teacher", {}), results.get("student", {})
     before = results.get("student_before_finetune", {})
@@ -170,6 +224,27 @@ def write_report(cfg: ReportConfig) -> dict:
         lines += [f"| {i} | {k} | `{n}` | {v:.3f} |" for i, (k, n, v) in enumerate(policy_rows(policy))]
         if policy.removed_blocks:
             lines += ["", "Removed blocks: " + ", ".join(f"`{b}`" for b in policy.removed_blocks)]
+    channels = layer_channels(run_dir, policy) if policy is not None else None
+    if channels is not None:
+        plot_channels(channels, out / "channels.png")
+        written.append("channels.png")
+        where = (f"with each layer's part of the latency predicted by `{channels['table']}`" if channels["table"]
+                 else "(no latency table: the search had no latency budget)")  # fmt: skip
+        lines += ["", "## Channels per layer, teacher and student", "", f"By layer name, {where}.", "",
+                  "![channels](channels.png)"]  # fmt: skip
+    deployed = results.get("deployed")
+    if deployed:
+        lines += [
+            "",
+            f"## Deployed: {deployed['runtime']} {deployed['precision']}, {deployed['threads']} thread(s), "
+            f"{deployed['cpu']}",
+            "",
+            "| batch | ms / image | speed-up over the teacher there |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {b} | {deployed[f'latency_ms_b{b}']:.4f} | {deployed.get(f'speedup_b{b}', float('nan')):.2f}× |"
+                  for b in (1, 64) if f"latency_ms_b{b}" in deployed]  # fmt: skip
+        lines += ["", f"Test accuracy from the runtime's outputs: {deployed['accuracy']:.2%}."]
     if results:
         lines += ["", "## Teacher and student", "", *_table(results)]
     (out / "report.md").write_text("\n".join(lines) + "\n")

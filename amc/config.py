@@ -56,7 +56,9 @@ class EvaluateConfig:
     )
     runtime: str = doc("eager", "where to measure: eager (PyTorch), onnxruntime or openvino (the exported model)")
     runtime_precision: str = doc("fp32", "onnxruntime/openvino: fp32, or int8 (static QDQ, calibrated on train images)")
-    rounds: int | None = doc(None, "onnxruntime/openvino: alternating timing rounds (default: 20 at batch 1, 10 at 64)")
+    rounds: int | None = doc(
+        None, "alternating timing rounds of --speedup-over and runtimes (default: 20 at batch 1, 10 above)"
+    )
     json: bool = doc(False, "print one JSON object as the last line of stdout")
 
 

@@ -54,6 +54,10 @@ class LatencyTable:
             raise AmcError(f"latency table has no entry for layers {sorted(unknown)[:3]}; was it built for this model?")
         return self.calibration * sum(self.layers[name].predict(cin, cout) for name, (cin, cout) in shapes.items())
 
+    def layer_ms(self, shapes: dict[str, tuple[int, int]]) -> dict[str, float]:
+        """Each layer's part of the predicted latency."""
+        return {name: self.calibration * self.layers[name].predict(cin, cout) for name, (cin, cout) in shapes.items()}
+
     def predict_model(self, model: nn.Module) -> float:
         return self.predict(layer_shapes(model))
 

@@ -81,6 +81,18 @@ class RuntimeLatencyTable:
             raise AmcError(f"latency table has no entry for layers {sorted(unknown)[:3]}; was it built for this model?")
         return float(self.features(shapes) @ np.asarray(self.coefficients))
 
+    def layer_ms(self, shapes: dict[str, tuple[int, int]]) -> dict[str, float]:
+        """Each layer's part of the predicted latency (its group's MAC and per-layer terms; the overhead is the
+        rest)."""
+        index = {g: i for i, g in enumerate(self.groups)}
+        coefficients, groups = np.asarray(self.coefficients), len(self.groups)
+        parts = {}
+        for name, shape in shapes.items():
+            g = index[self.layers[name].group]
+            x = self.features({name: shape})
+            parts[name] = float(x[1 + g] * coefficients[1 + g] + x[1 + groups + g] * coefficients[1 + groups + g])
+        return parts
+
     def check_target(self, runtime: str, precision: str, where: str) -> None:
         """Refuse, in one line, a table measured for another runtime, precision or CPU."""
         t = self.target

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from result_rows import merge_row, write_readme_block
 from row_settings import keyed_folder, search_in, search_settings
 from script_args import run_script
 
@@ -182,10 +183,7 @@ def run(args: Args) -> None:
             "finetune_minutes": tuned["finetune_seconds"] / 60, "settings": row.settings,
             "measured_at": time.strftime("%Y-%m-%d %H:%M"),
         }  # fmt: skip
-        path = Path(args.results)
-        rows = json.loads(path.read_text()) if path.exists() else []
-        rows = [r for r in rows if r["folder"] != result["folder"]] + [result]
-        path.write_text(json.dumps(rows, indent=1) + "\n")
+        merge_row(args.results, result)
         print(json.dumps({k: result[k] for k in ("method", "seed", "acc_test_noft", "acc_test_ft")}), flush=True)
 
 
@@ -361,10 +359,6 @@ def _listed(names: list[str]) -> str:
 
 def _write_readme_block(readme: Path, by_method: dict, means: dict, best: str, verdicts: list, answer: str) -> None:
     """The README's summary table, rewritten between its markers so that no figure there goes stale."""
-    text = readme.read_text() if readme.exists() else ""
-    begin, end = README_BLOCK
-    if begin not in text or end not in text:
-        return
     gaps = {method: (mean, half) for method, _, mean, half in verdicts}
     table = [
         f"| method | seeds | after FT, mean ± sd | {best} minus it [95% CI] | search min |",
@@ -377,8 +371,7 @@ def _write_readme_block(readme: Path, by_method: dict, means: dict, best: str, v
                                                            f"[{mean - half:+.2f}, {mean + half:+.2f}]")  # fmt: skip
         table.append(f"| {method} | {len(rs)} | {_pct(r['acc_test_ft'] for r in rs)} | {gap} | "
                      f"{statistics.mean(r['search_minutes'] for r in rs):.1f} |")  # fmt: skip
-    head, rest = text.split(begin, 1)
-    readme.write_text(head + "\n".join([begin, "", *table, "", answer, "", end]) + rest.split(end, 1)[1])
+    write_readme_block(readme, README_BLOCK, [*table, "", answer])
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from compare_searchers_c10 import t_interval
 from machine import describe
+from result_rows import merge_row
 from row_settings import keyed_folder, search_in, search_settings
 from script_args import run_script
 
@@ -62,9 +63,7 @@ def run(args: Args) -> None:
     for seed in args.seeds:
         for variant in args.variants:
             row = run_row(args, variant, seed)
-            rows = json.loads(path.read_text()) if path.exists() else []
-            rows = [r for r in rows if r["folder"] != row["folder"]] + [row]
-            path.write_text(json.dumps(rows, indent=1) + "\n")
+            merge_row(path, row)
     report(args)
 
 

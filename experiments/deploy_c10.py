@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from result_rows import merge_row, write_whole
 from row_settings import keyed_folder, search_in, search_settings
 from script_args import run_script
 
@@ -175,6 +176,12 @@ def one_shot_student(row: Row, teacher_blob: dict, teacher, data, table) -> tupl
     return path, report
 
 
+def least_channel_latency(teacher, input_shape, table) -> float:
+    """The latency ratio, as the table predicts it, with every unit cut to its least and no block removed."""
+    cost_model = CostModel(teacher, input_shape).with_latency(table)
+    return cost_model.predicted_ratios(dict.fromkeys(cost_model.channels, 0.0), round_to=table.round_to)["latency"]
+
+
 def searched_student(row: Row) -> tuple[Path, dict]:
     results = search_in(row.folder, row.search_config())
     return Path(results["run_dir"]) / "student.pt", {
@@ -240,37 +247,37 @@ def run(args: Args) -> None:
         table = load_latency_table(path, target.runtime, target.precision)
         result = {"method": row.method, "budget": row.budget, "seed": row.seed, **asdict(target),
                   "folder": str(row.folder)}  # fmt: skip
-        if row.method == "teacher":
-            student, made, tuned = None, {}, {}
+        if row.method == "teacher":  # its PyTorch fp32 accuracy is the checkpoint's
+            student, made, tuned = None, {}, {"accuracy": blob["metrics"]["accuracy"]}
         else:
             if row.method in SEARCHES:
                 student_path, made = searched_student(row)
             else:
-                student_path, made = one_shot_student(row, blob, teacher, data, table)
+                try:
+                    student_path, made = one_shot_student(row, blob, teacher, data, table)
+                except AmcError as exc:  # the method cannot reach the budget there: a result too
+                    least = least_channel_latency(teacher, data.input_shape, table)
+                    cpu = {"cpu": table.target["cpu"], "cpu_flags": table.target["cpu_flags"]}
+                    merge_row(args.results, {**result, "error": str(exc), "least_predicted_latency": least, **cpu})
+                    print(json.dumps({"method": row.method, "target": row.target_text, "error": str(exc)}))
+                    continue
             tuned = fine_tuned(row, student_path) if row.method != "floor" else {}
             final = row.folder / "student_ft.pt" if tuned else student_path
             student = model_from_checkpoint(load_checkpoint(final)).eval()
         result.update(measure(row, student, teacher, data, table))
+        model = student if student is not None else teacher
         result.update({
-            "acc_test_pytorch_fp32": tuned.get("accuracy"), "predicted_latency_ratio": made.get("predicted", {}).get(
-                "latency"), "flops_ratio": count_macs(student or teacher, data.input_shape)
-            / count_macs(teacher, data.input_shape), "search_minutes": made.get("search_minutes"),
-            "finetune_minutes": tuned["finetune_seconds"] / 60 if tuned else None, "round_to": table.round_to,
-            "table_median_error": table.metadata["check"]["median_error"], "cpu": table.target["cpu"],
-            "cpu_flags": table.target["cpu_flags"], "runtime_version": table.target["runtime_version"],
-            "measured_at": time.strftime("%Y-%m-%d %H:%M"),
+            "acc_test_pytorch_fp32": tuned.get("accuracy"),
+            "predicted_latency_ratio": made.get("predicted", {}).get("latency"),
+            "flops_ratio": count_macs(model, data.input_shape) / count_macs(teacher, data.input_shape),
+            "search_minutes": made.get("search_minutes"),
+            "finetune_minutes": tuned["finetune_seconds"] / 60 if "finetune_seconds" in tuned else None,
+            "round_to": table.round_to, "table_median_error": table.metadata["check"]["median_error"],
+            "cpu": table.target["cpu"], "cpu_flags": table.target["cpu_flags"],
+            "runtime_version": table.target["runtime_version"], "measured_at": time.strftime("%Y-%m-%d %H:%M"),
         })  # fmt: skip
         merge_row(Path(args.results), result)
         print(json.dumps({k: result[k] for k in SHOWN}), flush=True)
-
-
-def merge_row(path: Path, result: dict) -> None:
-    """Replace the row of the same folder (or add it), written whole and renamed into place."""
-    rows = json.loads(path.read_text()) if path.exists() else []
-    rows = [r for r in rows if r["folder"] != result["folder"]] + [result]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(rows, indent=1) + "\n")
-    tmp.replace(path)
 
 
 def _fmt(value, spec: str) -> str:
@@ -295,27 +302,64 @@ def report(args: Args) -> None:
     for r in rows:
         groups.setdefault((r["runtime"], r["precision"], r["batch"]), []).append(r)
     for (runtime, precision, batch), members in sorted(groups.items()):
-        floor = next((r for r in members if r["method"] == "floor"), None)
+        measured = [r for r in members if "error" not in r]
+        fp32 = statistics.median(r["teacher_fp32_latency_ms"] for r in measured) if measured else None
         lines += [f"## {runtime} {precision}, batch {batch}", "",
-                  "| method | budget | seeds | test acc (runtime) | test acc (PyTorch fp32) | ms / image | vs teacher "
-                  "| vs fp32 teacher | vs floor | FLOPs |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-        by_method: dict[tuple, list[dict]] = {}
-        for r in members:
-            by_method.setdefault((r["method"], r["budget"]), []).append(r)
-        for (method, budget), seeds in sorted(by_method.items(), key=lambda kv: (-kv[0][1], kv[0][0])):
-            lines.append("| " + " | ".join([
-                method, f"{budget:g}", str(len(seeds)), _mean_sd([r["acc_test"] for r in seeds], 100),
-                _mean_sd([r["acc_test_pytorch_fp32"] for r in seeds], 100),
-                f"{statistics.median(r['latency_ms'] for r in seeds):.4f}",
-                f"{statistics.mean(r['latency_vs_teacher'] for r in seeds):.3f}",
-                f"{statistics.mean(r['speedup_vs_fp32_teacher'] for r in seeds):.2f}×",
-                _fmt(statistics.mean(r["latency_ms"] for r in seeds) / floor["latency_ms"] if floor else None, ".2f"),
-                f"{statistics.mean(r['flops_ratio'] for r in seeds):.3f}",
-            ]) + " |")  # fmt: skip
+                  f"The fp32 teacher in {runtime}: {_fmt(fp32, '.4f')} ms / image (median over this table's rows).", "",
+                  *_target_table(measured)]  # fmt: skip
+        lines += [f"- {r['method']} cannot reach {r['budget']:g} here: every unit at its least keeps "
+                  f"{r['least_predicted_latency']:.3f} of the teacher's latency (predicted by the table)"
+                  for r in members if "error" in r]  # fmt: skip
         lines.append("")
+    lines += _pareto(groups, path)
     out = path.with_suffix(".md")
-    out.write_text("\n".join(lines))
+    write_whole(out, "\n".join(lines))
     print(f"wrote {out}")
+
+
+def _pareto(groups: dict[tuple, list[dict]], path: Path) -> list[str]:
+    """Test accuracy against deployed latency, every measured row, one panel per target: `deploy_pareto.png`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(key, [r for r in rows if r.get("acc_test") is not None]) for key, rows in sorted(groups.items())]
+    panels = [(key, rows) for key, rows in panels if rows]
+    if not panels:
+        return []
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    for ax, ((runtime, precision, batch), rows) in zip(axes[0], panels, strict=True):
+        for method in sorted({r["method"] for r in rows}):
+            mine = [r for r in rows if r["method"] == method]
+            ax.plot([r["latency_ms"] for r in mine], [100 * r["acc_test"] for r in mine], "o", label=method)
+        ax.set(title=f"{runtime} {precision}, batch {batch}", xlabel="ms / image", ylabel="test accuracy (%)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    image = path.with_name(f"{path.stem}_pareto.png")
+    fig.savefig(image, dpi=110)
+    plt.close(fig)
+    return ["## Accuracy against deployed latency", "", f"![pareto]({image.name})", ""]
+
+
+def _target_table(rows: list[dict]) -> list[str]:
+    floor = next((r for r in rows if r["method"] == "floor"), None)
+    lines = ["| method | budget | seeds | test acc (runtime) | test acc (PyTorch fp32) | ms / image | vs teacher "
+             "| vs fp32 teacher | vs floor | FLOPs |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    by_method: dict[tuple, list[dict]] = {}
+    for r in rows:
+        by_method.setdefault((r["method"], r["budget"]), []).append(r)
+    for (method, budget), seeds in sorted(by_method.items(), key=lambda kv: (-kv[0][1], kv[0][0])):
+        latency = statistics.mean(r["latency_ms"] for r in seeds)
+        lines.append("| " + " | ".join([
+            method, f"{budget:g}", str(len(seeds)), _mean_sd([r["acc_test"] for r in seeds], 100),
+            _mean_sd([r["acc_test_pytorch_fp32"] for r in seeds], 100), f"{latency:.4f}",
+            f"{statistics.mean(r['latency_vs_teacher'] for r in seeds):.3f}",
+            f"{statistics.mean(r['speedup_vs_fp32_teacher'] for r in seeds):.2f}×",
+            _fmt(latency / floor["latency_ms"] if floor else None, ".2f"),
+            f"{statistics.mean(r['flops_ratio'] for r in seeds):.3f}",
+        ]) + " |")  # fmt: skip
+    return lines
 
 
 def _mean_sd(values: list, scale: float) -> str:

@@ -126,7 +126,7 @@ def test_baseline_apply_finetune_evaluate(teacher_path, tmp_path, capsys):
     code, out, _ = run(["evaluate", str(tuned), "--json", "--latency-repeats", "3"], capsys)
     assert code == 0 and last_json(out)["flops"] == applied["flops"]
     code, out, _ = run(["evaluate", str(tuned), "--speedup-over", str(teacher_path), "--latency-repeats", "3",
-                        "--json"], capsys)  # fmt: skip
+                        "--rounds", "2", "--json"], capsys)  # fmt: skip
     report = last_json(out)
     assert code == 0 and report["speedup_b1"] > 0 and report["speedup_b128"] > 0
 

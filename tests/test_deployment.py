@@ -236,4 +236,8 @@ def test_baseline_and_search_take_a_runtime_latency_budget(teacher_file, runtime
     run_dir = next((tmp_path / "runs").iterdir())
     saved = json.loads((run_dir / "results.json").read_text())
     assert saved["deployed"]["runtime"] == "onnxruntime" and saved["deployed"]["speedup_b1"] > 0
-    assert results is not None
+    assert results["predicted"]["latency"] <= 0.7 + 1e-9
+    assert main(["report", str(run_dir)]) == 0
+    report = (run_dir / "report" / "report.md").read_text()
+    assert (run_dir / "report" / "channels.png").stat().st_size > 0
+    assert "## Deployed: onnxruntime fp32" in report and "latency predicted by" in report
