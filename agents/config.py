@@ -62,6 +62,9 @@ class SearchConfig:
     )
     runtime: str = doc("eager", "where latency is measured: eager, onnxruntime or openvino (the table must match)")
     runtime_precision: str = doc("fp32", "the deployed precision: fp32 or int8 (the table must match)")
+    reward_in_runtime: bool = doc(
+        True, "with a runtime: score candidates by their accuracy there, at runtime_precision (off: PyTorch fp32)"
+    )
     global_importance: str = doc("taylor", "agent global: l1, l1-normalized, lamp or taylor (Torch-Pruning's)")
     max_pruning_ratio: float = doc(0.8, "agent global: the most of any one unit's channels removed (<= 1 - min_keep)")
     init_agent: str | None = doc(

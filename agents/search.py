@@ -42,6 +42,7 @@ from amc.latency import load_latency_table, resolve_round_to
 from amc.policy import CompressionPolicy, model_fingerprint
 from amc.precision import resolve_precision
 from amc.predicted_cost import CostModel
+from amc.runtimes import Target
 from amc.student import apply_policy, model_from_checkpoint, save_student
 from amc.training import evaluate_accuracy
 from envs.compression import CompressionEnv
@@ -64,9 +65,15 @@ def new_run_dir(cfg: SearchConfig) -> Path:
 
 
 def evaluation_settings(cfg: SearchConfig) -> EvaluationSettings:
+    deployed = {}
+    if cfg.reward_in_runtime and (cfg.runtime, cfg.runtime_precision) != ("eager", "fp32"):
+        Target(cfg.runtime, cfg.runtime_precision)  # a bad name is one line here
+        table = load_latency_table(cfg.latency_table, cfg.runtime, cfg.runtime_precision) if cfg.latency_table else None
+        deployed = {"runtime": cfg.runtime, "runtime_precision": cfg.runtime_precision,
+                    "activation_type": getattr(table, "activation_type", None) or "uint8"}  # fmt: skip
     return EvaluationSettings(eval_samples=cfg.eval_samples, recalibrate_batches=cfg.recalibrate_batches,
                               finetune_steps=cfg.finetune_steps, reconstruct=cfg.reconstruct,
-                              precision=cfg.precision)  # fmt: skip
+                              precision=cfg.precision, **deployed)  # fmt: skip
 
 
 def make_env(cfg: SearchConfig, teacher: torch.nn.Module, data: DataSplits,

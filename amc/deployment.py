@@ -21,6 +21,8 @@ from amc.runtimes import Runner, Target, eager_runner, onnx_runner
 from amc.timing import Timing, example_batch, time_alternated
 
 CALIBRATION_IMAGES = 256
+ACCURACY_BATCH = 250
+"""Batch size of accuracy passes in a runtime (a larger batch than most targets', for speed; same numerics)."""
 
 
 @dataclass
@@ -70,6 +72,8 @@ def deploy(
 
 def at_batch(deployed: Deployed, batch: int) -> Deployed:
     """The same deployed file compiled for another batch size."""
+    if batch == deployed.target.batch:
+        return deployed
     target = dataclasses.replace(deployed.target, batch=batch)
     if deployed.onnx_path is None:
         return dataclasses.replace(deployed, target=target)
@@ -90,7 +94,7 @@ def fastest_activation_type(fp32_path: Path, input_shape, target: Target, calibr
 def runtime_accuracy(deployed: Deployed, data: DataSplits, split: str = "test", *, limit: int | None = None) -> float:
     """Top-1 accuracy of the deployed model on a split, computed from the runtime's own outputs (the last batch
     is padded to the compiled batch size)."""
-    batch = 250  # a larger batch than most targets', for speed; the same file and runtime
+    batch = ACCURACY_BATCH
     run = at_batch(deployed, batch).run
     correct = total = 0
     for x, y in tqdm(data.batches(split, batch, limit=limit), desc=f"{split} accuracy ({deployed.target.runtime})",

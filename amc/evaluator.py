@@ -9,6 +9,7 @@ in a worker process or in a Ray actor.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,11 +19,13 @@ import torch.nn as nn
 
 from amc.config import FinetuneSettings
 from amc.data import DataSplits
+from amc.deployment import ACCURACY_BATCH, calibration_images, deploy, runtime_accuracy
 from amc.distill import finetune, recalibrate_bn_on, recalibration_batches
 from amc.measured_cost import count_macs, count_params, size_bytes
 from amc.policy import CompressionPolicy
 from amc.precision import resolve_precision
 from amc.predicted_cost import CostModel
+from amc.runtimes import Target
 from amc.student import apply_policy
 from amc.training import accuracy_on
 
@@ -43,6 +46,12 @@ class EvaluationSettings:
     precision: str = "auto"
     seed: int = 0
     """Seed of the BN batches and the short fine-tune."""
+    runtime: str = "eager"
+    """Where the accuracy is measured: eager (PyTorch, at `precision`), or onnxruntime / openvino, where the
+    candidate is exported (and for int8 quantized, calibrated on the BN images) and run as it will be deployed."""
+    runtime_precision: str = "fp32"
+    activation_type: str = "uint8"
+    """int8 activations in the runtime: uint8 or int8 (the latency table's measured choice)."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,7 @@ class CandidateEvaluator:
         self._bn_images = recalibration_batches(data, settings.recalibrate_batches, seed=settings.seed)
         self.cost_model = cost_model or CostModel(teacher, self.input_shape)  # checks every student it builds
         self._teacher_accuracy: float | None = None
+        self._calibration = None
 
     @property
     def teacher_accuracy(self) -> float:
@@ -86,7 +96,20 @@ class CandidateEvaluator:
         return self._teacher_accuracy
 
     def accuracy(self, model: nn.Module) -> float:
-        return accuracy_on(model, self._val, precision=self.precision, device=self.device)
+        if self.settings.runtime == "eager":
+            return accuracy_on(model, self._val, precision=self.precision, device=self.device)
+        return self._runtime_accuracy(model)
+
+    def _runtime_accuracy(self, model: nn.Module) -> float:
+        """Accuracy on the validation subset from the runtime's outputs, the model deployed as `deploy` does."""
+        target = Target(self.settings.runtime, self.settings.runtime_precision, ACCURACY_BATCH,
+                        threads=torch.get_num_threads())  # fmt: skip
+        if target.precision == "int8" and self._calibration is None:
+            self._calibration = calibration_images(self.data)
+        with tempfile.TemporaryDirectory() as folder:
+            deployed = deploy(model, self.input_shape, target, folder, calibration=self._calibration,
+                              activation_type=self.settings.activation_type)  # fmt: skip
+            return runtime_accuracy(deployed, self.data, "val", limit=self.settings.eval_samples)
 
     def build_student(self, policy: CompressionPolicy, short_finetune: bool = True) -> nn.Module:
         """The student a policy describes, BN-recalibrated and (unless `short_finetune` is False) given the

@@ -21,16 +21,18 @@ RUNTIME_KEYS = ("workers", "backend", "ray_address", "worker_threads", "out_dir"
 # Keys added after rows were keyed: left out of the digest at these defaults, so those rows keep their folders.
 ADDED_LATER = {"credit_baseline": "store", "init_policy": None, "global_importance": "taylor",
                "max_pruning_ratio": 0.8, "normalize_reward": False, "runtime": "eager",
-               "runtime_precision": "fp32"}  # fmt: skip
+               "runtime_precision": "fp32", "reward_in_runtime": False}  # fmt: skip
 
 
 def search_settings(cfg: SearchConfig) -> dict:
     settings = asdict(cfg)
     for key in RUNTIME_KEYS:
         settings.pop(key)
+    if settings["runtime"] == "eager" and settings["runtime_precision"] == "fp32":
+        settings.pop("reward_in_runtime", None)  # no runtime to score in
     for key, default in ADDED_LATER.items():
-        if settings[key] == default:
-            settings.pop(key)
+        if settings.get(key, default) == default:
+            settings.pop(key, None)
     if not settings["latency_table"]:  # round_to was a number before `auto`; without a table auto means 1
         settings["round_to"] = resolve_round_to(settings["round_to"])
     settings["checkpoint_every"] = 10  # does not change the result; pinned to the value the first rows were keyed with

@@ -241,3 +241,19 @@ def test_baseline_and_search_take_a_runtime_latency_budget(teacher_file, runtime
     report = (run_dir / "report" / "report.md").read_text()
     assert (run_dir / "report" / "channels.png").stat().st_size > 0
     assert "## Deployed: onnxruntime fp32" in report and "latency predicted by" in report
+
+
+def test_the_reward_can_score_candidates_as_the_runtime_runs_them(teacher, data):
+    from amc.evaluator import CandidateEvaluator, EvaluationSettings
+    from amc.policy import CompressionPolicy
+
+    policy = CompressionPolicy(keep_ratios={"layer2.0.conv1": 0.5})
+    eager = CandidateEvaluator(teacher, data, EvaluationSettings(eval_samples=40, recalibrate_batches=1,
+                                                                 precision="fp32")).evaluate(policy)  # fmt: skip
+    fp32 = CandidateEvaluator(teacher, data, EvaluationSettings(eval_samples=40, recalibrate_batches=1,
+                                                                precision="fp32", runtime="onnxruntime"))  # fmt: skip
+    assert fp32.evaluate(policy).accuracy == pytest.approx(eager.accuracy)  # same numerics up to float rounding
+    int8 = CandidateEvaluator(teacher, data, EvaluationSettings(eval_samples=40, recalibrate_batches=1,
+                                                                precision="fp32", runtime="openvino",
+                                                                runtime_precision="int8"))  # fmt: skip
+    assert abs(int8.evaluate(policy).accuracy - eager.accuracy) <= 0.2

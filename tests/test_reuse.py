@@ -230,8 +230,9 @@ def test_report_writes_markdown_and_plots(searched, tmp_path, capsys):
     _, run_dir = searched
     result = run(["report", str(run_dir), "--out", str(tmp_path / "report")], capsys)
     text = (tmp_path / "report" / "report.md").read_text()
-    assert [p.split("/")[-1] for p in result["pngs"]] == ["reward_curve.png", "policy.png"]
+    assert [p.split("/")[-1] for p in result["pngs"]] == ["reward_curve.png", "policy.png", "channels.png"]
     for png in result["pngs"]:
         assert open(png, "rb").read(4) == b"\x89PNG"
     assert "![reward](reward_curve.png)" in text and "| test accuracy |" in text and "layer1.0.conv1" in text
+    assert "![channels](channels.png)" in text and "no latency table" in text  # a FLOPs budget: channels alone
     assert main(["report", str(tmp_path)]) == 2
