@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from result_rows import merge_row, write_whole
+from result_rows import merge_row, write_readme_block, write_whole
 from row_settings import keyed_folder, search_in, search_settings
 from script_args import run_script
 
@@ -55,6 +55,7 @@ from amc.student import model_from_checkpoint, save_student
 
 ONE_SHOT = ("uniform", "global-taylor")
 SEARCHES = {"ddpg": "channel", "ddpg-removal": "removal+channel"}
+README_BLOCK = ("<!-- deploy: written by experiments/deploy_c10.py report -->", "<!-- /deploy -->")
 SHOWN = ("method", "runtime", "batch", "budget", "seed", "acc_test", "latency_vs_teacher", "speedup_vs_fp32_teacher")
 METHODS = ("teacher", "floor", *ONE_SHOT, *SEARCHES)
 
@@ -76,6 +77,8 @@ class Args:
     table_check: int = 30
     out_dir: str = "runs/deploy"
     results: str = "experiments/results/deploy.json"
+    readme: str = "README.md"
+    """README whose deploy block `report` rewrites (left alone where it has none)."""
 
 
 def parse_target(text: str) -> Target:
@@ -312,9 +315,32 @@ def report(args: Args) -> None:
                   for r in members if "error" in r]  # fmt: skip
         lines.append("")
     lines += _pareto(groups, path)
+    write_readme_block(args.readme, README_BLOCK, _headline(groups))
     out = path.with_suffix(".md")
     write_whole(out, "\n".join(lines))
     print(f"wrote {out}")
+
+
+def _headline(groups: dict[tuple, list[dict]]) -> list[str]:
+    """Per target: the int8 teacher and the fastest amc student within 1 point of the fp32 teacher's accuracy."""
+    lines = ["| target (1 thread) | model | test acc in the runtime | ms / image | × the fp32 teacher there |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for (runtime, precision, batch), rows in sorted(groups.items()):
+        teacher = next((r for r in rows if r["method"] == "teacher" and "error" not in r), None)
+        if teacher is None:
+            continue
+        floor_acc = teacher["acc_test_pytorch_fp32"] - 0.01
+        searched = [r for r in rows if r["method"] in SEARCHES and "error" not in r and r["acc_test"] >= floor_acc]
+        best = max(searched, key=lambda r: r["speedup_vs_fp32_teacher"], default=None)
+        target = f"{runtime} {precision}, batch {batch}"
+        lines.append(f"| {target} | fp32 teacher | {100 * teacher['acc_test_pytorch_fp32']:.2f}% (PyTorch) | "
+                     f"{teacher['teacher_fp32_latency_ms']:.4f} | 1.00× |")  # fmt: skip
+        amc = f"amc {best['method']} at {best['budget']:g}" if best else None
+        for label, r in ((f"{precision} teacher", teacher), (amc, best)):
+            if r is not None:
+                lines.append(f"| {target} | {label} | {100 * r['acc_test']:.2f}% | {r['latency_ms']:.4f} | "
+                             f"{r['speedup_vs_fp32_teacher']:.2f}× |")  # fmt: skip
+    return lines
 
 
 def _pareto(groups: dict[tuple, list[dict]], path: Path) -> list[str]:
