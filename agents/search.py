@@ -501,8 +501,7 @@ def _search(cfg, backend: str, vec_env: BatchedEvaluationVecEnv, teacher_blob: d
         "seconds_per_candidate": state["evaluation_seconds"] / max(state["evaluations"], 1),
         "agent_overhead": max(0.0, 1.0 - env_seconds / max(elapsed, 1e-9)),
         "best_val_subset_accuracy": recorder.best_info["accuracy"],
-        "predicted": env.cost_model.predicted_ratios(policy.keep_ratios, policy.removed_blocks, policy.bits,
-                                                     policy.sparsity, policy.round_to),
+        "predicted": env.cost_model.policy_ratios(policy),
         **_final_student(cfg, evaluator, teacher_blob, run_dir, policy),
     }  # fmt: skip
     before = results["student_before_finetune"]

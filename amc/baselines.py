@@ -23,7 +23,7 @@ from amc.pruning import Layer, build_graph, execution_order
 
 
 def _ratios_for(cost_model: CostModel, keep_ratios: dict[str, float], round_to: int) -> dict[str, float]:
-    return cost_model.predicted_ratios(keep_ratios, round_to=round_to)
+    return cost_model.policy_ratios(CompressionPolicy(keep_ratios=keep_ratios, round_to=round_to))
 
 
 def _largest_meeting(budget: Budget, make_ratios, cost_model: CostModel, round_to: int, low: float, high: float):

@@ -115,7 +115,7 @@ def baseline_command(cfg: BaselineConfig) -> dict:
                                 max_pruning_ratio=cfg.max_pruning_ratio, data=data, round_to=round_to)  # fmt: skip
     else:
         raise AmcError(f"unknown baseline {cfg.method!r}; use uniform, random or global")
-    predicted = cost_model.predicted_ratios(policy.keep_ratios, round_to=round_to)
+    predicted = cost_model.policy_ratios(policy)
     policy.architecture = blob["arch"]["name"]
     policy.num_classes = blob["arch"]["num_classes"]
     policy.fingerprint = model_fingerprint(teacher)

@@ -235,18 +235,13 @@ class CostModel:
         self.teacher_latency = table.predict(self.layer_shapes({}))
         return self
 
-    def predicted_ratios(
-        self,
-        keep_ratios: dict[str, float],
-        removed: Iterable[str] = (),
-        bits: dict[str, int] | None = None,
-        sparsity: dict[str, float] | None = None,
-        round_to: int = 1,
-    ) -> dict[str, float]:
-        """Each resource as a ratio of the teacher's: flops, params, size, and latency with a table."""
-        ratios = self.ratios(self.predict(keep_ratios, removed, bits, sparsity, round_to))
+    def policy_ratios(self, policy: CompressionPolicy) -> dict[str, float]:
+        """Each resource of the policy's student as a ratio of the teacher's: flops, params, size, and latency
+        with a table."""
+        costs = self.predict(policy.keep_ratios, policy.removed_blocks, policy.bits, policy.sparsity, policy.round_to)
+        ratios = self.ratios(costs)
         if self.latency_table is not None:
-            shapes = self.layer_shapes(keep_ratios, removed, round_to)
+            shapes = self.layer_shapes(policy.keep_ratios, policy.removed_blocks, policy.round_to)
             ratios["latency"] = self.latency_table.predict(shapes) / self.teacher_latency
         return ratios
 

@@ -276,9 +276,7 @@ class CompressionEnv(gym.Env):
         return self._policy(list(values) + [self._most_aggressive(s) for s in self.steps[len(values) :]])
 
     def _ratios(self, policy: CompressionPolicy) -> dict[str, float]:
-        return self.cost_model.predicted_ratios(
-            policy.keep_ratios, policy.removed_blocks, policy.bits, policy.sparsity, policy.round_to
-        )
+        return self.cost_model.policy_ratios(policy)
 
     def _action_wall(self, value: float) -> float:
         """The most generous value for the current step that keeps the budget reachable."""

@@ -163,7 +163,7 @@ def one_shot_student(row: Row, teacher_blob: dict, teacher, data, table) -> tupl
     cost_model = CostModel(teacher, data.input_shape).with_latency(table)
     budget = Budget(latency=row.budget)
     if row.method == "floor":
-        policy = CompressionPolicy(keep_ratios=dict.fromkeys(cost_model.channels, 0.0), round_to=table.round_to)
+        policy = floor_policy(cost_model, table)
     elif row.method == "uniform":
         policy = uniform(cost_model, budget, round_to=table.round_to)
     else:
@@ -171,7 +171,7 @@ def one_shot_student(row: Row, teacher_blob: dict, teacher, data, table) -> tupl
                                 round_to=table.round_to)  # fmt: skip
     cfg = load_config(row.args.config, [f"teacher={row.args.teacher}"])
     student = CandidateEvaluator(teacher, data, evaluation_settings(cfg)).build_student(policy).cpu()
-    predicted = cost_model.predicted_ratios(policy.keep_ratios, round_to=policy.round_to)
+    predicted = cost_model.policy_ratios(policy)
     report = {"predicted": predicted, "search_minutes": (time.perf_counter() - started) / 60}
     row.folder.mkdir(parents=True, exist_ok=True)
     save_student(path, student, teacher_blob, policy, metrics=predicted)
@@ -179,10 +179,15 @@ def one_shot_student(row: Row, teacher_blob: dict, teacher, data, table) -> tupl
     return path, report
 
 
+def floor_policy(cost_model: CostModel, table) -> CompressionPolicy:
+    """Every unit cut to its least (one multiple of the table's rounding), no block removed."""
+    return CompressionPolicy(keep_ratios=dict.fromkeys(cost_model.channels, 0.0), round_to=table.round_to)
+
+
 def least_channel_latency(teacher, input_shape, table) -> float:
     """The latency ratio, as the table predicts it, with every unit cut to its least and no block removed."""
     cost_model = CostModel(teacher, input_shape).with_latency(table)
-    return cost_model.predicted_ratios(dict.fromkeys(cost_model.channels, 0.0), round_to=table.round_to)["latency"]
+    return cost_model.policy_ratios(floor_policy(cost_model, table))["latency"]
 
 
 def searched_student(row: Row) -> tuple[Path, dict]:

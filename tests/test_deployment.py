@@ -17,6 +17,7 @@ from amc.errors import AmcError
 from amc.export import relative_difference
 from amc.latency import load_latency_table, resolve_round_to
 from amc.models import create_model
+from amc.policy import CompressionPolicy
 from amc.predicted_cost import CostModel
 from amc.runtime_latency import build_runtime_table
 from amc.runtimes import Target, require
@@ -171,10 +172,10 @@ def test_round_to_auto_follows_the_table_and_a_conflict_is_refused(runtime_table
 def test_a_latency_budget_in_the_runtime_is_met_when_the_student_runs_there(runtime_table, teacher, tmp_path):
     table, _ = runtime_table
     cost_model = CostModel(teacher, SHAPE).with_latency(table)
-    smallest = cost_model.predicted_ratios(dict.fromkeys(cost_model.channels, 0.05), round_to=table.round_to)
+    smallest = cost_model.policy_ratios(CompressionPolicy(dict.fromkeys(cost_model.channels, 0.05), round_to=4))
     budget = (1.0 + smallest["latency"]) / 2  # reachable whatever the tiny model's overhead
     policy = uniform(cost_model, Budget(latency=budget), round_to=table.round_to)
-    assert cost_model.predicted_ratios(policy.keep_ratios, round_to=table.round_to)["latency"] <= budget + 1e-9
+    assert cost_model.policy_ratios(policy)["latency"] <= budget + 1e-9
     student = apply_policy(teacher, policy, SHAPE)
     target = Target("onnxruntime", "fp32", batch=4)
     models = {"teacher": deploy(teacher, SHAPE, target, tmp_path, name="t"),
@@ -245,7 +246,6 @@ def test_baseline_and_search_take_a_runtime_latency_budget(teacher_file, runtime
 
 def test_the_reward_can_score_candidates_as_the_runtime_runs_them(teacher, data):
     from amc.evaluator import CandidateEvaluator, EvaluationSettings
-    from amc.policy import CompressionPolicy
 
     policy = CompressionPolicy(keep_ratios={"layer2.0.conv1": 0.5})
     eager = CandidateEvaluator(teacher, data, EvaluationSettings(eval_samples=40, recalibrate_batches=1,
