@@ -257,3 +257,13 @@ def test_the_reward_can_score_candidates_as_the_runtime_runs_them(teacher, data)
                                                                 precision="fp32", runtime="openvino",
                                                                 runtime_precision="int8"))  # fmt: skip
     assert abs(int8.evaluate(policy).accuracy - eager.accuracy) <= 0.2
+
+
+def test_fastest_rounding_times_every_candidate_multiple(teacher):
+    from amc.runtime_latency import fastest_rounding
+
+    cost_model = CostModel(teacher, SHAPE)
+    chosen, scores = fastest_rounding(teacher, SHAPE, Target("onnxruntime", batch=2), cost_model, candidates=(1, 8),
+                                      calibration=None, activation_type="uint8", rounds=1)  # fmt: skip
+    assert set(scores) == {"1", "8"} and chosen in (1, 8) and scores[str(chosen)] == min(scores.values())
+    assert all(score > 0 for score in scores.values())
