@@ -119,7 +119,7 @@ def deployed_report(
             models["reference"] = deploy(reference, shape, target, folder, calibration=calibration, name="reference")
             if precision == "int8":
                 fp32 = dataclasses.replace(target, precision="fp32")
-                models["reference_fp32"] = deploy(reference, shape, fp32, folder, name="reference")
+                models["reference_fp32"] = deploy(reference, shape, fp32, folder, name="reference_fp32")
         report = {**target.describe(), "accuracy": runtime_accuracy(models["model"], data, "test")}
         report.pop("batch")
         report["activation_type"] = models["model"].activation_type

@@ -48,7 +48,8 @@ class EvaluationSettings:
     """Seed of the BN batches and the short fine-tune."""
     runtime: str = "eager"
     """Where the accuracy is measured: eager (PyTorch, at `precision`), or onnxruntime / openvino, where the
-    candidate is exported (and for int8 quantized, calibrated on the BN images) and run as it will be deployed."""
+    candidate is exported (and for int8 quantized, calibrated on 256 training images) and run as it will be
+    deployed."""
     runtime_precision: str = "fp32"
     activation_type: str = "uint8"
     """int8 activations in the runtime: uint8 or int8 (the latency table's measured choice)."""

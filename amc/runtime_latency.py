@@ -34,11 +34,14 @@ import torch.nn as nn
 from scipy.optimize import nnls
 from tqdm.auto import tqdm
 
-from amc.deployment import deploy
+from amc.deployment import deploy, fastest_activation_type
 from amc.errors import AmcError
+from amc.export import write_onnx
+from amc.measured_cost import layer_shapes
 from amc.policy import CompressionPolicy
 from amc.predicted_cost import CostModel
-from amc.runtimes import Target, describe_cpu, runtime_version
+from amc.runtimes import Target, describe_cpu
+from amc.student import apply_policy
 from amc.timing import example_batch, time_alternated
 
 FORMAT = "amc-runtime-latency"
@@ -180,9 +183,6 @@ def measure_students(
     """Each policy's student timed end to end in the target, alternately with the teacher. Returns the students'
     layer shapes, their latencies (their ratio to the teacher times the teacher's overall median, so that drift
     between students cancels) and that median."""
-    from amc.measured_cost import layer_shapes
-    from amc.student import apply_policy
-
     inputs = example_batch(input_shape, target.batch)
     with tempfile.TemporaryDirectory() as folder:
         reference = deploy(teacher, input_shape, target, folder, calibration=calibration,
@@ -214,7 +214,7 @@ def fastest_rounding(
                                                    desc="timing roundings", **measured)  # fmt: skip
     scores: dict[str, list[float]] = {}
     for policy, ms in zip(policies, latency, strict=True):
-        macs = cost_model.ratios(cost_model.predict(policy.keep_ratios, round_to=policy.round_to))["flops"]
+        macs = cost_model.policy_ratios(policy)["flops"]
         scores.setdefault(str(policy.round_to), []).append(ms / teacher_ms / macs)
     means = {r: float(np.mean(v)) for r, v in scores.items()}
     return int(min(means, key=means.get)), means
@@ -224,6 +224,20 @@ def _fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     # relative error matters: weight each student by 1 / its latency
     coefficients, _ = nnls(x / y[:, None], np.ones_like(y))
     return coefficients
+
+
+def _choose_block(specs, groups, shapes, y: np.ndarray) -> tuple[int, dict[int, float]]:
+    """The channel block whose fit predicts best, by 5-fold cross-validation on the fitting students."""
+    folds = np.arange(len(y)) % 5
+    cv_error = {}
+    for block in BLOCKS:
+        x = np.stack([_features(specs, groups, s, block) for s in shapes])
+        errors = []
+        for k in range(5):
+            fitted = _fit(x[folds != k], y[folds != k])
+            errors.extend(_relative_errors(x[folds == k] @ fitted, y[folds == k]))
+        cv_error[block] = float(np.median(errors))
+    return min(cv_error, key=cv_error.get), cv_error
 
 
 def _relative_errors(predicted: np.ndarray, measured: np.ndarray) -> np.ndarray:
@@ -244,9 +258,6 @@ def build_runtime_table(
 ) -> RuntimeLatencyTable:
     """Time `students` random students to fit the table and `check` more to measure its error, all with channels
     rounded to `round_to` (default: the `fastest_rounding`)."""
-    from amc.deployment import fastest_activation_type
-    from amc.export import write_onnx
-
     teacher = teacher.cpu().eval()
     cost_model = CostModel(teacher, input_shape)
     specs = layer_specs(cost_model, teacher)
@@ -271,16 +282,7 @@ def build_runtime_table(
     check_shapes, check_latency, _ = measure_students(teacher, input_shape, target, policies[students:],
                                                       desc="timing held-out students", **measured)  # fmt: skip
     y = np.asarray(latency)
-    folds = np.arange(len(y)) % 5
-    cv_error = {}
-    for block in BLOCKS:  # the channel block by 5-fold cross-validation on the fitting students
-        x = np.stack([_features(specs, groups, s, block) for s in shapes])
-        errors = []
-        for k in range(5):
-            fitted = _fit(x[folds != k], y[folds != k])
-            errors.extend(_relative_errors(x[folds == k] @ fitted, y[folds == k]))
-        cv_error[block] = float(np.median(errors))
-    block = min(cv_error, key=cv_error.get)
+    block, cv_error = _choose_block(specs, groups, shapes, y)
     x = np.stack([_features(specs, groups, s, block) for s in shapes])
     coefficients = _fit(x, y)
     teacher_shapes = {name: spec.channels for name, spec in specs.items()}
@@ -304,6 +306,5 @@ def build_runtime_table(
             "p90_error": float(np.percentile(errors, 90)) if len(errors) else None,
             "max_error": float(errors.max()) if len(errors) else None,
         },
-        "runtime_version": runtime_version(target.runtime),
     }
     return table

@@ -221,7 +221,7 @@ def measure(row: Row, student: torch.nn.Module | None, teacher, data, table) -> 
     calibration = calibration_images(data) if target.precision == "int8" else None
     fp32 = Target(target.runtime, "fp32", target.batch, 1)
     with tempfile.TemporaryDirectory() as folder:
-        models = {"teacher_fp32": deploy(teacher, shape, fp32, folder, name="teacher")}
+        models = {"teacher_fp32": deploy(teacher, shape, fp32, folder, name="teacher_fp32")}
         models["teacher_target"] = deploy(teacher, shape, target, folder, calibration=calibration,
                                           activation_type=table.activation_type or "auto", name="teacher")  # fmt: skip
         if student is not None:
