@@ -315,6 +315,7 @@ def report(args: Args) -> None:
         lines += [f"## {runtime} {precision}, batch {batch}", "",
                   f"The fp32 teacher in {runtime}: {_fmt(fp32, '.4f')} ms / image (median over this table's rows).", "",
                   *_target_table(measured)]  # fmt: skip
+        lines += [""] if any("error" in r for r in members) else []
         lines += [f"- {r['method']} cannot reach {r['budget']:g} here: every unit at its least keeps "
                   f"{r['least_predicted_latency']:.3f} of the teacher's latency (predicted by the table)"
                   for r in members if "error" in r]  # fmt: skip
@@ -382,8 +383,9 @@ def _target_table(rows: list[dict]) -> list[str]:
         by_method.setdefault((r["method"], r["budget"]), []).append(r)
     for (method, budget), seeds in sorted(by_method.items(), key=lambda kv: (-kv[0][1], kv[0][0])):
         latency = statistics.mean(r["latency_ms"] for r in seeds)
+        shown_budget = "–" if method in ("teacher", "floor") else f"{budget:g}"
         lines.append("| " + " | ".join([
-            method, f"{budget:g}", str(len(seeds)), _mean_sd([r["acc_test"] for r in seeds], 100),
+            method, shown_budget, str(len(seeds)), _mean_sd([r["acc_test"] for r in seeds], 100),
             _mean_sd([r["acc_test_pytorch_fp32"] for r in seeds], 100), f"{latency:.4f}",
             f"{statistics.mean(r['latency_vs_teacher'] for r in seeds):.3f}",
             f"{statistics.mean(r['speedup_vs_fp32_teacher'] for r in seeds):.2f}×",
