@@ -364,7 +364,11 @@ def _pareto(groups: dict[tuple, list[dict]], path: Path) -> list[str]:
     for ax, ((runtime, precision, batch), rows) in zip(axes[0], panels, strict=True):
         for method in sorted({r["method"] for r in rows}):
             mine = [r for r in rows if r["method"] == method]
-            ax.plot([r["latency_ms"] for r in mine], [100 * r["acc_test"] for r in mine], "o", label=method)
+            ax.plot([r["latency_ms"] for r in mine], [100 * r["acc_test"] for r in mine], "o", label=method,
+                    color=f"C{METHODS.index(method)}")  # fmt: skip
+        floor = [r for r in groups[(runtime, precision, batch)] if r["method"] == "floor" and "error" not in r]
+        if floor:
+            ax.axvline(floor[0]["latency_ms"], color="gray", linestyle=":", label="floor (same depth)")
         ax.set(title=f"{runtime} {precision}, batch {batch}", xlabel="ms / image", ylabel="test accuracy (%)")
         ax.legend(fontsize=7)
     fig.tight_layout()
