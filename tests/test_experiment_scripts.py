@@ -15,6 +15,10 @@ CASES = [
     (["compare_searchers_c10.py", "run", "--rows", "dqn:0"], "must be METHOD:SEED"),
     (["compare_searchers_c10.py", "rn"], "invalid choice"),
     (["benchmark_cifar10.py", "--rows", "resnet20:ddpg-chanel"], "must be MODEL:METHOD"),
+    (["deploy_c10.py", "run", "--rows", "teacher:openvino-int8-b64", "ddpg:openvino-int4"], "RUNTIME-PRECISION-bBATCH"),
+    (["deploy_c10.py", "run", "--rows", "amc:openvino-int8-b64"], "METHOD must be one of"),
+    (["deploy_c10.py", "run", "--rows", "uniform:openvino-int8-b64:half"], "METHOD:TARGET[:BUDGET[:SEED]]"),
+    (["deploy_c10.py", "run", "--rows", "uniform:tflite-int8-b1:0.5"], "RUNTIME-PRECISION-bBATCH"),
 ]
 
 
@@ -135,3 +139,37 @@ def test_transfer_report_keeps_the_saved_part_whose_runs_are_not_here(tmp_path):
     assert summary["budget_transfer"] == budget and summary["model_transfer"] == [model]
     page = saved.with_suffix(".md").read_text()
     assert "| scratch | 0.6100 | 300 | 300 | 0.4000 |" in page and "| plain20 | 90.00 |" in page
+
+
+def _deployed(method, budget, seed, acc, ms, **extra):
+    return {"method": method, "budget": budget, "seed": seed, "runtime": "openvino", "precision": "int8", "batch": 64,
+            "threads": 1, "folder": f"{method}-{budget}-{seed}", "acc_test": acc, "acc_test_pytorch_fp32": acc,
+            "latency_ms": ms, "teacher_fp32_latency_ms": 0.5, "teacher_latency_ms": 0.08,
+            "speedup_vs_fp32_teacher": 0.5 / ms, "latency_vs_teacher": ms / 0.08, "flops_ratio": 0.5,
+            "cpu": "A CPU", "cpu_flags": ["avx2"], **extra}  # fmt: skip
+
+
+def test_deploy_report_is_made_from_rows_alone(tmp_path):
+    unreachable = {"method": "uniform", "budget": 0.5, "seed": 0, "runtime": "openvino", "precision": "int8",
+                   "batch": 64, "folder": "u", "error": "cannot", "least_predicted_latency": 0.73, "cpu": "A CPU",
+                   "cpu_flags": ["avx2"]}  # fmt: skip
+    rows = [_deployed("teacher", 1.0, 0, 0.876, 0.08, acc_test_pytorch_fp32=0.878),
+            _deployed("floor", 1.0, 0, None, 0.06), _deployed("ddpg-removal", 0.5, 0, 0.84, 0.04),
+            _deployed("ddpg-removal", 0.5, 1, 0.86, 0.042), unreachable]  # fmt: skip
+    results, readme = tmp_path / "deploy.json", tmp_path / "README.md"
+    results.write_text(json.dumps(rows))
+    readme.write_text(
+        "intro\n<!-- deploy: written by experiments/deploy_c10.py report -->\nold\n<!-- /deploy -->\nend\n"
+    )
+    argv = [sys.executable, str(EXPERIMENTS / "deploy_c10.py"), "report", "--results", str(results), "--readme",
+            str(readme)]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=HANG_GUARD_SECONDS)
+    assert done.returncode == 0, done.stderr[-1500:]
+    page = (tmp_path / "deploy.md").read_text()
+    assert "| ddpg-removal | 0.5 | 2 | 85.00 ± 1.41 |" in page  # mean ± sd over the seeds
+    assert "uniform cannot reach 0.5 here: every unit at its least keeps 0.730" in page
+    assert (tmp_path / "deploy_pareto.png").read_bytes()[:4] == b"\x89PNG"
+    block = readme.read_text()
+    assert "old" not in block and block.startswith("intro") and block.endswith("end\n")
+    assert "| openvino int8, batch 64 | int8 teacher | 87.60% |" in block
+    assert "amc ddpg-removal" not in block  # 84-86% is more than a point below the fp32 teacher's 87.8%
