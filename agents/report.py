@@ -59,6 +59,22 @@ def plot_rewards(scalars: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_candidates(scalars: dict, path: Path) -> None:
+    """Every episode's student: accuracy on the validation subset against its predicted latency ratio (the
+    search's view of the accuracy-latency trade-off), the best-rewarded one marked."""
+    plt, fig, ax = _figure(width=5.5, height=4.0)
+    latency, accuracy = np.asarray(scalars["latency_ratio"]), 100 * np.asarray(scalars["accuracy"])
+    count = min(len(latency), len(accuracy))
+    ax.scatter(latency[:count], accuracy[:count], s=6, alpha=0.5, c=np.arange(count), cmap="viridis")
+    best = int(np.argmax(scalars["reward"][:count]))
+    ax.plot(latency[best], accuracy[best], "r*", markersize=12, label="best reward")
+    ax.set(xlabel="latency / teacher's latency (predicted by the table)", ylabel="val-subset accuracy (%)")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def policy_rows(policy: CompressionPolicy) -> list[tuple[str, str, float]]:
     """(decision, name, value) for every per-layer decision of a policy, in policy order."""
     rows = [("keep ratio", name, ratio) for name, ratio in policy.keep_ratios.items()]
@@ -209,6 +225,12 @@ def write_report(cfg: ReportConfig) -> dict:
             "",
             "![reward](reward_curve.png)",
         ]
+    if scalars.get("latency_ratio") and scalars.get("accuracy"):
+        plot_candidates(scalars, out / "candidates.png")
+        written.append("candidates.png")
+        lines += ["", "## Accuracy against latency, every episode", "",
+                  "Colour runs from the first episode (dark) to the last (light).", "",
+                  "![candidates](candidates.png)"]  # fmt: skip
     if policy is not None and policy_rows(policy):
         plot_policy(policy, out / "policy.png")
         written.append("policy.png")

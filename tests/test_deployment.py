@@ -241,6 +241,7 @@ def test_baseline_and_search_take_a_runtime_latency_budget(teacher_file, runtime
     assert main(["report", str(run_dir)]) == 0
     report = (run_dir / "report" / "report.md").read_text()
     assert (run_dir / "report" / "channels.png").stat().st_size > 0
+    assert (run_dir / "report" / "candidates.png").stat().st_size > 0 and "every episode" in report
     assert "## Deployed: onnxruntime fp32" in report and "latency predicted by" in report
 
 
