@@ -86,7 +86,8 @@ def alternating_speedup(
 
         return run
 
-    model.eval(), reference.eval()
+    model.eval()
+    reference.eval()
     with torch_threads(threads or torch.get_num_threads()):
         timings = time_alternated({"model": runner(model), "reference": runner(reference)}, inputs, rounds=rounds)
     return timings["reference"].median_ms / timings["model"].median_ms
