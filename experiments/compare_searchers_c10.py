@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from paired import interval_text, paired
 from result_rows import merge_row, write_readme_block
 from row_settings import keyed_folder, search_in, search_settings
 from script_args import run_script
@@ -187,16 +188,6 @@ def run(args: Args) -> None:
         print(json.dumps({k: result[k] for k in ("method", "seed", "acc_test_noft", "acc_test_ft")}), flush=True)
 
 
-def t_interval(diffs: list[float]) -> tuple[float, float]:
-    """Mean and 95% half-width (Student's t) of paired differences."""
-    from scipy import stats
-
-    mean = statistics.mean(diffs)
-    if len(diffs) < 2:
-        return mean, float("nan")
-    return mean, stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
-
-
 EARLIER_ATTEMPT = (
     "AMC's baseline subtracted at sample time (`credit_baseline: sample`) was tried first, at 50% FLOPs with the "
     "default reward and 5 paired seeds: it found no better students than amc's store-time baseline "
@@ -288,24 +279,24 @@ def _table(by_method: dict[str, dict[int, dict]]) -> list[str]:
 
 def _paired(seeds: dict[int, dict], others: dict[int, dict]) -> tuple[int, float, float] | None:
     """`seeds` minus `others` after FT over their shared seeds, in points: (pairs, mean, 95% half-width)."""
-    pairs = sorted(set(seeds) & set(others))
-    if not pairs:
-        return None
-    return len(pairs), *t_interval([100 * (seeds[s]["acc_test_ft"] - others[s]["acc_test_ft"]) for s in pairs])
+
+    def points(rows: dict[int, dict]) -> dict[int, float]:
+        return {seed: 100 * r["acc_test_ft"] for seed, r in rows.items()}
+
+    return paired(points(seeds), points(others))
 
 
 def _difference(seeds: dict[int, dict], others: dict[int, dict]) -> str:
     """`_paired` as 'pairs, mean [95% CI]'."""
-    paired = _paired(seeds, others)
-    if paired is None:
+    difference = _paired(seeds, others)
+    if difference is None:
         return "no pairs yet"
-    pairs, mean, half = paired
-    return f"{pairs}, {mean:+.2f}" + ("" if half != half else f" [{mean - half:+.2f}, {mean + half:+.2f}]")
+    pairs, mean, half = difference
+    return f"{pairs}, {mean:+.2f}" + ("" if half != half else f" {interval_text(mean, half)}")
 
 
 def _paired_line(method: str, pairs: int, mean: float, half: float) -> str:
-    interval = "–" if half != half else f"[{mean - half:+.2f}, {mean + half:+.2f}]"
-    return f"| {method} | {pairs} | {mean:+.2f} | {interval} |"
+    return f"| {method} | {pairs} | {mean:+.2f} | {interval_text(mean, half)} |"
 
 
 def _pct(values) -> str:
@@ -320,9 +311,9 @@ def _paired_against_best(by_method: dict, means: dict) -> tuple[str, list]:
     ranked = sorted(means, key=means.get, reverse=True)
     best, verdicts = ranked[0], []
     for method in ranked[1:]:
-        paired = _paired(by_method[best], by_method[method])
-        if paired is not None:
-            verdicts.append((method, *paired))
+        difference = _paired(by_method[best], by_method[method])
+        if difference is not None:
+            verdicts.append((method, *difference))
     return best, verdicts
 
 

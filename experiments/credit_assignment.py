@@ -16,8 +16,8 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from compare_searchers_c10 import t_interval
 from machine import describe
+from paired import t_interval
 from result_rows import merge_row
 from row_settings import keyed_folder, search_in, search_settings
 from script_args import run_script

@@ -155,7 +155,8 @@ def test_deploy_report_is_made_from_rows_alone(tmp_path):
                    "cpu_flags": ["avx2"]}  # fmt: skip
     rows = [_deployed("teacher", 1.0, 0, 0.876, 0.08, acc_test_pytorch_fp32=0.878),
             _deployed("floor", 1.0, 0, None, 0.06), _deployed("ddpg-removal", 0.5, 0, 0.84, 0.04),
-            _deployed("ddpg-removal", 0.5, 1, 0.86, 0.042), unreachable]  # fmt: skip
+            _deployed("ddpg-removal", 0.5, 1, 0.86, 0.042), unreachable, _deployed("global-taylor", 0.5, 0, 0.83, 0.05),
+            _deployed("global-taylor", 0.5, 1, 0.84, 0.05), _deployed("ddpg-removal", 0.8, 0, 0.872, 0.06)]  # fmt: skip
     results, readme = tmp_path / "deploy.json", tmp_path / "README.md"
     results.write_text(json.dumps(rows))
     readme.write_text(
@@ -168,6 +169,8 @@ def test_deploy_report_is_made_from_rows_alone(tmp_path):
     page = (tmp_path / "deploy.md").read_text()
     assert "| ddpg-removal | 0.5 | 2 | 85.00 ± 1.41 |" in page  # mean ± sd over the seeds
     assert "uniform cannot reach 0.5 here: every unit at its least keeps 0.730" in page
+    assert "| global-taylor | 0.5 | 2 | +1.50 | [-4.85, +7.85] | 0.512 vs 0.625 |" in page  # paired by seed, t(1)
+    assert "| openvino int8, batch 64 | ddpg-removal at 0.8 (1 seed) | 87.20% | 8.33× | 4.0× (met) |" in page
     assert (tmp_path / "deploy_pareto.png").read_bytes()[:4] == b"\x89PNG"
     block = readme.read_text()
     assert "old" not in block and block.startswith("intro") and block.endswith("end\n")
