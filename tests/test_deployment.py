@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from qdq_reference import fake_quantized_outputs
 
 from agents.cli import main
 from amc.baselines import uniform
@@ -66,6 +67,23 @@ def test_int8_file_stays_close_to_fp32_and_both_runtimes_run_it_alike(runtime, t
 
     same_file = onnx_runner(deployed.onnx_path, Target(other, "int8", batch=8))
     assert relative_difference(same_file(x), deployed.run(x)) < 0.05
+
+
+@pytest.mark.parametrize("activation_type", ["uint8", "int8"])
+def test_int8_kernels_match_pytorchs_fake_quantized_graph(activation_type, teacher, data, tmp_path):
+    """Stated tolerances: ONNX Runtime's integer kernels reproduce the fake-quantized graph to float rounding
+    (1e-4 of the largest logit); OpenVINO requantizes its own way, so its logits may move by quantization steps
+    (within 5% of the largest logit)."""
+    calibration = calibration_images(data, 64)
+    deployed = deploy(teacher, SHAPE, Target("onnxruntime", "int8", batch=8), tmp_path, calibration=calibration,
+                      activation_type=activation_type)  # fmt: skip
+    x = calibration[:8]
+    reference = fake_quantized_outputs(deployed.onnx_path, x)
+    assert relative_difference(deployed.run(x), reference) < 1e-4
+    from amc.runtimes import onnx_runner
+
+    openvino = onnx_runner(deployed.onnx_path, Target("openvino", "int8", batch=8))(x)
+    assert relative_difference(openvino, reference) < 0.05
 
 
 def test_runtime_accuracy_is_the_runtimes_own_and_matches_pytorch_in_fp32(teacher, data, tmp_path):
