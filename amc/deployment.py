@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,10 +52,11 @@ def deploy(
     calibration: np.ndarray | None = None,
     activation_type: str = "auto",
     name: str = "model",
+    float_layers: Sequence[str] = (),
 ) -> Deployed:
     """Export `model` into `folder` (`name.onnx`, and `name.int8.onnx` for int8) and compile it for `target`.
     int8 needs `calibration` images; `activation_type` auto times uint8 and int8 activations and keeps the
-    faster."""
+    faster; the conv/linear modules in `float_layers` stay fp32."""
     if target.runtime == "eager":
         return Deployed(target, eager_runner(model, target.threads))
     folder = Path(folder)
@@ -66,7 +68,8 @@ def deploy(
         raise ValueError("an int8 deployment needs calibration images")
     if activation_type == "auto":
         activation_type = fastest_activation_type(fp32_path, input_shape, target, calibration)
-    int8_path = quantize_onnx(fp32_path, folder / f"{name}.int8.onnx", calibration, activation_type=activation_type)
+    int8_path = quantize_onnx(fp32_path, folder / f"{name}.int8.onnx", calibration, activation_type=activation_type,
+                              float_layers=float_layers)  # fmt: skip
     return Deployed(target, onnx_runner(int8_path, target), int8_path, activation_type)
 
 

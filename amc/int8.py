@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,11 +31,30 @@ class _Batches:
         return next(self._batches, None)
 
 
+def module_path(node_name: str) -> str:
+    """The PyTorch module an exported node came from: '/layer2/layer2.0/downsample/downsample.0/Conv' ->
+    'layer2.0.downsample.0' (torch.onnx names each node by its module scopes, then its op)."""
+    path, last = "", ""
+    for scope in node_name.strip("/").split("/")[:-1]:
+        if last and scope.startswith(last + "."):
+            path += scope[len(last) :]
+        else:
+            path = f"{path}.{scope}" if path else scope
+        last = scope
+    return path
+
+
 def quantize_onnx(
-    fp32_path: str | Path, out_path: str | Path, calibration: np.ndarray, *, activation_type: str = "uint8"
+    fp32_path: str | Path,
+    out_path: str | Path,
+    calibration: np.ndarray,
+    *,
+    activation_type: str = "uint8",
+    float_layers: Sequence[str] = (),
 ) -> Path:
     """Write `out_path`: `fp32_path` statically quantized to QDQ int8 (per-channel weights), with activation
-    ranges from `calibration` (normalised float32 images, N x C x H x W; MinMax)."""
+    ranges from `calibration` (normalised float32 images, N x C x H x W; MinMax). The conv/linear modules named
+    in `float_layers` stay in fp32 (mixed precision)."""
     if activation_type not in ACTIVATION_TYPES:
         raise AmcError(f"unknown int8 activation type {activation_type!r}; choose uint8 or int8")
     if len(calibration) == 0:
@@ -49,11 +69,17 @@ def quantize_onnx(
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
         import onnx
 
-        name = onnx.load(str(prepared), load_external_data=False).graph.input[0].name
+        graph = onnx.load(str(prepared), load_external_data=False).graph
+        excluded = [node.name for node in graph.node if module_path(node.name) in set(float_layers)]
+        missing = set(float_layers) - {module_path(name) for name in excluded}
+        if missing:
+            raise AmcError(f"no exported layer is named {sorted(missing)[0]!r}; float_layers takes conv/linear "
+                           "module names, e.g. layer1.0.conv1")  # fmt: skip
+        name = graph.input[0].name
         quantize_static(
             str(prepared), str(out_path), _Batches(name, calibration.astype(np.float32), 32),
             quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
             activation_type=QuantType.QUInt8 if activation_type == "uint8" else QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
+            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=excluded,
         )  # fmt: skip
     return Path(out_path)

@@ -86,6 +86,24 @@ def test_int8_kernels_match_pytorchs_fake_quantized_graph(activation_type, teach
     assert relative_difference(openvino, reference) < 0.05
 
 
+def test_layers_named_float_stay_fp32_in_the_int8_file(teacher, data, tmp_path):
+    import onnx
+
+    calibration = calibration_images(data, 32)
+    deployed = deploy(teacher, SHAPE, Target("onnxruntime", "int8", batch=8), tmp_path, calibration=calibration,
+                      activation_type="uint8", float_layers=["conv1", "layer2.0.downsample.0"])  # fmt: skip
+    graph = onnx.load(str(deployed.onnx_path)).graph
+    floats = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    weights = {n.name: n.input[1] for n in graph.node if n.op_type == "Conv"}
+    assert weights["/conv1/Conv"] in floats and weights["/layer2/layer2.0/downsample/downsample.0/Conv"] in floats
+    assert weights["/layer1/layer1.0/conv1/Conv"] not in floats  # the rest stays int8 (a DequantizeLinear output)
+    x = calibration[:8]  # float convs sum in another order, which may move a value across a rounding step
+    assert relative_difference(deployed.run(x), fake_quantized_outputs(deployed.onnx_path, x)) < 0.05
+    with pytest.raises(AmcError, match="no exported layer is named 'layer9.conv1'"):
+        deploy(teacher, SHAPE, Target("onnxruntime", "int8", batch=8), tmp_path, calibration=calibration,
+               activation_type="uint8", float_layers=["layer9.conv1"])  # fmt: skip
+
+
 def test_runtime_accuracy_is_the_runtimes_own_and_matches_pytorch_in_fp32(teacher, data, tmp_path):
     deployed = deploy(teacher, SHAPE, Target("onnxruntime", "fp32", batch=1), tmp_path)
     assert runtime_accuracy(deployed, data, "test") == pytest.approx(evaluate_accuracy(teacher, data, "test"))
