@@ -104,9 +104,10 @@ def build_graph(model: nn.Module, input_shape: Sequence[int]) -> tp.DependencyGr
     was_training = model.training
     model.eval()
     try:
-        graph = tp.DependencyGraph().build_dependency(
-            model, example_inputs=torch.randn(1, *input_shape, device=model_device(model))
-        )
+        with torch.enable_grad():  # torch-pruning traces through autograd, even inside a caller's no_grad
+            graph = tp.DependencyGraph().build_dependency(
+                model, example_inputs=torch.randn(1, *input_shape, device=model_device(model))
+            )
     finally:
         model.train(was_training)
     return graph
