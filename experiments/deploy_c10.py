@@ -12,6 +12,7 @@ quantization; the seed is the fine-tune's (and a search's).
 - `teacher`: the teacher itself at the target; `floor`: the teacher with every unit cut to its minimum (latency only:
   how fast a network of that depth can go there).
 - `uniform`, `global-taylor`: one-shot policies meeting the budget as the target's latency table predicts it.
+- `fastnas`: NVIDIA ModelOpt's FastNAS (the peer), its FLOPs target bisected to the same predicted latency.
 - `ddpg`, `ddpg-removal`: amc's search (channel, or removal+channel) under that budget.
 
 Every student but the teacher and the floor gets the 15-epoch KD fine-tune, then is exported, quantized (int8:
@@ -31,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from fastnas_peer import fastnas_student
 from paired import interval_text, paired
 from result_rows import merge_row, write_readme_block, write_whole
 from row_settings import keyed_folder, search_in, search_settings
@@ -54,7 +56,7 @@ from amc.predicted_cost import CostModel
 from amc.runtimes import RUNTIMES, Target
 from amc.student import model_from_checkpoint, save_student
 
-ONE_SHOT = ("uniform", "global-taylor")
+ONE_SHOT = ("uniform", "global-taylor", "fastnas")
 SEARCHES = {"ddpg": "channel", "ddpg-removal": "removal+channel"}
 README_BLOCK = ("<!-- deploy: written by experiments/deploy_c10.py report -->", "<!-- /deploy -->")
 SHOWN = ("method", "runtime", "batch", "budget", "seed", "acc_test", "latency_vs_teacher", "speedup_vs_fp32_teacher")
@@ -75,6 +77,8 @@ class Args:
     workers: int = 2
     finetune_epochs: int = 15
     finetune_threads: int = 2
+    fastnas_divisor: int = 8
+    """ModelOpt FastNAS's channel divisor (its default of 32 cannot prune ResNet-20's 16-channel layers)."""
     table_students: int = 90
     table_check: int = 30
     out_dir: str = "runs/deploy"
@@ -150,6 +154,8 @@ class Row:
                     "finetune_epochs": self.args.finetune_epochs}  # fmt: skip
         if self.method in SEARCHES:
             settings["search"] = search_settings(self.search_config())
+        if self.method == "fastnas":
+            settings["fastnas_divisor"] = self.args.fastnas_divisor
         return settings
 
     @property
@@ -159,24 +165,28 @@ class Row:
 
 
 def one_shot_student(row: Row, teacher_blob: dict, teacher, data, table) -> tuple[Path, dict]:
-    """Uniform, global Taylor or the floor at the table's rounding, built as a search builds its final student."""
+    """Uniform, global Taylor or the floor at the table's rounding, built as a search builds its final student;
+    or ModelOpt FastNAS's subnet (experiments/fastnas_peer.py)."""
     path, report_path = row.folder / "student.pt", row.folder / "student.json"
     if report_path.exists():
         return path, json.loads(report_path.read_text())
     started = time.perf_counter()
     cost_model = CostModel(teacher, data.input_shape).with_latency(table)
-    budget = Budget(latency=row.budget)
-    if row.method == "floor":
-        policy = floor_policy(cost_model, table)
-    elif row.method == "uniform":
-        policy = uniform(cost_model, budget, round_to=table.round_to)
+    budget, record = Budget(latency=row.budget), {}
+    if row.method == "fastnas":
+        student, policy, record = fastnas_student(teacher, data, cost_model, budget, divisor=row.args.fastnas_divisor)
     else:
-        policy = global_pruning(teacher, data.input_shape, cost_model, budget, importance="taylor", data=data,
-                                round_to=table.round_to)  # fmt: skip
-    cfg = load_config(row.args.config, [f"teacher={row.args.teacher}"])
-    student = CandidateEvaluator(teacher, data, evaluation_settings(cfg)).build_student(policy).cpu()
+        if row.method == "floor":
+            policy = floor_policy(cost_model, table)
+        elif row.method == "uniform":
+            policy = uniform(cost_model, budget, round_to=table.round_to)
+        else:
+            policy = global_pruning(teacher, data.input_shape, cost_model, budget, importance="taylor", data=data,
+                                    round_to=table.round_to)  # fmt: skip
+        cfg = load_config(row.args.config, [f"teacher={row.args.teacher}"])
+        student = CandidateEvaluator(teacher, data, evaluation_settings(cfg)).build_student(policy).cpu()
     predicted = cost_model.policy_ratios(policy)
-    report = {"predicted": predicted, "search_minutes": (time.perf_counter() - started) / 60}
+    report = {"predicted": predicted, "search_minutes": (time.perf_counter() - started) / 60, **record}
     row.folder.mkdir(parents=True, exist_ok=True)
     save_student(path, student, teacher_blob, policy, metrics=predicted)
     report_path.write_text(json.dumps(report, indent=1))
@@ -326,9 +336,7 @@ def report(args: Args) -> None:
                   f"The fp32 teacher in {runtime}: {_fmt(fp32, '.4f')} ms / image (median over this table's rows).", "",
                   *_target_table(measured)]  # fmt: skip
         lines += [""] if any("error" in r for r in members) else []
-        lines += [f"- {r['method']} cannot reach {r['budget']:g} here: every unit at its least keeps "
-                  f"{r['least_predicted_latency']:.3f} of the teacher's latency (predicted by the table)"
-                  for r in members if "error" in r]  # fmt: skip
+        lines += [_unreachable(r) for r in members if "error" in r]
         lines += ["", *_paired_table(measured, shipped)]
     lines += _targets(groups)
     lines += _pareto(groups, path)
@@ -361,6 +369,13 @@ def _headline(groups: dict[tuple, list[dict]]) -> list[str]:
                          f"{statistics.mean(r['latency_ms'] for r in seeds):.4f} | "
                          f"{statistics.mean(r['speedup_vs_fp32_teacher'] for r in seeds):.2f}× |")  # fmt: skip
     return lines
+
+
+def _unreachable(row: dict) -> str:
+    if row["method"] == "fastnas":
+        return f"- fastnas cannot reach {row['budget']:g} here: {row['error']}"
+    return (f"- {row['method']} cannot reach {row['budget']:g} here: every unit at its least keeps "
+            f"{row['least_predicted_latency']:.3f} of the teacher's latency (predicted by the table)")  # fmt: skip
 
 
 def _paired_table(rows: list[dict], shipped: str) -> list[str]:

@@ -19,6 +19,8 @@ CASES = [
     (["deploy_c10.py", "run", "--rows", "amc:openvino-int8-b64"], "METHOD must be one of"),
     (["deploy_c10.py", "run", "--rows", "uniform:openvino-int8-b64:half"], "METHOD:TARGET[:BUDGET[:SEED]]"),
     (["deploy_c10.py", "run", "--rows", "uniform:tflite-int8-b1:0.5"], "RUNTIME-PRECISION-bBATCH"),
+    (["mixed_precision_c10.py", "run", "--targets", "openvino-fp32-b64"], "starts from an int8 target"),
+    (["mixed_precision_c10.py", "run", "--targets", "openvino-int8-64"], "RUNTIME-PRECISION-bBATCH"),
 ]
 
 
@@ -176,3 +178,52 @@ def test_deploy_report_is_made_from_rows_alone(tmp_path):
     assert "old" not in block and block.startswith("intro") and block.endswith("end\n")
     assert "| openvino int8, batch 64 | int8 teacher | 87.60% |" in block
     assert "| openvino int8, batch 64 | amc ddpg-removal at 0.5 (2 seeds) | 85.00 ± 1.41% | 0.0410 | 12.20× |" in block
+
+
+def test_fastnas_peer_meets_the_budget_with_its_own_weights_in_an_amc_student(monkeypatch, tmp_path):
+    pytest.importorskip("modelopt.torch.prune")
+    import torch
+
+    from amc.budget import Budget
+    from amc.data import load_synthetic
+    from amc.models import create_model, model_spec
+    from amc.predicted_cost import CostModel
+    from amc.student import load_student, save_student
+
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    from fastnas_peer import FastNAS, as_amc_student, fastnas_student
+
+    torch.manual_seed(0)
+    teacher = create_model("resnet8", num_classes=4).eval()
+    data = load_synthetic(num_classes=4, image_size=16, per_class=20)
+    cost_model = CostModel(teacher, data.input_shape)
+    subnet = FastNAS(teacher, data, divisor=4, score_samples=40).prune(0.7)
+    student, policy = as_amc_student(teacher, subnet, data.input_shape)
+    x = torch.randn(2, *data.input_shape)
+    with torch.no_grad():
+        assert torch.allclose(student(x), subnet(x), atol=1e-5)  # FastNAS's weights, in amc's student
+    assert cost_model.policy_ratios(policy)["flops"] < 0.8
+    student, policy, record = fastnas_student(teacher, data, cost_model, Budget(flops=0.75), divisor=4, steps=4)
+    assert record["predicted"]["flops"] <= 0.75 and len(record["bisection"]) == 4
+    blob = {"arch": model_spec("resnet8", 4), "dataset": data.describe()}
+    save_student(tmp_path / "s.pt", student, blob, policy)
+    with torch.no_grad():
+        assert torch.allclose(load_student(tmp_path / "s.pt")(x), student(x), atol=1e-5)
+
+
+def test_mixed_precision_report_weighs_each_fp32_layer_against_all_int8(tmp_path):
+    def row(layer, acc, ratio):
+        return {"folder": layer, "model": "t.pt", "layer": layer, "runtime": "openvino", "batch": 64, "acc_val": acc,
+                "latency_vs_int8": ratio, "cpu": "A CPU", "cpu_flags": ["avx2"]}  # fmt: skip
+
+    rows = [row("(none: all int8)", 0.870, 1.0), row("(all: fp32 model)", 0.872, 5.0), row("conv1", 0.8712, 1.08),
+            row("fc", 0.869, 1.01)]  # fmt: skip
+    results = tmp_path / "mixed_precision.json"
+    results.write_text(json.dumps(rows))
+    argv = [sys.executable, str(EXPERIMENTS / "mixed_precision_c10.py"), "report", "--results", str(results)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=HANG_GUARD_SECONDS)
+    assert done.returncode == 0, done.stderr[-1500:]
+    page = results.with_suffix(".md").read_text()
+    assert "| conv1 | 87.12 | +0.12 | 1.080 |" in page and "| fc | 86.90 | -0.10 | 1.010 |" in page
+    assert "All of the model in fp32 wins back +0.20 points at 5.00× the int8 latency" in page
+    assert "the best single fp32 layer (conv1) +0.12 points at 1.08×, with 1 of 2 layers gaining any image" in page
