@@ -499,6 +499,7 @@ def _search(cfg, backend: str, vec_env: BatchedEvaluationVecEnv, teacher_blob: d
         "precision": cfg.precision,
         "episodes_per_minute": episodes_per_minute, "evaluations": state["evaluations"],
         "seconds_per_candidate": state["evaluation_seconds"] / max(state["evaluations"], 1),
+        "worker_cache_bytes": evaluator.settings.cache_bytes(env.data.input_shape, env.data.num_classes),
         "agent_overhead": max(0.0, 1.0 - env_seconds / max(elapsed, 1e-9)),
         "best_val_subset_accuracy": recorder.best_info["accuracy"],
         "predicted": env.cost_model.policy_ratios(policy),

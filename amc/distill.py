@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
 
 import torch
@@ -15,6 +15,7 @@ from amc.config import FinetuneSettings
 from amc.data import DataSplits
 from amc.device import resolve_device
 from amc.distributed import ONE_PROCESS, Ranks
+from amc.errors import AmcError
 from amc.precision import autocast, resolve_precision
 from amc.training import LossFn, fit, make_optimizer
 
@@ -52,6 +53,53 @@ def distillation_loss(teacher: nn.Module, alpha: float, temperature: float, mse_
         return kd_loss(logits, teacher_logits, labels, alpha=alpha, temperature=temperature, mse_weight=mse_weight)
 
     return loss
+
+
+def kd_stream(
+    teacher: nn.Module, data: DataSplits, settings: FinetuneSettings, device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(images, labels, teacher logits) of the first `settings.steps` batches of a fine-tune: the same seeded,
+    augmented batches `finetune` draws, and the teacher's logits as its loss computes them."""
+    precision = resolve_precision(settings.precision, device)
+    generator = torch.Generator().manual_seed(settings.seed)
+    teacher.to(device).eval()
+    left = settings.steps
+    while left > 0:  # one loader per epoch, as `fit` makes them, sharing the generator
+        loader = data.batches("train", settings.batch_size, train=True, generator=generator,
+                              channels_last=precision == "bf16")  # fmt: skip
+        for x, y in itertools.islice(loader, min(left, len(loader))):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with torch.no_grad(), autocast(precision, device):
+                logits = teacher(x)
+            yield x, y, logits  # outside the no_grad: a suspended generator must not hold the caller's grad mode
+        left -= min(left, len(loader))
+
+
+def kd_steps(
+    student: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    settings: FinetuneSettings,
+    device: torch.device,
+) -> None:
+    """`finetune`'s optimisation, in place, on ready (images, labels, teacher logits) batches and nothing else:
+    no validation pass, no progress bar, no TensorBoard (the reward's brief fine-tune)."""
+    precision = resolve_precision(settings.precision, device)
+    total_steps = settings.steps
+    student.to(device).train()
+    optimizer = make_optimizer(student, settings.lr, settings.momentum, settings.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    )
+    for step, (x, y, teacher_logits) in enumerate(batches):
+        with autocast(precision, device):
+            loss = kd_loss(student(x), teacher_logits, y, alpha=settings.alpha, temperature=settings.temperature,
+                           mse_weight=settings.mse_weight)  # fmt: skip
+        if not torch.isfinite(loss):
+            raise AmcError(f"training loss became {loss.item()} at step {step} of the reward's fine-tune")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
 
 
 def recalibration_batches(data: DataSplits, batches: int = 20, batch_size: int = 128, seed: int = 0) -> list:

@@ -9,6 +9,7 @@ in a worker process or in a Ray actor.
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ import torch.nn as nn
 from amc.config import FinetuneSettings
 from amc.data import DataSplits
 from amc.deployment import ACCURACY_BATCH, calibration_images, deploy, runtime_accuracy
-from amc.distill import finetune, recalibrate_bn_on, recalibration_batches
+from amc.distill import kd_steps, kd_stream, recalibrate_bn_on, recalibration_batches
 from amc.measured_cost import count_macs, count_params, size_bytes
 from amc.policy import CompressionPolicy
 from amc.precision import resolve_precision
@@ -28,6 +29,9 @@ from amc.predicted_cost import CostModel
 from amc.runtimes import Target
 from amc.student import apply_policy
 from amc.training import accuracy_on
+
+KD_CACHE_LIMIT_BYTES = 1 << 30
+"""Above this, the reward's KD batches are drawn anew for each candidate rather than kept (a large input)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,19 @@ class EvaluationSettings:
     runtime_precision: str = "fp32"
     activation_type: str = "uint8"
     """int8 activations in the runtime: uint8 or int8 (the latency table's measured choice)."""
+
+    def reward_finetune(self, precision: str) -> FinetuneSettings:
+        """The reward's KD fine-tune: `finetune_steps` batches of 128, lr 0.01 cosine-annealed."""
+        return FinetuneSettings(steps=self.finetune_steps, lr=0.01, precision=precision, seed=self.seed)
+
+    def cache_bytes(self, input_shape: Sequence[int], num_classes: int) -> dict[str, int]:
+        """What one evaluator keeps in memory, at most: the validation subset, the BN images, and the reward's KD
+        batches with the teacher's logits (0 where they exceed `KD_CACHE_LIMIT_BYTES` and are drawn per
+        candidate instead)."""
+        image = 4 * math.prod(input_shape)
+        kd = self.finetune_steps * FinetuneSettings().batch_size * (image + 4 * num_classes + 8)
+        return {"validation": self.eval_samples * (image + 8), "bn_images": self.recalibrate_batches * 128 * image,
+                "kd_batches": kd if kd <= KD_CACHE_LIMIT_BYTES else 0}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -88,6 +105,9 @@ class CandidateEvaluator:
         self.cost_model = cost_model or CostModel(teacher, self.input_shape)  # checks every student it builds
         self._teacher_accuracy: float | None = None
         self._calibration = None
+        self._kd_batches: list | None = None
+        """The reward's KD batches and the teacher's logits on them, made at the first fine-tune (all candidates
+        share them); None while not made, or when larger than `KD_CACHE_LIMIT_BYTES` (then drawn per candidate)."""
 
     @property
     def teacher_accuracy(self) -> float:
@@ -126,11 +146,16 @@ class CandidateEvaluator:
         return student
 
     def short_finetune(self, student: nn.Module) -> None:
-        """The reward's KD fine-tune of `finetune_steps` steps (lr 0.01, cosine), in place; no-op at 0."""
-        if self.settings.finetune_steps:
-            settings = FinetuneSettings(steps=self.settings.finetune_steps, lr=0.01, precision=self.precision,
-                                        seed=self.settings.seed)  # fmt: skip
-            finetune(student, self.teacher, self.data, settings, show_progress=False, device=self.device)
+        """The reward's KD fine-tune of `finetune_steps` steps (lr 0.01, cosine), in place; no-op at 0. It runs
+        the optimisation steps alone, on batches and teacher logits made once per evaluator."""
+        if not self.settings.finetune_steps:
+            return
+        settings = self.settings.reward_finetune(self.precision)
+        keep = self.settings.cache_bytes(self.input_shape, self.data.num_classes)["kd_batches"] > 0
+        if self._kd_batches is None and keep:
+            self._kd_batches = list(kd_stream(self.teacher, self.data, settings, self.device))
+        batches = self._kd_batches or kd_stream(self.teacher, self.data, settings, self.device)
+        kd_steps(student, batches, settings, self.device)
 
     def evaluate(self, policy: CompressionPolicy) -> Evaluation:
         """Build, recalibrate, optionally fine-tune, then score one policy. Global RNG state is untouched."""

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from amc.config import FinetuneSettings
-from amc.distill import finetune, kd_loss, recalibrate_bn
+from amc.distill import finetune, kd_loss, kd_steps, kd_stream, recalibrate_bn
 from amc.models import create_model
 from amc.policy import CompressionPolicy
 from amc.student import apply_policy
@@ -84,3 +84,21 @@ def test_finetune_resumes_to_the_same_weights(synthetic):
     finetune(resumed, teacher, synthetic, settings, resume_state=saved["state"], show_progress=False)
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
         assert torch.allclose(a.float(), b.float(), atol=1e-6)
+
+
+@pytest.mark.parametrize("steps", [2, 7])  # within the first epoch, and across epochs
+def test_the_rewards_kd_steps_on_cached_batches_train_as_finetune_does(synthetic, steps, capsys):
+    teacher = _trained_teacher(synthetic)
+    policy = CompressionPolicy(keep_ratios={"conv1": 0.5, "layer2.0.conv1": 0.5})
+    settings = FinetuneSettings(steps=steps, batch_size=32, lr=0.01, precision="fp32", seed=3)
+    reference = apply_policy(teacher, policy, (3, 16, 16))
+    finetune(reference, teacher, synthetic, settings, show_progress=False)
+    capsys.readouterr()
+    cached = list(kd_stream(teacher, synthetic, settings, torch.device("cpu")))
+    assert len(cached) == steps
+    for _ in range(2):  # the same cached batches serve every candidate
+        student = apply_policy(teacher, policy, (3, 16, 16))
+        kd_steps(student, cached, settings, torch.device("cpu"))
+        for a, b in zip(reference.state_dict().values(), student.state_dict().values(), strict=True):
+            assert torch.allclose(a.float(), b.float(), atol=1e-6)
+    assert capsys.readouterr().err == ""  # no progress bar, no validation pass

@@ -92,6 +92,21 @@ def spec(teacher_path):
     return WorkerSpec(load_checkpoint(teacher_path), load_synthetic(), settings, "cpu", 1)
 
 
+def test_the_rewards_kd_batches_kept_or_drawn_per_candidate_give_one_reward(spec, monkeypatch):
+    import amc.evaluator
+
+    teacher = create_model("resnet8", num_classes=4)
+    teacher.load_state_dict(spec.teacher_blob["state_dict"])
+    policy = CompressionPolicy(keep_ratios={"conv1": 0.5, "layer2.0.conv1": 0.5})
+    kept = CandidateEvaluator(teacher, spec.data, spec.settings)
+    assert spec.settings.cache_bytes(spec.data.input_shape, 4)["kd_batches"] > 0
+    first = kept.evaluate(policy)
+    monkeypatch.setattr(amc.evaluator, "KD_CACHE_LIMIT_BYTES", 0)  # a model whose batches are too large to keep
+    assert spec.settings.cache_bytes(spec.data.input_shape, 4)["kd_batches"] == 0
+    drawn = CandidateEvaluator(teacher, spec.data, spec.settings)
+    assert drawn.evaluate(policy).accuracy == first.accuracy == kept.evaluate(policy).accuracy
+
+
 def test_one_policy_gets_one_reward_from_any_backend_and_worker(spec, ray_session):
     teacher = create_model("resnet8", num_classes=4)
     teacher.load_state_dict(spec.teacher_blob["state_dict"])

@@ -193,6 +193,8 @@ def test_reward_finetune_is_reported_apart_from_the_recalibrated_student(teacher
     assert results["student"] == tuned
     assert recalibrated["flops"] == tuned["flops"]
     assert (recalibrated["accuracy"], recalibrated["val_accuracy"]) != (tuned["accuracy"], tuned["val_accuracy"])
+    kept = results["worker_cache_bytes"]  # what each worker keeps: the KD batches are 10 batches of 128 images
+    assert kept["kd_batches"] >= 10 * 128 * 3 * 16 * 16 * 4 and kept["validation"] > 0
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
