@@ -21,6 +21,7 @@ CASES = [
     (["deploy_c10.py", "run", "--rows", "uniform:tflite-int8-b1:0.5"], "RUNTIME-PRECISION-bBATCH"),
     (["mixed_precision_c10.py", "run", "--targets", "openvino-fp32-b64"], "starts from an int8 target"),
     (["mixed_precision_c10.py", "run", "--targets", "openvino-int8-64"], "RUNTIME-PRECISION-bBATCH"),
+    (["candidate_cost.py", "run", "--cases", "vgg16:uniform30"], "unknown case 'vgg16:uniform30'"),
 ]
 
 
@@ -227,3 +228,20 @@ def test_mixed_precision_report_weighs_each_fp32_layer_against_all_int8(tmp_path
     assert "| conv1 | 87.12 | +0.12 | 1.080 |" in page and "| fc | 86.90 | -0.10 | 1.010 |" in page
     assert "All of the model in fp32 wins back +0.20 points at 5.00× the int8 latency" in page
     assert "the best single fp32 layer (conv1) +0.12 points at 1.08×, with 1 of 2 layers gaining any image" in page
+
+
+def test_candidate_cost_report_sets_each_part_against_its_floor(tmp_path):
+    row = {"folder": "r-kd30", "case": "resnet20:uniform30", "reward": "kd30", "precision": "fp32", "cpu": "A CPU",
+           "cpu_flags": ["avx2"], "candidate_seconds": 4.0, "candidate_seconds_before": 8.0, "floor_seconds": 2.0,
+           "dense_rates_gmac_s": {"forward": 40.0, "train": 30.0},
+           "parts": {"build": {"seconds": 0.02, "floor_seconds": 0.0},
+                     "student_plain_steps": {"seconds": 3.2, "floor_seconds": 1.6}}}  # fmt: skip
+    results = tmp_path / "candidate_cost.json"
+    results.write_text(json.dumps([row]))
+    argv = [sys.executable, str(EXPERIMENTS / "candidate_cost.py"), "report", "--results", str(results)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=HANG_GUARD_SECONDS)
+    assert done.returncode == 0, done.stderr[-1500:]
+    page = results.with_suffix(".md").read_text()
+    assert "**4.00 s** now, 8.00 s before; floor 2.00 s (2.00× it)" in page
+    assert "against the plain training steps it contains: 1.25× (3.20 s)" in page
+    assert "| student_plain_steps | 3.200 | 1.600 | 2.00 |" in page
