@@ -15,6 +15,7 @@ import yaml
 from amc.config import doc
 from amc.device import DEVICE_HELP
 from amc.errors import AmcError
+from amc.files import read_user_text
 
 
 @dataclass
@@ -164,9 +165,10 @@ def resolve_config(cls, path: str | Path | None = None, flags: dict | None = Non
     values: dict = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise AmcError(f"config file {path} does not exist")
-        loaded = _yaml(path.read_text(), str(path)) or {}
+        text = read_user_text(
+            path, "config file", "pass a YAML file such as experiments/configs/resnet20_c10_flops30.yaml"
+        )
+        loaded = _yaml(text, str(path)) or {}
         if not isinstance(loaded, dict):
             raise AmcError(f"{path} must hold a YAML mapping of {cls.__name__} fields")
         values.update({k: (v, f"config key {k}={v!r} in {path}") for k, v in loaded.items()})

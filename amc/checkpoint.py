@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from amc.errors import AmcError
+from amc.files import check_output_file
 
 FORMAT = "amc-checkpoint"
 FORMAT_VERSION = 1
@@ -30,12 +31,15 @@ def package_versions() -> dict[str, str]:
 
 def save_checkpoint(path: str | Path, payload: dict) -> None:
     """Write atomically (temp file then rename), so an interruption never leaves a half-written file."""
-    path = Path(path)
+    path = check_output_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     blob = {"format": FORMAT, "format_version": FORMAT_VERSION, "versions": package_versions(), **payload}
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(blob, tmp)
-    tmp.replace(path)
+    try:
+        torch.save(blob, tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)  # left only where writing or renaming failed
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch.nn as nn
 
 from amc.errors import AmcError
+from amc.files import read_user_text
 
 SCHEMA_VERSION = 1
 ALLOWED_BITS = (2, 3, 4, 5, 6, 7, 8, 32)
@@ -89,10 +90,8 @@ class CompressionPolicy:
 
     @classmethod
     def load(cls, path: str | Path) -> CompressionPolicy:
-        path = Path(path)
-        if not path.is_file():
-            raise AmcError(f"policy file {path} does not exist")
-        return cls.from_json(path.read_text())
+        fix = "make one with `amc baseline` or `amc search`"
+        return cls.from_json(read_user_text(path, "policy file", fix))
 
     def structure_key(self, pieces: dict[str, list[int]]) -> tuple:
         """Equal for two policies that build the same student: kept channel counts (given the sizes of each
