@@ -77,6 +77,9 @@ class SearchConfig:
         "policy, made for this teacher and budget) or a channel policy.json (e.g. from `amc baseline global`)",
     )
     checkpoint_every: int = doc(1, "save the agent and the search state every this many episodes (0: only on stop)")
+    resume_without_buffer: bool = doc(
+        False, "resume a run whose replay_buffer.npz is gone, with the agent's memory empty (refused otherwise)"
+    )
     final_finetune_epochs: int = doc(0, "KD fine-tune the best student for this many epochs at the end")
     report_samples: int | None = doc(None, "test and val images in the final report (default: all)")
     report_latency_repeats: int = doc(20, "timed repeats per batch size in the final report's latencies")

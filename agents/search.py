@@ -164,6 +164,9 @@ def read_saved_agent(cfg: SearchConfig, run_dir: Path | None) -> tuple[dict | No
             raise AmcError(f"{run_dir} was saved by an older amc as agent.zip, a pickle that amc no longer loads; "
                            "start a new search")  # fmt: skip
         return None, None
+    if not buffer_path.exists() and not cfg.resume_without_buffer:
+        raise AmcError(f"{run_dir} has its agent but not its replay buffer ({BUFFER_FILE}), so the agent would "
+                       "resume with an empty memory; add --set resume_without_buffer=true to go on so")  # fmt: skip
     buffer = agent_checkpoint.read_replay_buffer(buffer_path) if buffer_path.exists() else None
     return agent_checkpoint.load_agent(agent_path), buffer
 

@@ -15,7 +15,7 @@ from amc.latency import resolve_round_to
 # Where and how fast a search runs, and how its final report is sized, not what it computes. Keep this list in
 # step with new config keys, or finished rows stop matching their folders.
 RUNTIME_KEYS = ("workers", "backend", "ray_address", "worker_threads", "out_dir", "name", "device", "report_samples",
-                "report_latency_repeats")  # fmt: skip
+                "report_latency_repeats", "resume_without_buffer")  # fmt: skip
 
 
 # Keys added after rows were keyed: left out of the digest at these defaults, so those rows keep their folders.

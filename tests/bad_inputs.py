@@ -183,6 +183,9 @@ CASES = [
          files={"run/config.yaml": "RUN_CONFIG", "run/search_state.json": '{"recorder": {"episo'}),
     Case("search: resume with an SB3 agent.zip", ["search", "--resume", "{tmp}/run"], "agent.zip",
          files={"run/config.yaml": "RUN_CONFIG", "run/agent.zip": b"PK\x03\x04 pickles inside"}),
+    Case("search: resume without the replay buffer", ["search", "--resume", "{tmp}/run"], "resume_without_buffer=true",
+         files={"run/config.yaml": "RUN_CONFIG", "run/agent.pt": "RUN_FILE:agent.pt",
+                "run/search_state.json": "RUN_FILE:search_state.json"}),
     Case("search: resume with other worker count", ["search", "--resume", "{run}", "--set", "workers=2"],
          "resume with --set workers=1"),
     # export, profile-latency, policy predict, report
@@ -275,6 +278,8 @@ def special_file(marker: str, paths: dict[str, str], tmp: Path) -> bytes | str:
         return json.dumps(policy)
     if marker == "RUN_CONFIG":
         return (Path(paths["run"]) / "config.yaml").read_text()
+    if marker.startswith("RUN_FILE:"):  # a copy of one file of the finished search's run folder
+        return (Path(paths["run"]) / marker.split(":", 1)[1]).read_bytes()
     return marker
 
 

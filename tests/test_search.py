@@ -229,7 +229,10 @@ def test_search_resumes_after_interruption(teacher_path, tmp_path, capsys, inter
     interrupted_policy = json.loads((run_dir / "policy.json").read_text())
     assert interrupted_policy["architecture"] == "resnet8" and interrupted_policy["fingerprint"]  # usable as is
     interrupt_third_episode()  # undo
-    assert main(["search", "--resume", str(run_dir), "--json"]) == 0
+    (run_dir / "replay_buffer.npz").rename(tmp_path / "buffer.npz")  # a buffer lost: refused, unless told
+    assert main(["search", "--resume", str(run_dir)]) == 2
+    assert "resume_without_buffer=true" in capsys.readouterr().err
+    assert main(["search", "--resume", str(run_dir), "--set", "resume_without_buffer=true", "--json"]) == 0
     results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert results["episodes"] == 4
     assert 2 < results["evaluations"] <= 5  # those scored before the interruption count too (the 3rd may be twice)
