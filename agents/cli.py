@@ -152,6 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _print_error(line: str) -> None:
+    """`line` on stderr, last and on a line of its own: progress bars left open by the failure are closed first."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+    print(line, file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args, unknown = build_parser().parse_known_args(argv)
     name = args.command if args.command != "policy" else f"policy {args.policy_command}"
@@ -167,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         result, as_json = _run(name, args)
     except AmcError as exc:
         if torchrun_ranks().is_main:  # under torchrun every rank fails alike; one line is enough
-            print(f"amc {name}: error: {exc}", file=sys.stderr)
+            _print_error(f"amc {name}: error: {exc}")
         return 2
     except KeyboardInterrupt:
         print(f"amc {name}: interrupted; everything written so far is kept (resume with --resume)", file=sys.stderr)

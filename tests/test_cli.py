@@ -1,6 +1,7 @@
 """The `amc` command end to end, in-process, on the synthetic data set."""
 
 import json
+import sys
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ import torch
 import amc.training
 from agents.cli import main
 from amc.checkpoint import load_checkpoint
+from amc.errors import AmcError
 from amc.measured_cost import flop_counter_macs
 from amc.student import model_from_checkpoint
 
@@ -254,3 +256,20 @@ def test_usage_errors_are_one_line_and_exit_2(argv, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "error:" in err
+
+
+def test_an_error_starts_on_its_own_line_while_a_progress_bar_holds_one(monkeypatch, capsys):
+    from tqdm import tqdm
+
+    import agents.cli
+
+    def fails_mid_bar(name, args):
+        bar = tqdm(total=10, desc="search", file=sys.stderr)
+        bar.update(3)
+        raise AmcError("worker died twice; see the worker's log")
+
+    monkeypatch.setattr(agents.cli, "_run", fails_mid_bar)
+    assert main(["evaluate", "x.pt"]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == "amc evaluate: error: worker died twice; see the worker's log"
+    assert "search:  30%" in err.splitlines()[-2]  # the bar, closed where it stood
