@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.utils import get_device
 
-from amc.errors import AmcError
+from amc.errors import AmcError, library_text
 
 AGENT_FORMAT = "amc-agent/1"
 BUFFER_ARRAYS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
@@ -59,7 +59,7 @@ def load_agent(path: str | Path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:100]
+        reason = library_text(exc)
         raise AmcError(f"agent {path} is corrupt or not an amc agent ({reason}); pass an agent.pt") from exc
     if not isinstance(payload, dict) or payload.get("format") != AGENT_FORMAT:
         raise AmcError(f"{path} is not an amc agent ({AGENT_FORMAT}); pass the agent.pt of an `amc search` run")
@@ -95,7 +95,7 @@ def read_replay_buffer(path: str | Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as saved:
             return {name: saved[name] for name in (*BUFFER_ARRAYS, "pos", "full", "baseline")}
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:100]
+        reason = library_text(exc)
         raise AmcError(f"replay buffer {path} is corrupt or not an amc buffer ({reason}); start a new search") from exc
 
 

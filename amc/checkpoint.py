@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from amc.errors import AmcError
+from amc.errors import AmcError, library_text
 from amc.files import check_output_file
 
 FORMAT = "amc-checkpoint"
@@ -52,7 +52,7 @@ def load_checkpoint(path: str | Path) -> dict:
         with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
             blob = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as exc:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0][:120]
+        first_line = library_text(exc)
         raise AmcError(
             f"checkpoint {path} is corrupt or truncated ({first_line}); re-create or re-download it"
         ) from exc

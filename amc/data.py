@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from amc.errors import AmcError
+from amc.errors import AmcError, library_text
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -173,13 +173,16 @@ def _extract_archive(archive: Path) -> Path:
     digest = hashlib.sha256(f"{archive.resolve()}:{archive.stat().st_size}".encode()).hexdigest()[:12]
     target = cache_dir() / f"{archive.name.split('.')[0]}-{digest}"
     done = target / ".extracted"
+    if not tarfile.is_tarfile(archive):
+        raise AmcError(f"{archive} is a file but not a tar archive; pass an ImageFolder folder (train/ and test/ "
+                       "inside) or its .tar.gz")  # fmt: skip
     if not done.exists():
         target.mkdir(parents=True, exist_ok=True)
         try:
             with tarfile.open(archive) as tar:
                 tar.extractall(target, filter="data")
         except (tarfile.TarError, EOFError, OSError) as exc:
-            raise AmcError(f"cannot extract {archive}: {exc}; pass an ImageFolder .tar.gz") from exc
+            raise AmcError(f"cannot extract {archive}: {library_text(exc)}; pass an ImageFolder .tar.gz") from exc
         done.touch()
     return _find_imagefolder_root(target, archive)
 
@@ -215,7 +218,7 @@ def _decode_imagefolder(folder: Path, image_size: int | None, channels: int | No
                         img = img.resize((image_size, image_size), Image.BILINEAR)
                     array = np.asarray(img, dtype=np.uint8)
             except (OSError, ValueError, Image.DecompressionBombError) as exc:
-                raise AmcError(f"image {path} cannot be decoded ({exc}); remove or replace it") from None
+                raise AmcError(f"image {path} cannot be decoded ({library_text(exc)}); remove or replace it") from None
             sizes.setdefault(array.shape[:2], path)
             images.append(array if array.ndim == 3 else array[:, :, None])
             labels.append(label)
@@ -274,7 +277,9 @@ def _load_torchvision_cifar10(root: Path, download: bool) -> tuple[Split, Split]
         train = CIFAR10(str(root), train=True, download=download)
         test = CIFAR10(str(root), train=False, download=download)
     except RuntimeError as exc:
-        raise AmcError(f"no CIFAR-10 found in {root}: {exc}; pass --download or an ImageFolder path") from exc
+        raise AmcError(
+            f"no CIFAR-10 found in {root}: {library_text(exc)}; pass --download or an ImageFolder path"
+        ) from exc
     return to_split(train), to_split(test)
 
 

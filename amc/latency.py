@@ -20,7 +20,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from amc import runtime_latency
-from amc.errors import AmcError
+from amc.errors import AmcError, library_text
 from amc.measured_cost import layer_shapes, measure_latency, model_device
 
 FORMAT = "amc-latency-table"
@@ -126,14 +126,16 @@ def load_latency_table(path: str | Path, runtime: str, precision: str):
     try:
         blob = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AmcError(f"cannot read latency table {path}: {exc}; build one with `amc profile-latency`") from exc
+        raise AmcError(
+            f"cannot read latency table {path}: {library_text(exc)}; build one with `amc profile-latency`"
+        ) from exc
     kind = blob.get("format") if isinstance(blob, dict) else None
     if kind == FORMAT:
         blob.pop("format")
         try:
             table = LatencyTable(layers={n: LayerEntry(**e) for n, e in blob.pop("layers").items()}, **blob)
         except (TypeError, AttributeError, KeyError) as exc:
-            raise AmcError(f"{path} is a damaged latency table ({exc}); build it again") from None
+            raise AmcError(f"{path} is a damaged latency table ({library_text(exc)}); build it again") from None
     elif kind == runtime_latency.FORMAT:
         table = runtime_latency.RuntimeLatencyTable.from_blob(blob, path)
     else:

@@ -35,7 +35,7 @@ from scipy.optimize import nnls
 from tqdm.auto import tqdm
 
 from amc.deployment import deploy, fastest_activation_type
-from amc.errors import AmcError
+from amc.errors import AmcError, library_text
 from amc.export import write_onnx
 from amc.measured_cost import layer_shapes
 from amc.policy import CompressionPolicy
@@ -125,7 +125,7 @@ class RuntimeLatencyTable:
             blob.pop("format")
             return cls(layers=layers, **blob)
         except (TypeError, KeyError, AttributeError, ValueError) as exc:
-            raise AmcError(f"{path} is a damaged runtime latency table ({exc}); build it again") from None
+            raise AmcError(f"{path} is a damaged runtime latency table ({library_text(exc)}); build it again") from None
 
 
 def _padded(channels: float, block: int) -> float:

@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from amc.checkpoint import load_checkpoint, save_checkpoint
 from amc.data import DataSplits
-from amc.errors import AmcError
+from amc.errors import AmcError, library_text
 from amc.models import create_from_spec
 from amc.policy import CompressionPolicy, model_fingerprint
 from amc.pruning import find_units, prune_channels, replay_pruning
@@ -118,7 +118,7 @@ def student_from_checkpoint(blob: dict) -> nn.Module:
     try:
         model.load_state_dict(blob["state_dict"])
     except RuntimeError as exc:
-        raise AmcError(f"student weights do not fit the replayed architecture: {str(exc)[:200]}") from exc
+        raise AmcError(f"student weights do not fit the replayed architecture: {library_text(exc)}") from exc
     setattr(model, STRUCTURE_ATTR, structure)
     return model.eval()
 
@@ -139,5 +139,7 @@ def model_from_checkpoint(blob: dict) -> nn.Module:
     try:
         model.load_state_dict(blob["state_dict"])
     except RuntimeError as exc:
-        raise AmcError(f"checkpoint weights do not fit architecture {blob['arch']['name']}: {str(exc)[:200]}") from exc
+        raise AmcError(
+            f"checkpoint weights do not fit architecture {blob['arch']['name']}: {library_text(exc)}"
+        ) from exc
     return model.eval()

@@ -68,6 +68,9 @@ CASES = [
                                             "--out", "{tmp}/t.pt"], "not found"),
     Case("train: imagefolder without train/", ["train-teacher", "--dataset", "imagefolder", "--data-dir", "{tmp}",
                                                "--out", "{tmp}/t.pt"], "not an ImageFolder tree"),
+    Case("train: imagefolder path is a plain file", ["train-teacher", "--dataset", "imagefolder", "--data-dir",
+                                                     "{tmp}/plain.txt", "--out", "{tmp}/t.pt"], "not a tar archive",
+         files={"plain.txt": "not images"}),
     Case("train: a corrupt JPEG in the tree", ["train-teacher", "--dataset", "imagefolder", "--data-dir",
                                                "{tmp}/images", "--out", "{tmp}/t.pt"], "broken.jpg",
          files=corrupt_jpeg_tree()),
@@ -88,6 +91,8 @@ CASES = [
          env={"WORLD_SIZE": "2", "RANK": "0"}),
     # evaluate
     Case("evaluate: missing checkpoint", ["evaluate", "{tmp}/missing.pt"], "does not exist"),
+    Case("evaluate: weights that do not fit the architecture", ["evaluate", "{tmp}/t.pt"],
+         "size mismatch for fc.weight", files={"t.pt": "TEACHER_WEIGHTS_NOT_FITTING"}),
     Case("evaluate: truncated checkpoint", ["evaluate", "{tmp}/cut.pt"], "corrupt or truncated",
          files={"cut.pt": "TRUNCATED_TEACHER"}),
     Case("evaluate: JSON given as a checkpoint", ["evaluate", "{tmp}/p.json"], "corrupt or truncated",
@@ -218,6 +223,8 @@ CASES = [
     Case("baseline: round_to as a word", ["baseline", "uniform", "--teacher", "{teacher}", "--flops", "0.5",
                                           "--round-to", "eight", "--out", "{tmp}/p.json"], "whole number"),
     Case("search: round_to below 1", [*SEARCH, "--set", "round_to=0"], "at least 1"),
+    Case("policy predict: a checkpoint that is no agent", ["policy", "predict", "--agent", "{teacher}", "--teacher",
+                                                           "{teacher}", "--out", "{tmp}/p.json"], "not an amc agent"),
     Case("policy predict: agent missing", ["policy", "predict", "--agent", "{tmp}/agent.pt", "--teacher", "{teacher}",
                                            "--out", "{tmp}/p.json"], "does not exist"),
     Case("policy predict: --out is the teacher", ["policy", "predict", "--agent", "{run}/agent.pt", "--teacher",
@@ -263,10 +270,12 @@ def special_file(marker: str, paths: dict[str, str], tmp: Path) -> bytes | str:
     teacher = Path(paths["teacher"])
     if marker == "TRUNCATED_TEACHER":
         return teacher.read_bytes()[:2000]
-    if marker in ("TEACHER_WITHOUT_ARCH", "TEACHER_NAMING_A_PY_FILE"):
+    if marker in ("TEACHER_WITHOUT_ARCH", "TEACHER_NAMING_A_PY_FILE", "TEACHER_WEIGHTS_NOT_FITTING"):
         blob = torch.load(teacher, weights_only=True)
         if marker == "TEACHER_WITHOUT_ARCH":
             blob.pop("arch")
+        elif marker == "TEACHER_WEIGHTS_NOT_FITTING":
+            blob["arch"]["num_classes"] += 3
         else:
             blob["arch"]["name"] = f"{tmp}/net.py:Net"
         buffer = io.BytesIO()
