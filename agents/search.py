@@ -38,6 +38,7 @@ from amc.distill import finetune
 from amc.errors import AmcError
 from amc.evaluation import deployed_report, evaluate_report, load_data_for
 from amc.evaluator import CachedEvaluator, CandidateEvaluator, EvaluationSettings
+from amc.input_check import check_model_takes
 from amc.latency import load_latency_table, resolve_round_to
 from amc.policy import CompressionPolicy, model_fingerprint
 from amc.precision import resolve_precision
@@ -92,7 +93,9 @@ def make_env(cfg: SearchConfig, teacher: torch.nn.Module, data: DataSplits,
 
 def load_teacher_and_data(cfg: SearchConfig, teacher_blob: dict) -> tuple[torch.nn.Module, DataSplits]:
     teacher = model_from_checkpoint(teacher_blob).to(resolve_device(cfg.device))
-    return teacher, load_data_for(teacher_blob, cfg.dataset, cfg.data_dir, None)
+    data = load_data_for(teacher_blob, cfg.dataset, cfg.data_dir, None)
+    check_model_takes(teacher, data.input_shape, data.name)
+    return teacher, data
 
 
 def build_env(cfg: SearchConfig, teacher_blob: dict) -> CompressionEnv:

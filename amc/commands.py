@@ -22,6 +22,7 @@ from amc.distill import finetune, recalibrate_bn
 from amc.distributed import finish, start
 from amc.errors import AmcError
 from amc.evaluation import load_data_for
+from amc.input_check import check_model_takes
 from amc.latency import build_latency_table, load_latency_table, resolve_round_to
 from amc.measured_cost import cost_ratios, measure_latency, size_bytes
 from amc.models import create_model, trust_named_model
@@ -147,6 +148,7 @@ def finetune_command(cfg: FinetuneConfig) -> dict | None:
     if cfg.resume and resume_state is None:
         raise AmcError(f"{cfg.out} holds a finished fine-tune; run again without --resume")
     data = load_data_for(teacher_blob, None, cfg.data_dir, None)
+    check_model_takes(student, data.input_shape, data.name)
     settings = FinetuneSettings(**{k: getattr(cfg, k) for k in FinetuneSettings.__dataclass_fields__})
     before = student_blob["metrics"].get("accuracy_before_finetune")
     if before is None and ranks.is_main:

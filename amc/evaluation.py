@@ -15,6 +15,7 @@ from amc.config import EvaluateConfig
 from amc.data import DataSplits, load_dataset
 from amc.deployment import at_batch, calibration_images, deploy, runtime_accuracy, time_deployed
 from amc.device import resolve_device
+from amc.input_check import check_model_takes
 from amc.measured_cost import count_macs, count_params, flop_counter_macs, measure_latency, model_device, size_bytes
 from amc.runtimes import Target, torch_threads
 from amc.student import model_from_checkpoint
@@ -140,6 +141,7 @@ def evaluate_checkpoint(cfg: EvaluateConfig) -> dict:
     blob = load_checkpoint(cfg.model)
     model = model_from_checkpoint(blob).to(device)
     data = load_data_for(blob, cfg.dataset, cfg.data_dir, cfg.seed)
+    check_model_takes(model, data.input_shape, data.name)
     if cfg.runtime != "eager" or cfg.runtime_precision != "fp32":
         Target(cfg.runtime, cfg.runtime_precision)  # a bad name is one line before any work
         reference = model_from_checkpoint(load_checkpoint(cfg.speedup_over)) if cfg.speedup_over else None

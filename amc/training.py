@@ -18,6 +18,7 @@ from amc.config import TrainConfig
 from amc.data import DataSplits, load_dataset
 from amc.distributed import ONE_PROCESS, Ranks, barrier, finish, start, summed, wrap
 from amc.errors import AmcError
+from amc.input_check import check_model_takes
 from amc.models import SMALL_INPUT_PIXELS, create_model, input_kwargs, model_spec, trust_named_model
 from amc.precision import autocast, resolve_precision
 
@@ -241,6 +242,7 @@ def train_teacher(cfg: TrainConfig) -> dict | None:
     trust_named_model(cfg.model)
     spec = model_spec(cfg.model, data.num_classes, **extra)
     model = create_model(cfg.model, data.num_classes, **extra).to(device)
+    check_model_takes(model, data.input_shape, data.name)
     if cfg.precision == "bf16":
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from agents.cli import main
+from amc.models import create_from_spec
 
 
 @dataclass
@@ -34,13 +35,18 @@ class Case:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def corrupt_jpeg_tree() -> dict[str, bytes]:
+def png_tree() -> dict[str, bytes]:
+    """A tiny ImageFolder tree of 8x8 grey PNGs: two classes, three images each in train/ and test/."""
     from PIL import Image
 
     buffer = io.BytesIO()
     Image.new("L", (8, 8), 128).save(buffer, "PNG")
-    good = buffer.getvalue()
-    files = {f"images/{split}/c{c}/{i}.png": good for split in ("train", "test") for c in range(2) for i in range(3)}
+    return {f"images/{split}/c{c}/{i}.png": buffer.getvalue() for split in ("train", "test") for c in range(2)
+            for i in range(3)}  # fmt: skip
+
+
+def corrupt_jpeg_tree() -> dict[str, bytes]:
+    files = png_tree()
     files["images/train/c0/broken.jpg"] = b"\xff\xd8\xff\xe0 not really a jpeg"
     return files
 
@@ -71,6 +77,10 @@ CASES = [
     Case("train: imagefolder path is a plain file", ["train-teacher", "--dataset", "imagefolder", "--data-dir",
                                                      "{tmp}/plain.txt", "--out", "{tmp}/t.pt"], "not a tar archive",
          files={"plain.txt": "not images"}),
+    Case("train: images too small for the model", ["train-teacher", "--model", "tv:densenet121", "--dataset",
+                                                   "imagefolder", "--data-dir", "{tmp}/images", "--image-size", "8",
+                                                   "--out", "{tmp}/t.pt"], "the smallest it takes is",
+         files=png_tree()),
     Case("train: a corrupt JPEG in the tree", ["train-teacher", "--dataset", "imagefolder", "--data-dir",
                                                "{tmp}/images", "--out", "{tmp}/t.pt"], "broken.jpg",
          files=corrupt_jpeg_tree()),
@@ -91,6 +101,8 @@ CASES = [
          env={"WORLD_SIZE": "2", "RANK": "0"}),
     # evaluate
     Case("evaluate: missing checkpoint", ["evaluate", "{tmp}/missing.pt"], "does not exist"),
+    Case("evaluate: a 1-channel model on 3-channel data", ["evaluate", "{tmp}/t.pt"],
+         "the model takes 1-channel images, but synthetic has 3", files={"t.pt": "TEACHER_ONE_CHANNEL"}),
     Case("evaluate: weights that do not fit the architecture", ["evaluate", "{tmp}/t.pt"],
          "size mismatch for fc.weight", files={"t.pt": "TEACHER_WEIGHTS_NOT_FITTING"}),
     Case("evaluate: truncated checkpoint", ["evaluate", "{tmp}/cut.pt"], "corrupt or truncated",
@@ -270,6 +282,13 @@ def special_file(marker: str, paths: dict[str, str], tmp: Path) -> bytes | str:
     teacher = Path(paths["teacher"])
     if marker == "TRUNCATED_TEACHER":
         return teacher.read_bytes()[:2000]
+    if marker == "TEACHER_ONE_CHANNEL":  # the workspace's teacher, rebuilt for grayscale images
+        blob = torch.load(teacher, weights_only=True)
+        blob["arch"]["kwargs"]["in_channels"] = 1
+        blob["state_dict"] = create_from_spec(blob["arch"]).state_dict()
+        buffer = io.BytesIO()
+        torch.save(blob, buffer)
+        return buffer.getvalue()
     if marker in ("TEACHER_WITHOUT_ARCH", "TEACHER_NAMING_A_PY_FILE", "TEACHER_WEIGHTS_NOT_FITTING"):
         blob = torch.load(teacher, weights_only=True)
         if marker == "TEACHER_WITHOUT_ARCH":
