@@ -49,8 +49,8 @@ def check_model_takes(model: nn.Module, input_shape: Sequence[int], data_name: s
     channels, height, width = input_shape
     for other in (1, 3):
         if other != channels and _error(model, (other, height, width)) is None:
-            raise AmcError(f"the model takes {other}-channel images, but {data_name} has {channels}; use data of "
-                           f"{other} channels (imagefolder: --channels {other})")  # fmt: skip
+            raise AmcError(f"the model takes {other}-channel images, but {data_name} has {channels}; use "
+                           f"{other}-channel data (imagefolder: --channels {other})")  # fmt: skip
     smallest = _smallest_size(model, channels, max(height, width))
     if smallest is not None:
         raise AmcError(f"{data_name}'s {height}x{width} images are too small for the model; the smallest it takes "
