@@ -168,6 +168,20 @@ def cache_dir() -> Path:
     return Path(os.environ.get("AMC_CACHE", Path.home() / ".cache" / "amc"))
 
 
+def data_path(data_dir: str | Path) -> Path:
+    """`--data-dir` as a path; a symlink that loops or leads nowhere is one line saying so."""
+    path = Path(data_dir).expanduser()
+    if path.is_symlink():
+        try:
+            path.resolve(strict=True)
+        except (RuntimeError, OSError) as exc:  # a loop (RuntimeError before Python 3.13), or a dangling link
+            kind = (
+                "a symlink loop" if "loop" in str(exc).lower() else f"a symlink to {os.readlink(path)}, which is gone"
+            )
+            raise AmcError(f"data dir {path} is {kind}; point --data-dir at the folder or .tar.gz itself") from None
+    return path
+
+
 def _extract_archive(archive: Path) -> Path:
     """Extract an ImageFolder `.tar.gz` once into the cache; returns the folder holding train/ and test/."""
     digest = hashlib.sha256(f"{archive.resolve()}:{archive.stat().st_size}".encode()).hexdigest()[:12]
@@ -299,7 +313,7 @@ def load_cifar10(
     """CIFAR-10 from a torchvision folder, an ImageFolder tree or an ImageFolder `.tar.gz`."""
     if data_dir is None:
         data_dir = cache_dir() / "cifar10"
-    path = Path(data_dir).expanduser()
+    path = data_path(data_dir)
     if path.is_file() and path.name.endswith((".tar.gz", ".tgz", ".tar")):
         train, test, num_classes = _load_imagefolder_tree(_extract_archive(path), image_size=32, channels=3)
     elif path.is_dir() and (path / "train").is_dir():
@@ -334,7 +348,7 @@ def load_imagefolder(
         raise AmcError(f"channels is {channels}; use 1 (grayscale) or 3 (RGB)")
     if data_dir is None:
         raise AmcError("the imagefolder data set needs --data-dir pointing at a folder with train/ and test/")
-    path = Path(data_dir).expanduser()
+    path = data_path(data_dir)
     if path.is_file():
         root = _extract_archive(path)
     elif path.is_dir():

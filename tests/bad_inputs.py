@@ -31,7 +31,7 @@ class Case:
     expect: str
     """A fragment of the one-line message."""
     files: dict[str, str | bytes] = field(default_factory=dict)
-    """Files to create in {tmp} first."""
+    """Files to create in {tmp} first ("SYMLINK:name" makes a symlink to {tmp}/name)."""
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -81,6 +81,12 @@ CASES = [
                                                    "imagefolder", "--data-dir", "{tmp}/images", "--image-size", "8",
                                                    "--out", "{tmp}/t.pt"], "the smallest it takes is",
          files=png_tree()),
+    Case("train: --data-dir is a symlink loop", ["train-teacher", "--dataset", "imagefolder", "--data-dir",
+                                                 "{tmp}/loop", "--out", "{tmp}/t.pt"], "is a symlink loop",
+         files={"loop": "SYMLINK:loop"}),
+    Case("train: --data-dir is a dangling symlink", ["train-teacher", "--dataset", "cifar10", "--data-dir",
+                                                     "{tmp}/link", "--out", "{tmp}/t.pt"], "which is gone",
+         files={"link": "SYMLINK:moved"}),
     Case("train: a corrupt JPEG in the tree", ["train-teacher", "--dataset", "imagefolder", "--data-dir",
                                                "{tmp}/images", "--out", "{tmp}/t.pt"], "broken.jpg",
          files=corrupt_jpeg_tree()),
@@ -326,6 +332,9 @@ def run_case(case: Case, paths: dict[str, str], tmp: Path) -> tuple[int, str, di
     for name, content in case.files.items():
         target = tmp / name
         target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, str) and content.startswith("SYMLINK:"):  # a link to {tmp}/<the rest>
+            target.symlink_to(tmp / content.split(":", 1)[1])
+            continue
         content = special_file(content, paths, tmp) if isinstance(content, str) else content
         target.write_bytes(content if isinstance(content, bytes) else content.encode())
     folders = [Path(paths["teacher"]).parent, tmp]
