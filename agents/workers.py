@@ -193,6 +193,12 @@ class RayWorkers:
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise AmcError(f"cannot start or join Ray at {address or 'a new local cluster'}: "
                                f"{str(exc).splitlines()[0][:160]}") from exc  # fmt: skip
+        cluster_cpus = ray.cluster_resources().get("CPU", 0.0)
+        if cluster_cpus < workers * spec.threads:  # Ray would wait for CPUs that never come
+            if self._started_ray:
+                ray.shutdown()
+            raise AmcError(f"the Ray cluster has {cluster_cpus:g} CPUs, and workers={workers} of {spec.threads} "
+                           f"thread(s) ask for {workers * spec.threads}; lower workers or add nodes")  # fmt: skip
         gpus = ray.cluster_resources().get("GPU", 0.0) if resolve_device(spec.device).type == "cuda" else 0.0
         options = {"num_cpus": spec.threads, "max_restarts": 1, "max_task_retries": 1}
         if os.environ.get(TRUST_ENV):  # the model files the user trusts, on every node

@@ -5,6 +5,7 @@ import os
 import signal
 import socket
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from agents.noise import TruncatedNormalDecayNoise, shared_schedule
 from agents.workers import LocalWorkers, RayWorkers, WorkerLost, WorkerSpec, available_cores, worker_threads
 from amc.checkpoint import load_checkpoint
 from amc.data import load_synthetic
+from amc.errors import AmcError
 from amc.evaluator import CandidateEvaluator, EvaluationSettings
 from amc.models import create_model
 from amc.policy import CompressionPolicy
@@ -135,6 +137,13 @@ def test_a_dead_local_worker_stops_the_evaluation_instead_of_hanging(spec):
             workers.evaluate_many([CompressionPolicy(keep_ratios={"conv1": 0.5})] * 4)
     finally:
         workers.close()
+
+
+def test_a_ray_cluster_too_small_for_the_workers_is_refused_at_once(spec, ray_session):
+    started = time.perf_counter()
+    with pytest.raises(AmcError, match="the Ray cluster has 2 CPUs, and workers=3 of 1 thread"):
+        RayWorkers(spec, 3)
+    assert time.perf_counter() - started < 30  # not Ray's wait for CPUs that never come
 
 
 def test_ray_reruns_the_evaluation_of_a_dead_actor(spec, ray_session):
