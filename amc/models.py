@@ -231,6 +231,10 @@ def digits_cnn(num_classes: int = 10, **kwargs) -> nn.Module:
 # ----------------------------------------------------------------------------- torchvision and user models
 
 
+TRAINING_ONLY_HEADS = ("googlenet", "inception_v3")
+"""torchvision models built without their auxiliary classifiers, which run only in training mode."""
+
+
 def _torchvision_model(
     name: str, num_classes: int, small_input: bool = False, in_channels: int = 3, **kwargs
 ) -> nn.Module:
@@ -238,6 +242,9 @@ def _torchvision_model(
 
     if name not in torchvision.models.list_models(module=torchvision.models):
         raise AmcError(f"unknown torchvision model {name!r}; see torchvision.models.list_models()")
+    builder = torchvision.models.get_model_builder(name)
+    if "aux_logits" in inspect.signature(builder).parameters or name in TRAINING_ONLY_HEADS:
+        kwargs.setdefault("aux_logits", False)  # training-only heads: not pruned with the trunk, never deployed
     model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
     if in_channels != 3:
         _replace_first_conv(model, in_channels)

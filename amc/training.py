@@ -19,7 +19,14 @@ from amc.data import DataSplits, load_dataset
 from amc.distributed import ONE_PROCESS, Ranks, barrier, finish, start, summed, wrap
 from amc.errors import AmcError
 from amc.input_check import check_model_takes
-from amc.models import SMALL_INPUT_PIXELS, create_model, input_kwargs, model_spec, trust_named_model
+from amc.models import (
+    SMALL_INPUT_PIXELS,
+    TRAINING_ONLY_HEADS,
+    create_model,
+    input_kwargs,
+    model_spec,
+    trust_named_model,
+)
 from amc.precision import autocast, resolve_precision
 
 
@@ -240,6 +247,8 @@ def train_teacher(cfg: TrainConfig) -> dict | None:
     if ranks.distributed:
         say(f"torchrun: {ranks.world_size} processes, {cfg.batch_size // ranks.world_size} images each per step")
     trust_named_model(cfg.model)
+    if cfg.model.startswith("tv:") and cfg.model[3:] in TRAINING_ONLY_HEADS:
+        say(f"{cfg.model}: built without its auxiliary classifiers (heads that run only in training)")
     spec = model_spec(cfg.model, data.num_classes, **extra)
     model = create_model(cfg.model, data.num_classes, **extra).to(device)
     check_model_takes(model, data.input_shape, data.name)

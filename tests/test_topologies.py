@@ -16,6 +16,7 @@ from topologies import ZOO
 
 from amc.baselines import random_policy, uniform
 from amc.budget import Budget
+from amc.distill import kd_loss, recalibrate_bn_on
 from amc.errors import AmcError
 from amc.measured_cost import count_macs, count_params, size_bytes
 from amc.models import create_model
@@ -78,6 +79,20 @@ def test_random_and_uniform_policies_meet_the_budget(name):
     for policy in [uniform(cost_model, budget), *draws]:
         student = assert_predicted_exactly(name, policy)
         assert count_macs(student, shape) <= 0.5 * count_macs(teacher, shape)
+
+
+@pytest.mark.parametrize("name", [*sorted(ZOO), *TORCHVISION])
+def test_pruned_students_train_too(name):
+    """Training-mode forwards (BN recalibration, a fine-tune step) on the pruned student, where heads that run
+    only in training would show: torchvision's GoogLeNet is built without its auxiliary classifiers."""
+    teacher, cost_model = teacher_and_costs(name)
+    shape = SHAPES[name]
+    student = apply_policy(teacher, uniform(cost_model, Budget.parse("flops=0.5")), shape)
+    recalibrate_bn_on(student, [torch.randn(4, *shape)])
+    student.train()
+    logits = student(torch.randn(4, *shape))
+    assert isinstance(logits, torch.Tensor) and logits.shape == (4, 10)
+    kd_loss(logits, torch.randn(4, 10), torch.randint(0, 10, (4,))).backward()
 
 
 def test_concatenated_branches_each_keep_their_share():
