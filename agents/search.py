@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -438,13 +439,24 @@ def run_search(cfg: SearchConfig, resume_dir: str | Path | None = None) -> dict:
         run_dir = Path(resume_dir) if resuming else new_run_dir(cfg)
         dump_config(cfg, run_dir / "config.yaml")
         results = _search(cfg, backend, vec_env, teacher_blob, run_dir, resuming, saved, state, first_actions)
-    except AmcError:
-        if run_dir is not None and not resuming and not (run_dir / "search_state.json").exists():
+    except Exception as exc:
+        if run_dir is not None and not resuming and saved_episodes(run_dir) == 0:
             shutil.rmtree(run_dir, ignore_errors=True)  # nothing to resume: leave no half-written run folder
+        elif run_dir is not None and not isinstance(exc, AmcError):  # an AmcError is its own one line
+            print(f"the search failed after {saved_episodes(run_dir)} episodes, which are saved: resume with "
+                  f"`amc search --resume {run_dir}`", file=sys.stderr)  # fmt: skip
         raise
     finally:
         evaluator.close()
     return results
+
+
+def saved_episodes(run_dir: Path) -> int:
+    """Episodes a run folder's search_state.json holds (0 where there is none or it cannot be read)."""
+    try:
+        return int(json.loads((run_dir / "search_state.json").read_text())["recorder"]["episodes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
 
 
 def _search(cfg, backend: str, vec_env: BatchedEvaluationVecEnv, teacher_blob: dict, run_dir: Path,

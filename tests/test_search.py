@@ -313,3 +313,33 @@ def test_config_keys_work_as_flags_too(teacher_path, tmp_path, capsys):
     capsys.readouterr()
     assert main(["search", "--teacher", str(teacher_path), "--episodes", "1.5"]) == 2
     assert "episodes=1.5 is not a valid int" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("failing_call", [1, 4])  # in the first episode, and after some episodes were saved
+def test_a_search_that_fails_leaves_a_resumable_run_folder_that_says_so_or_none(
+    teacher_path, tmp_path, capsys, monkeypatch, failing_call
+):
+    import amc.evaluator
+
+    real, calls = amc.evaluator.CandidateEvaluator.evaluate, []
+
+    def fails_at_a_call(self, policy):
+        calls.append(policy)
+        if len(calls) == failing_call:
+            raise RuntimeError("expected input to have 512 channels, but got 250")  # a model amc cannot build yet
+        return real(self, policy)
+
+    monkeypatch.setattr(amc.evaluator.CandidateEvaluator, "evaluate", fails_at_a_call)
+    argv = ["search", "--set", f"teacher={teacher_path}", "--set", f"out_dir={tmp_path}", *SEARCH]
+    with pytest.raises(RuntimeError, match="512 channels"):
+        main(argv)
+    runs = list(tmp_path.iterdir())
+    err = capsys.readouterr().err
+    if failing_call == 1:
+        assert runs == []  # nothing to resume: no folder
+    else:
+        state = json.loads((runs[0] / "search_state.json").read_text())
+        saved = state["recorder"]["episodes"]
+        assert saved >= 1 and f"the search failed after {saved} episodes, which are saved" in err
+        monkeypatch.setattr(amc.evaluator.CandidateEvaluator, "evaluate", real)
+        assert main(["search", "--resume", str(runs[0]), "--json"]) == 0
