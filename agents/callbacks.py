@@ -14,7 +14,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from tqdm.auto import tqdm
 
-from amc.policy import CompressionPolicy
+from amc.compress.policy import CompressionPolicy
 
 TAGS = (
     "search/reward", "search/accuracy", "search/best_reward", "search/seconds_per_episode",

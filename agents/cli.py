@@ -13,18 +13,16 @@ import typing
 from pathlib import Path
 
 from agents.config import PredictConfig, ReportConfig, SearchConfig, config_help, dump_config, flag, resolve_config
-from amc.config import (
-    ApplyConfig,
-    BaselineConfig,
-    EvaluateConfig,
-    ExportConfig,
-    FinetuneConfig,
-    ProfileLatencyConfig,
-    TrainConfig,
-)
-from amc.distributed import torchrun_ranks
+from amc.commands.apply import ApplyConfig
+from amc.commands.baseline import BaselineConfig
+from amc.commands.evaluate import EvaluateConfig
+from amc.commands.export import ExportConfig
+from amc.commands.finetune import FinetuneConfig
+from amc.commands.profile_latency import ProfileLatencyConfig
+from amc.commands.train_teacher import TrainConfig
 from amc.errors import AmcError
 from amc.models import trust_model_code
+from amc.train.distributed import torchrun_ranks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,14 +33,14 @@ class Command:
 
 
 COMMANDS = {
-    "train-teacher": Command(TrainConfig, "amc.training:train_teacher", saves_config=True),
-    "evaluate": Command(EvaluateConfig, "amc.evaluation:evaluate_checkpoint"),
-    "apply": Command(ApplyConfig, "amc.commands:apply_command"),
-    "baseline": Command(BaselineConfig, "amc.commands:baseline_command"),
-    "finetune": Command(FinetuneConfig, "amc.commands:finetune_command", saves_config=True),
-    "profile-latency": Command(ProfileLatencyConfig, "amc.commands:profile_latency_command"),
+    "train-teacher": Command(TrainConfig, "amc.commands.train_teacher:train_teacher", saves_config=True),
+    "evaluate": Command(EvaluateConfig, "amc.commands.evaluate:evaluate_checkpoint"),
+    "apply": Command(ApplyConfig, "amc.commands.apply:apply_command"),
+    "baseline": Command(BaselineConfig, "amc.commands.baseline:baseline_command"),
+    "finetune": Command(FinetuneConfig, "amc.commands.finetune:finetune_command", saves_config=True),
+    "profile-latency": Command(ProfileLatencyConfig, "amc.commands.profile_latency:profile_latency_command"),
     "search": Command(SearchConfig, "agents.search:run_search"),  # writes config.yaml in its run folder itself
-    "export": Command(ExportConfig, "amc.commands:export_command"),
+    "export": Command(ExportConfig, "amc.commands.export:export_command"),
     "report": Command(ReportConfig, "agents.report:write_report"),
     "policy predict": Command(PredictConfig, "agents.predict:predict_command"),
 }

@@ -11,11 +11,11 @@ from agents.checkpoint import load_agent, restore_agent
 from agents.config import PredictConfig, SearchConfig, load_config
 from agents.ddpg import ALGORITHMS, make_agent
 from agents.search import build_env, play, stamp_policy
-from amc.budget import Budget
 from amc.checkpoint import load_checkpoint
+from amc.compress.policy import CompressionPolicy
+from amc.cost.budget import Budget
 from amc.errors import AmcError
-from amc.outputs import refuse_overwriting_inputs
-from amc.policy import CompressionPolicy
+from amc.files import refuse_overwriting_inputs
 
 
 def search_config_beside(agent_path: Path, cfg: PredictConfig) -> SearchConfig:

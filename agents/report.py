@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from agents.config import ReportConfig
+from amc.compress.policy import CompressionPolicy
 from amc.errors import AmcError
-from amc.policy import CompressionPolicy
 
 
 def episode_scalars(run_dir: Path) -> dict[str, list[float]]:
@@ -107,9 +107,9 @@ def layer_channels(run_dir: Path, policy: CompressionPolicy) -> dict | None:
     import yaml
 
     from amc.checkpoint import load_checkpoint
-    from amc.latency import load_latency_table
-    from amc.predicted_cost import CostModel
-    from amc.student import model_from_checkpoint
+    from amc.compress.student import model_from_checkpoint
+    from amc.cost.latency import load_latency_table
+    from amc.cost.predicted import CostModel
 
     config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
     try:

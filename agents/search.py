@@ -29,24 +29,25 @@ from agents.ddpg import ALGORITHMS, make_agent
 from agents.noise import TruncatedNormalDecayNoise, shared_schedule
 from agents.vec_env import BatchedEvaluationVecEnv
 from agents.workers import WorkerSpec, check_ray_address, resolve_backend, start_workers, worker_threads
-from amc.baselines import check_global_settings, global_pruning, random_policy, uniform
-from amc.budget import Budget
 from amc.checkpoint import load_checkpoint, package_versions
-from amc.config import FinetuneSettings
+from amc.commands.common import load_data_for
+from amc.commands.evaluate import deployed_report, evaluate_report
+from amc.compress.policy import CompressionPolicy, model_fingerprint
+from amc.compress.student import apply_policy, model_from_checkpoint, save_student
+from amc.cost.budget import Budget
+from amc.cost.latency import load_latency_table, resolve_round_to
+from amc.cost.predicted import CostModel
 from amc.data import DataSplits
+from amc.deploy.runtimes import Target
 from amc.device import resolve_device
-from amc.distill import finetune
 from amc.errors import AmcError
-from amc.evaluation import deployed_report, evaluate_report, load_data_for
-from amc.evaluator import CachedEvaluator, CandidateEvaluator, EvaluationSettings
+from amc.evaluate.baselines import check_global_settings, global_pruning, random_policy, uniform
+from amc.evaluate.evaluator import CachedEvaluator, CandidateEvaluator, EvaluationSettings
 from amc.input_check import check_model_takes
-from amc.latency import load_latency_table, resolve_round_to
-from amc.policy import CompressionPolicy, model_fingerprint
-from amc.precision import resolve_precision
-from amc.predicted_cost import CostModel
-from amc.runtimes import Target
-from amc.student import apply_policy, model_from_checkpoint, save_student
-from amc.training import evaluate_accuracy
+from amc.train.distill import finetune
+from amc.train.loop import evaluate_accuracy
+from amc.train.precision import resolve_precision
+from amc.train.settings import FinetuneSettings
 from envs.compression import CompressionEnv
 
 ONE_SHOT = ("uniform", "global")
@@ -94,7 +95,7 @@ def make_env(cfg: SearchConfig, teacher: torch.nn.Module, data: DataSplits,
 
 def load_teacher_and_data(cfg: SearchConfig, teacher_blob: dict) -> tuple[torch.nn.Module, DataSplits]:
     teacher = model_from_checkpoint(teacher_blob).to(resolve_device(cfg.device))
-    data = load_data_for(teacher_blob, cfg.dataset, cfg.data_dir, None)
+    data = load_data_for(teacher_blob, cfg.dataset, cfg.data_dir, None, checkpoint=cfg.teacher)
     check_model_takes(teacher, data.input_shape, data.name)
     return teacher, data
 

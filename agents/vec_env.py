@@ -7,7 +7,7 @@ import time
 import numpy as np
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from amc.evaluator import CachedEvaluator
+from amc.evaluate.evaluator import CachedEvaluator
 
 
 class BatchedEvaluationVecEnv(DummyVecEnv):

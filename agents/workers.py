@@ -1,7 +1,7 @@
 """Where candidates are evaluated: in this process, in local worker processes, or in Ray actors.
 
 Each backend offers `evaluate_many(policies)`, `teacher_accuracy` and `close()`. A worker builds one
-`amc.evaluator.CandidateEvaluator` when it starts (the teacher and the validation batches, once) and keeps
+`amc.evaluate.evaluator.CandidateEvaluator` when it starts (the teacher and the validation batches, once) and keeps
 it. The engines are the standard library's process pool and Ray; neither needs an RPC layer of ours.
 """
 
@@ -20,13 +20,13 @@ from dataclasses import dataclass
 
 import torch
 
+from amc.compress.policy import CompressionPolicy
+from amc.compress.student import model_from_checkpoint
 from amc.data import DataSplits
 from amc.device import resolve_device
 from amc.errors import AmcError
-from amc.evaluator import CandidateEvaluator, Evaluation, EvaluationSettings
+from amc.evaluate.evaluator import CandidateEvaluator, Evaluation, EvaluationSettings
 from amc.models import TRUST_ENV
-from amc.policy import CompressionPolicy
-from amc.student import model_from_checkpoint
 
 BACKENDS = ("auto", "local", "ray")
 RAY_INSTALL = "pip install 'amc[ray]' (or: pip install ray==2.60.0)"

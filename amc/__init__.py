@@ -9,7 +9,7 @@ __all__ = ["__version__", "load_student"]
 
 def __getattr__(name: str):
     if name == "load_student":
-        from amc.student import load_student
+        from amc.compress.student import load_student
 
         return load_student
     raise AttributeError(f"module 'amc' has no attribute {name!r}")

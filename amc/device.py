@@ -1,8 +1,13 @@
-"""Which device a command runs on: `--device auto|cpu|cuda|cuda:N`, checked before anything starts."""
+"""Where a model runs: `--device auto|cpu|cuda|cuda:N`, checked before anything starts, a model's device, and
+the CPU's instruction-set flags (bf16 and int8 speed depend on them)."""
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 import torch
+import torch.nn as nn
 
 from amc.errors import AmcError
 
@@ -27,3 +32,19 @@ def resolve_device(device: str = "auto") -> torch.device:
     if index >= count:
         raise AmcError(f"--device {device}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
     return torch.device("cuda", index)
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        return frozenset()
+    for line in cpuinfo.read_text().splitlines():
+        if line.startswith(("flags", "Features")):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def model_device(model: nn.Module) -> torch.device:
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")

@@ -31,3 +31,11 @@ def check_output_file(path: str | Path) -> Path:
     if path.is_dir():
         raise AmcError(f"{path} is a folder; name a file to write, e.g. {path / 'student.pt'}")
     return path
+
+
+def refuse_overwriting_inputs(out: str | Path, **inputs: str | Path | None) -> None:
+    """Raise if `out` is any of the named inputs (`teacher=...`), so a typo cannot replace a teacher."""
+    target = Path(out).resolve()
+    for name, path in inputs.items():
+        if path is not None and Path(path).resolve() == target:
+            raise AmcError(f"--out {out} is also the --{name.replace('_', '-')}; write the result to another file")

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
+from amc.device import model_device
 from amc.errors import AmcError, library_text
-from amc.measured_cost import model_device
 
 LARGEST_SIZE_TRIED = 1024
 

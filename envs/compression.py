@@ -12,15 +12,15 @@ import numpy as np
 import torch.nn as nn
 from gymnasium import spaces
 
-from amc.budget import Budget
+from amc.compress.policy import CompressionPolicy
+from amc.cost.budget import Budget
+from amc.cost.latency import LatencyTable, require_latency_table
+from amc.cost.predicted import CostModel
+from amc.cost.runtime_latency import RuntimeLatencyTable
 from amc.data import DataSplits
 from amc.errors import AmcError
-from amc.evaluator import CachedEvaluator, CandidateEvaluator, EvaluationSettings
-from amc.latency import LatencyTable, require_latency_table
-from amc.policy import CompressionPolicy
-from amc.predicted_cost import CostModel
-from amc.rewards import Outcome, get_reward
-from amc.runtime_latency import RuntimeLatencyTable
+from amc.evaluate.evaluator import CachedEvaluator, CandidateEvaluator, EvaluationSettings
+from amc.evaluate.rewards import Outcome, get_reward
 
 MODES = ("channel", "fine-grained", "removal", "removal+channel", "quantize", "channel+quantize")
 STAGES = {"removal": 0, "channel": 1, "fine-grained": 1, "quantize": 2}
@@ -50,7 +50,7 @@ class CompressionEnv(gym.Env):
     ## Description
     AMC (He et al., ECCV 2018) as a Gymnasium environment, extended with N2N-style block removal and
     HAQ-style bit widths. An episode walks the teacher's units in forward order, one step each; the
-    agent answers with one continuous action per unit. After the last step an `amc.evaluator` really
+    agent answers with one continuous action per unit. After the last step an `amc.evaluate.evaluator` really
     builds the student, recalibrates its BatchNorm statistics, optionally KD fine-tunes it for a few
     steps, and evaluates it on a subset of the held-out validation split. The env keeps the walk, the
     action wall, the observation and the reward; the evaluator (possibly shared by several envs, with
@@ -87,7 +87,7 @@ class CompressionEnv(gym.Env):
     | 10 | stage: removal 0, channel or sparsity 0.5, quantize 1 | as is |
 
     ## Rewards
-    Zero on every step but the last; the last step returns the named reward from `amc.rewards`:
+    Zero on every step but the last; the last step returns the named reward from `amc.evaluate.rewards`:
     `acc` (validation accuracy, AMC's default under a hard budget), `err_log_flops` (-error * log FLOPs),
     `n2n` (R_a * C(2 - C)) or `haq` (accuracy minus the teacher's).
 
@@ -108,16 +108,17 @@ class CompressionEnv(gym.Env):
 
     ## Arguments
     - `teacher`: the trained `nn.Module` (never modified). `data`: an `amc.data.DataSplits`.
-    - `budget`: an `amc.budget.Budget` or a dict such as `{"flops": 0.5}`.
+    - `budget`: an `amc.cost.budget.Budget` or a dict such as `{"flops": 0.5}`.
     - `mode`: one of `channel`, `fine-grained`, `removal`, `removal+channel`, `quantize`, `channel+quantize`.
     - `reward`: a registered reward name.
-    - `evaluator`: an `amc.evaluator.CachedEvaluator` to share (e.g. a pool of workers). Without one the
+    - `evaluator`: an `amc.evaluate.evaluator.CachedEvaluator` to share (e.g. a pool of workers). Without one the
       env makes its own in this process from `eval_samples` (validation images per evaluation),
       `recalibrate_batches` (BN recalibration batches, 0 disables), `finetune_steps` (KD steps per
       episode), `reconstruct` (least-squares refit of pruned layers' consumers, AMC), `precision`
       (`auto`: bf16 where the device runs it natively) and `evaluation_seed`.
-    - `latency_table`: an `amc.latency.LatencyTable` (eager PyTorch) or `amc.runtime_latency.RuntimeLatencyTable`
-      (measured in ONNX Runtime or OpenVINO), required for a latency budget; both predict from layer shapes.
+    - `latency_table`: an `amc.cost.latency.LatencyTable` (eager PyTorch) or
+      `amc.cost.runtime_latency.RuntimeLatencyTable` (measured in ONNX Runtime or OpenVINO), required for a
+      latency budget; both predict from layer shapes.
     - `min_keep`, `max_sparsity`, `min_bits`, `max_bits`, `removal_threshold`, `round_to`: action ranges.
 
     ## Version History

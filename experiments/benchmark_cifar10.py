@@ -27,10 +27,9 @@ from row_settings import keyed_folder, search_in, search_settings
 from script_args import run_script
 
 from agents.config import SearchConfig, load_config
-from amc.commands import finetune_command
-from amc.config import EvaluateConfig, FinetuneConfig
+from amc.commands.evaluate import EvaluateConfig, evaluate_checkpoint
+from amc.commands.finetune import FinetuneConfig, finetune_command
 from amc.errors import AmcError
-from amc.evaluation import evaluate_checkpoint
 
 TEACHERS = {
     "resnet20": "experiments/teachers/resnet20_cifar10.pt",
@@ -121,8 +120,8 @@ def finetune(row: Row, student: str) -> dict:
 
 def costs(student_path: str, teacher_path: str) -> dict:
     from amc.checkpoint import load_checkpoint
-    from amc.measured_cost import count_macs, count_params, size_bytes
-    from amc.student import model_from_checkpoint
+    from amc.compress.student import model_from_checkpoint
+    from amc.cost.measured import count_macs, count_params, size_bytes
 
     teacher_blob = load_checkpoint(teacher_path)
     teacher, student = model_from_checkpoint(teacher_blob), model_from_checkpoint(load_checkpoint(student_path))
@@ -138,10 +137,10 @@ def latency(student_path: str, teacher_path: str) -> dict:
     """Batch-1/128 latency of the deployable (baked) student, timed alternately with the teacher in this
     process. Run it on an otherwise idle machine (`--latency`), after every row has finished."""
     from amc.checkpoint import load_checkpoint
-    from amc.evaluation import alternating_speedup
-    from amc.export import bake
-    from amc.measured_cost import measure_latency
-    from amc.student import model_from_checkpoint
+    from amc.commands.evaluate import alternating_speedup
+    from amc.compress.export import bake
+    from amc.compress.student import model_from_checkpoint
+    from amc.cost.measured import measure_latency
 
     teacher_blob = load_checkpoint(teacher_path)
     teacher = model_from_checkpoint(teacher_blob)

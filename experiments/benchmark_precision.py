@@ -19,7 +19,7 @@ from script_args import run_script
 
 from amc.device import resolve_device
 from amc.models import create_model
-from amc.precision import autocast, native_bf16, resolve_precision
+from amc.train.precision import autocast, native_bf16, resolve_precision
 
 RESULTS = Path("experiments/results/precision.json")
 

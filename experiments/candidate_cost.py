@@ -6,7 +6,7 @@
 One thread, the search's precision (`auto`: bf16 where the CPU runs it natively). For each case and reward
 (`default`: BN recalibration then scoring; `kd30`: 30 KD steps between them):
 - the whole candidate as the evaluator scores it now (the reward's KD batches and teacher logits made once per
-  evaluator), and as it was scored before (`amc.distill.finetune`: the teacher run on every batch, then a full
+  evaluator), and as it was scored before (`amc.train.distill.finetune`: the teacher run on every batch, then a full
   validation pass);
 - its parts: the student's build, BN recalibration (20 x 128 images), the teacher on the 30 KD batches, the student's
   30 training steps (forward + backward + SGD), scoring on 1,000 validation images;
@@ -29,21 +29,21 @@ from machine import describe
 from result_rows import merge_row, write_whole
 from script_args import run_script
 
-from amc.baselines import uniform
-from amc.budget import Budget
 from amc.checkpoint import load_checkpoint
+from amc.commands.common import load_data_for
+from amc.compress.policy import CompressionPolicy
+from amc.compress.student import apply_policy, model_from_checkpoint
+from amc.cost.budget import Budget
+from amc.cost.measured import count_macs
+from amc.cost.predicted import CostModel
 from amc.data import DataSplits
-from amc.distill import finetune, kd_steps, kd_stream, recalibrate_bn_on, recalibration_batches
 from amc.errors import AmcError
-from amc.evaluation import load_data_for
-from amc.evaluator import CandidateEvaluator, EvaluationSettings
-from amc.measured_cost import count_macs
+from amc.evaluate.baselines import uniform
+from amc.evaluate.evaluator import CandidateEvaluator, EvaluationSettings
 from amc.models import create_model
-from amc.policy import CompressionPolicy
-from amc.precision import autocast, resolve_precision
-from amc.predicted_cost import CostModel
-from amc.student import apply_policy, model_from_checkpoint
-from amc.training import accuracy_on, make_optimizer
+from amc.train.distill import finetune, kd_steps, kd_stream, recalibrate_bn_on, recalibration_batches
+from amc.train.loop import accuracy_on, make_optimizer
+from amc.train.precision import autocast, resolve_precision
 
 CPU = torch.device("cpu")
 REWARDS = {"default": 0, "kd30": 30}
@@ -197,7 +197,7 @@ def run(args: Args) -> None:
             raise AmcError(f"unknown case {case!r}; choose from {', '.join(CASES)}")
     torch.set_num_threads(1)
     blob = load_checkpoint(args.teacher)
-    data = load_data_for(blob, None, args.data_dir, None)
+    data = load_data_for(blob, None, args.data_dir, None, checkpoint=args.teacher)
     precision = resolve_precision("auto", CPU)
     rates = dense_rates(precision, args.repeats)
     for case in args.cases:

@@ -31,18 +31,17 @@ from script_args import run_script
 
 from agents.config import SearchConfig, load_config
 from agents.search import evaluation_settings, load_teacher_and_data
-from amc.baselines import GLOBAL_IMPORTANCES, global_pruning
-from amc.budget import Budget
 from amc.checkpoint import load_checkpoint
-from amc.commands import finetune_command
-from amc.config import FinetuneConfig
+from amc.commands.evaluate import evaluate_report
+from amc.commands.finetune import FinetuneConfig, finetune_command
+from amc.compress.policy import CompressionPolicy
+from amc.compress.student import save_student
+from amc.cost.budget import Budget
+from amc.cost.latency import resolve_round_to
+from amc.cost.predicted import CostModel
 from amc.errors import AmcError
-from amc.evaluation import evaluate_report
-from amc.evaluator import CandidateEvaluator
-from amc.latency import resolve_round_to
-from amc.policy import CompressionPolicy
-from amc.predicted_cost import CostModel
-from amc.student import save_student
+from amc.evaluate.baselines import GLOBAL_IMPORTANCES, global_pruning
+from amc.evaluate.evaluator import CandidateEvaluator
 
 SEARCHES = ("ddpg", "td3", "tpe", "cmaes", "random")
 GLOBALS = tuple(f"global-{name}" for name in GLOBAL_IMPORTANCES)

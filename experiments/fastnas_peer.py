@@ -20,16 +20,16 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from amc.budget import Budget
+from amc.compress.policy import CompressionPolicy
+from amc.compress.pruning import find_units
+from amc.compress.student import apply_policy
+from amc.cost.budget import Budget
+from amc.cost.measured import count_macs
+from amc.cost.predicted import CostModel
 from amc.data import DataSplits
-from amc.distill import recalibrate_bn
 from amc.errors import AmcError
-from amc.measured_cost import count_macs
-from amc.policy import CompressionPolicy
-from amc.predicted_cost import CostModel
-from amc.pruning import find_units
-from amc.student import apply_policy
-from amc.training import evaluate_accuracy
+from amc.train.distill import recalibrate_bn
+from amc.train.loop import evaluate_accuracy
 
 CALIBRATION_BATCHES = 50
 CALIBRATION_BATCH_SIZE = 64

@@ -20,15 +20,15 @@ from script_args import run_script
 
 from agents.config import load_config
 from agents.search import evaluation_settings, load_teacher_and_data
-from amc.baselines import GLOBAL_IMPORTANCES, check_global_settings, global_pruning
-from amc.budget import Budget
 from amc.checkpoint import load_checkpoint
+from amc.cost.budget import Budget
+from amc.cost.latency import resolve_round_to
+from amc.cost.measured import cost_ratios
+from amc.cost.predicted import CostModel
 from amc.errors import AmcError
-from amc.evaluation import evaluate_accuracy
-from amc.evaluator import CandidateEvaluator
-from amc.latency import resolve_round_to
-from amc.measured_cost import cost_ratios
-from amc.predicted_cost import CostModel
+from amc.evaluate.baselines import GLOBAL_IMPORTANCES, check_global_settings, global_pruning
+from amc.evaluate.evaluator import CandidateEvaluator
+from amc.train.loop import evaluate_accuracy
 
 
 @dataclass

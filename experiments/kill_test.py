@@ -24,7 +24,7 @@ import torch
 from script_args import run_script
 
 from amc.checkpoint import load_checkpoint
-from amc.policy import CompressionPolicy
+from amc.compress.policy import CompressionPolicy
 
 KILLER = """
 import os, random, signal, sys, threading, time
@@ -42,20 +42,20 @@ def count(n):
     if n == after:
         threading.Thread(target=kill_later, daemon=True).start()
 
-import agents.callbacks, amc.distill, amc.training
+import agents.callbacks, amc.train.distill, amc.train.loop
 real_episode = agents.callbacks.EpisodeRecorder.on_episode
 def on_episode(self, info, sigma=None):
     real_episode(self, info, sigma)
     count(self.episodes)
 agents.callbacks.EpisodeRecorder.on_episode = on_episode
-real_epoch = amc.training.train_epoch
+real_epoch = amc.train.loop.train_epoch
 epochs = [int(os.environ.get("KILL_EPOCHS_DONE", 0))]
 def train_epoch(*args, **kwargs):
     result = real_epoch(*args, **kwargs)
     epochs[0] += 1
     count(epochs[0])
     return result
-amc.training.train_epoch = amc.distill.train_epoch = train_epoch
+amc.train.loop.train_epoch = amc.train.distill.train_epoch = train_epoch
 from agents.cli import main
 sys.exit(main(sys.argv[1:]))
 """

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from agents.workers import available_cores
-from amc.runtimes import describe_cpu
+from amc.deploy.runtimes import describe_cpu
 
 
 def describe() -> dict:

@@ -4,9 +4,9 @@
     python experiments/mixed_precision_c10.py report
 
 For every conv/linear layer of the model (the ResNet-20 teacher by default), that layer alone stays fp32 and the
-rest is int8 (the same QDQ file as amc.deployment makes, with the layer excluded). Each file is measured in the
+rest is int8 (the same QDQ file as amc.deploy.deployment makes, with the layer excluded). Each file is measured in the
 runtime: validation accuracy from the runtime's own outputs (all 5,000 validation images, not the test split) and
-latency timed alternately with the all-int8 file and the fp32 model (amc.timing's protocol), one thread.
+latency timed alternately with the all-int8 file and the fp32 model (amc.deploy.timing's protocol), one thread.
 Mixed precision pays where a layer left in fp32 wins back accuracy for little latency. Rows merge into
 experiments/results/mixed_precision.json (resumable: measured layers are skipped); `report` writes the .md.
 """
@@ -26,11 +26,11 @@ from script_args import run_script
 from tqdm.auto import tqdm
 
 from amc.checkpoint import load_checkpoint
-from amc.deployment import calibration_images, deploy, runtime_accuracy, time_deployed
+from amc.commands.common import load_data_for
+from amc.compress.student import model_from_checkpoint
+from amc.deploy.deployment import calibration_images, deploy, runtime_accuracy, time_deployed
+from amc.deploy.runtimes import Target, describe_cpu
 from amc.errors import AmcError
-from amc.evaluation import load_data_for
-from amc.runtimes import Target, describe_cpu
-from amc.student import model_from_checkpoint
 
 ALL_INT8, ALL_FP32 = "(none: all int8)", "(all: fp32 model)"
 
@@ -56,7 +56,7 @@ def run(args: Args) -> None:
         raise AmcError("mixed precision starts from an int8 target, e.g. openvino-int8-b64")
     blob = load_checkpoint(args.model)
     model = model_from_checkpoint(blob).eval()
-    data = load_data_for(blob, None, args.data_dir, None)
+    data = load_data_for(blob, None, args.data_dir, None, checkpoint=args.model)
     shape, calibration, cpu = data.input_shape, calibration_images(data), describe_cpu()
     done = {r["folder"] for r in json.loads(Path(args.results).read_text())} if Path(args.results).exists() else set()
     for text, target in zip(args.targets, targets, strict=True):

@@ -64,7 +64,7 @@ def make_evaluator(finetune_steps: int = 0, eval_samples: int = 1000):
     from agents.config import load_config
     from agents.search import evaluation_settings, load_teacher_and_data
     from amc.checkpoint import load_checkpoint
-    from amc.evaluator import CandidateEvaluator
+    from amc.evaluate.evaluator import CandidateEvaluator
 
     cfg = load_config("experiments/configs/resnet20_c10_flops50.yaml")
     cfg.finetune_steps, cfg.eval_samples = finetune_steps, eval_samples
@@ -77,8 +77,8 @@ def accuracy_score(evaluator, policy) -> float:
 
 def kd_loss_score(evaluator, policy) -> float:
     """Minus the KD loss (T 4, alpha 0.9) of the recalibrated student on the val subset: higher is better."""
-    from amc.distill import kd_loss
-    from amc.precision import autocast
+    from amc.train.distill import kd_loss
+    from amc.train.precision import autocast
 
     student = evaluator.build_student(policy).eval()
     total, count = 0.0, 0
@@ -93,15 +93,15 @@ def kd_loss_score(evaluator, policy) -> float:
 
 def params_score(evaluator, policy) -> float:
     """Zero-cost: the student's parameter count relative to the teacher's (more weights kept at equal FLOPs)."""
-    from amc.measured_cost import count_params
-    from amc.student import apply_policy
+    from amc.compress.student import apply_policy
+    from amc.cost.measured import count_params
 
     student = apply_policy(evaluator.teacher, policy, evaluator.input_shape, validate=False)
     return count_params(student) / count_params(evaluator.teacher)
 
 
 def score_proxies(names: list[str], only: list[str] | None = None) -> None:
-    from amc.policy import CompressionPolicy
+    from amc.compress.policy import CompressionPolicy
 
     proxies = {
         "bn_recal_acc": accuracy_score,
@@ -136,8 +136,8 @@ def score_proxies(names: list[str], only: list[str] | None = None) -> None:
 def truth(name: str, seed: int = 0) -> None:
     """Apply the policy as the search did (BN recalibrated), then the benchmark's KD fine-tune. Another
     `seed` repeats the fine-tune with other shuffling and augmentation, to measure its noise."""
-    from amc.commands import apply_command, finetune_command
-    from amc.config import ApplyConfig, FinetuneConfig
+    from amc.commands.apply import ApplyConfig, apply_command
+    from amc.commands.finetune import FinetuneConfig, finetune_command
 
     folder = WORK / name
     folder.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from agents.config import SearchConfig, load_config
 from agents.search import resume_config_path, run_search
-from amc.latency import resolve_round_to
+from amc.cost.latency import resolve_round_to
 
 # Where and how fast a search runs, and how its final report is sized, not what it computes. Keep this list in
 # step with new config keys, or finished rows stop matching their folders.

@@ -20,10 +20,10 @@ from script_args import run_script
 from agents.config import PredictConfig, load_config
 from agents.predict import predict_command
 from agents.search import resume_config_path, run_search
-from amc.commands import apply_command, baseline_command
-from amc.config import ApplyConfig, BaselineConfig, EvaluateConfig
+from amc.commands.apply import ApplyConfig, apply_command
+from amc.commands.baseline import BaselineConfig, baseline_command
+from amc.commands.evaluate import EvaluateConfig, evaluate_checkpoint
 from amc.errors import AmcError
-from amc.evaluation import evaluate_checkpoint
 
 SOURCE_AGENT = "runs/bench/resnet20/ddpg-channel-0.5/search-20261124-115412/agent.pt"  # the 50% FLOPs search
 CONFIG = "experiments/configs/resnet20_c10_flops50.yaml"

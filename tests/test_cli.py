@@ -6,12 +6,12 @@ import sys
 import pytest
 import torch
 
-import amc.training
+import amc.train.loop
 from agents.cli import main
 from amc.checkpoint import load_checkpoint
+from amc.compress.student import model_from_checkpoint
+from amc.cost.measured import flop_counter_macs
 from amc.errors import AmcError
-from amc.measured_cost import flop_counter_macs
-from amc.student import model_from_checkpoint
 
 TRAIN = ["train-teacher", "--model", "resnet8", "--dataset", "synthetic", "--lr", "0.05", "--precision", "fp32"]
 
@@ -62,7 +62,7 @@ def test_train_teacher_resumes_after_interruption(tmp_path, capsys, monkeypatch)
     assert run([*TRAIN, "--epochs", "3", "--out", str(straight)], capsys)[0] == 0
 
     interrupted = tmp_path / "interrupted.pt"
-    real_evaluate = amc.training.evaluate_accuracy
+    real_evaluate = amc.train.loop.evaluate_accuracy
     calls = {"n": 0}
 
     def evaluate_then_interrupt(*args, **kwargs):
@@ -71,11 +71,11 @@ def test_train_teacher_resumes_after_interruption(tmp_path, capsys, monkeypatch)
             raise KeyboardInterrupt
         return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(amc.training, "evaluate_accuracy", evaluate_then_interrupt)
+    monkeypatch.setattr(amc.train.loop, "evaluate_accuracy", evaluate_then_interrupt)
     code, _, err = run([*TRAIN, "--epochs", "3", "--out", str(interrupted)], capsys)
     assert code == 130 and "--resume" in err
     assert load_checkpoint(interrupted)["train_state"]["epoch"] == 1
-    monkeypatch.setattr(amc.training, "evaluate_accuracy", real_evaluate)
+    monkeypatch.setattr(amc.train.loop, "evaluate_accuracy", real_evaluate)
     assert run([*TRAIN, "--epochs", "3", "--out", str(interrupted), "--resume"], capsys)[0] == 0
     assert "resume: false\n" in (tmp_path / "interrupted.config.yaml").read_text()  # what ran, not how
 

@@ -5,15 +5,15 @@ import pytest
 import torch
 from conftest import model_input, model_kwargs
 
-from amc.baselines import global_pruning, random_policy, uniform
-from amc.budget import Budget
+from amc.compress.policy import CompressionPolicy, model_fingerprint
+from amc.compress.pruning import kept_channels
+from amc.compress.student import apply_policy, load_student, save_student
+from amc.cost.budget import Budget
+from amc.cost.measured import count_macs, count_params, flop_counter_macs, layer_macs, size_bytes
+from amc.cost.predicted import CostModel
 from amc.errors import AmcError
-from amc.measured_cost import count_macs, count_params, flop_counter_macs, layer_macs, size_bytes
+from amc.evaluate.baselines import global_pruning, random_policy, uniform
 from amc.models import create_model, list_models
-from amc.policy import CompressionPolicy, model_fingerprint
-from amc.predicted_cost import CostModel
-from amc.pruning import kept_channels
-from amc.student import apply_policy, load_student, save_student
 
 
 def _teacher(name):
@@ -28,13 +28,17 @@ def test_analytic_macs_agree_with_torch_flop_counter(name):
 
 @pytest.mark.parametrize("name", list_models())
 def test_random_policy_gives_smaller_student_with_same_output(name):
-    teacher, shape = _teacher(name), model_input(name)
+    teacher, shape = _teacher(name).eval(), model_input(name)
     cost_model = CostModel(teacher, shape)
     policy = random_policy(cost_model, Budget(flops=0.6), np.random.default_rng(0))
     before = [p.clone() for p in teacher.parameters()]
-    student = apply_policy(teacher, policy, shape)
+    student = apply_policy(teacher, policy, shape).eval()
     x = torch.randn(2, *shape)
-    assert student(x).shape == teacher(x).shape
+    with torch.no_grad():
+        assert student(x).shape == teacher(x).shape
+        torch.testing.assert_close(apply_policy(teacher, policy, shape).eval()(x), student(x), rtol=0, atol=0)
+        keep_all = CompressionPolicy(architecture=policy.architecture)
+        torch.testing.assert_close(apply_policy(teacher, keep_all, shape).eval()(x), teacher(x))
     assert count_macs(student, shape) < count_macs(teacher, shape)
     assert count_params(student) < count_params(teacher)
     assert count_macs(student, shape) == flop_counter_macs(student, shape)
@@ -204,7 +208,7 @@ def test_kept_channels_rounding():
 
 
 def test_least_squares_reconstruction_brings_outputs_closer_to_the_teacher(synthetic):
-    from amc.reconstruction import reconstruct
+    from amc.compress.reconstruction import reconstruct
 
     teacher = create_model("resnet8", num_classes=4).eval()
     policy = CompressionPolicy(keep_ratios={"layer1.0.conv1": 0.5, "layer3.0.conv1": 0.5})
@@ -229,7 +233,7 @@ def test_least_squares_reconstruction_brings_outputs_closer_to_the_teacher(synth
 
 
 def test_latency_table_round_trip_and_predictions(tmp_path):
-    from amc.latency import LatencyTable, build_latency_table
+    from amc.cost.latency import LatencyTable, build_latency_table
 
     teacher = create_model("resnet8", num_classes=4).eval()
     table = build_latency_table(teacher, (3, 16, 16), grid_points=2, repeats=2)
@@ -248,7 +252,7 @@ def test_latency_table_round_trip_and_predictions(tmp_path):
 
 
 def test_latency_entry_never_extrapolates_below_its_grid():
-    from amc.latency import LayerEntry
+    from amc.cost.latency import LayerEntry
 
     noisy = LayerEntry("conv", [4, 8], [4, 8], [[0.9, 1.0], [0.5, 1.2]])  # timing noise: 8x4 faster than 4x4
     assert noisy.predict(1, 1) == pytest.approx(0.9)  # the smallest timed shape, not a negative extrapolation

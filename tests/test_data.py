@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from amc.data import load_cifar10, load_dataset, load_digits, random_crop_flip
+from amc.data import load_cifar10, load_dataset, load_digits, load_imagefolder, random_crop_flip
 from amc.errors import AmcError
 
 
@@ -41,7 +41,18 @@ def test_batches_are_normalized_and_complete(synthetic):
     assert len(batches) == len(loader) == 4
     assert sum(len(y) for _, y in batches) == 32
     x = torch.cat([b[0] for b in batches])
-    assert x.dtype == torch.float32 and abs(x.mean().item()) < 1.0
+    raw = synthetic.val.images.float() / 255
+    mean, std = torch.tensor(synthetic.mean).view(1, -1, 1, 1), torch.tensor(synthetic.std).view(1, -1, 1, 1)
+    assert x.dtype == torch.float32
+    torch.testing.assert_close(x, (raw - mean) / std)  # the data set's own statistics, not /255
+
+
+def test_an_imagefolder_is_normalized_by_its_training_split(tmp_path):
+    _write_imagefolder(tmp_path / "tree", per_class=4)
+    data = load_imagefolder(tmp_path / "tree")
+    x = torch.cat([images for images, _ in data.batches("train", 64)])
+    assert x.mean(dim=(0, 2, 3)).abs().max() < 0.05  # the training split's mean and std were the ones used
+    assert (x.std(dim=(0, 2, 3)) - 1).abs().max() < 0.05
 
 
 def test_crop_flip_keeps_shape_and_is_seeded():

@@ -10,21 +10,21 @@ import torch
 from qdq_reference import fake_quantized_outputs
 
 from agents.cli import main
-from amc.baselines import uniform
-from amc.budget import Budget
+from amc.compress.export import relative_difference
+from amc.compress.policy import CompressionPolicy
+from amc.compress.student import apply_policy
+from amc.cost.budget import Budget
+from amc.cost.latency import load_latency_table, resolve_round_to
+from amc.cost.predicted import CostModel
+from amc.cost.runtime_latency import build_runtime_table
 from amc.data import load_synthetic
-from amc.deployment import at_batch, calibration_images, deploy, runtime_accuracy, time_deployed
+from amc.deploy.deployment import at_batch, calibration_images, deploy, runtime_accuracy, time_deployed
+from amc.deploy.runtimes import Target, require
+from amc.deploy.timing import example_batch, time_alternated
 from amc.errors import AmcError
-from amc.export import relative_difference
-from amc.latency import load_latency_table, resolve_round_to
+from amc.evaluate.baselines import uniform
 from amc.models import create_model
-from amc.policy import CompressionPolicy
-from amc.predicted_cost import CostModel
-from amc.runtime_latency import build_runtime_table
-from amc.runtimes import Target, require
-from amc.student import apply_policy
-from amc.timing import example_batch, time_alternated
-from amc.training import evaluate_accuracy
+from amc.train.loop import evaluate_accuracy
 
 SHAPE = (3, 16, 16)
 RUNTIMES = ["eager", "onnxruntime", "openvino"]
@@ -63,7 +63,7 @@ def test_int8_file_stays_close_to_fp32_and_both_runtimes_run_it_alike(runtime, t
     # stated tolerance: 8-bit weights and activations keep logits within 10% of the largest logit
     assert relative_difference(deployed.run(x), reference) < 0.1
     other = "openvino" if runtime == "onnxruntime" else "onnxruntime"
-    from amc.runtimes import onnx_runner
+    from amc.deploy.runtimes import onnx_runner
 
     same_file = onnx_runner(deployed.onnx_path, Target(other, "int8", batch=8))
     assert relative_difference(same_file(x), deployed.run(x)) < 0.05
@@ -80,7 +80,7 @@ def test_int8_kernels_match_pytorchs_fake_quantized_graph(activation_type, teach
     x = calibration[:8]
     reference = fake_quantized_outputs(deployed.onnx_path, x)
     assert relative_difference(deployed.run(x), reference) < 1e-4
-    from amc.runtimes import onnx_runner
+    from amc.deploy.runtimes import onnx_runner
 
     openvino = onnx_runner(deployed.onnx_path, Target("openvino", "int8", batch=8))(x)
     assert relative_difference(openvino, reference) < 0.05
@@ -249,7 +249,7 @@ def test_evaluate_in_a_runtime_reports_accuracy_and_speed_there(teacher_file, ca
 
 def test_baseline_and_search_take_a_runtime_latency_budget(teacher_file, runtime_table, tmp_path, capsys):
     from amc.checkpoint import load_checkpoint
-    from amc.student import model_from_checkpoint
+    from amc.compress.student import model_from_checkpoint
 
     teacher = model_from_checkpoint(load_checkpoint(teacher_file))
     table = build_runtime_table(teacher, SHAPE, Target("onnxruntime", "fp32", batch=1), students=12, check=4,
@@ -282,7 +282,7 @@ def test_baseline_and_search_take_a_runtime_latency_budget(teacher_file, runtime
 
 
 def test_the_reward_can_score_candidates_as_the_runtime_runs_them(teacher, data):
-    from amc.evaluator import CandidateEvaluator, EvaluationSettings
+    from amc.evaluate.evaluator import CandidateEvaluator, EvaluationSettings
 
     policy = CompressionPolicy(keep_ratios={"layer2.0.conv1": 0.5})
     eager = CandidateEvaluator(teacher, data, EvaluationSettings(eval_samples=40, recalibrate_batches=1,
@@ -297,7 +297,7 @@ def test_the_reward_can_score_candidates_as_the_runtime_runs_them(teacher, data)
 
 
 def test_fastest_rounding_times_every_candidate_multiple(teacher):
-    from amc.runtime_latency import fastest_rounding
+    from amc.cost.runtime_latency import fastest_rounding
 
     cost_model = CostModel(teacher, SHAPE)
     chosen, scores = fastest_rounding(teacher, SHAPE, Target("onnxruntime", batch=2), cost_model, candidates=(1, 8),

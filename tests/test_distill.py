@@ -2,12 +2,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from amc.config import FinetuneSettings
-from amc.distill import finetune, kd_loss, kd_steps, kd_stream, recalibrate_bn
+from amc.compress.policy import CompressionPolicy
+from amc.compress.student import apply_policy
 from amc.models import create_model
-from amc.policy import CompressionPolicy
-from amc.student import apply_policy
-from amc.training import evaluate_accuracy
+from amc.train.distill import finetune, kd_loss, kd_steps, kd_stream, recalibrate_bn
+from amc.train.loop import evaluate_accuracy
+from amc.train.settings import FinetuneSettings
 
 
 def test_kd_loss_is_cross_entropy_at_alpha_zero():

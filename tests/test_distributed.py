@@ -11,7 +11,7 @@ from conftest import HANG_GUARD_SECONDS
 
 from agents.cli import main
 from amc.checkpoint import load_checkpoint
-from amc.student import load_student, model_from_checkpoint
+from amc.compress.student import load_student, model_from_checkpoint
 
 TRAIN = ["train-teacher", "--model", "resnet8", "--dataset", "synthetic", "--lr", "0.05", "--precision", "fp32",
          "--batch-size", "16"]  # fmt: skip

@@ -13,9 +13,9 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 import envs  # noqa: F401  (registers amc/Compression-v0)
 from amc.data import load_synthetic
 from amc.errors import AmcError
-from amc.evaluator import Evaluation
+from amc.evaluate.evaluator import Evaluation
+from amc.evaluate.rewards import REWARDS, Outcome, get_reward
 from amc.models import create_model
-from amc.rewards import REWARDS, Outcome, get_reward
 from envs.compression import MODES, CompressionEnv
 
 DATA = load_synthetic()
@@ -161,7 +161,7 @@ def test_reward_registry():
 
 
 def test_latency_budget_is_met_through_the_latency_table():
-    from amc.latency import build_latency_table
+    from amc.cost.latency import build_latency_table
 
     table = build_latency_table(TEACHER, (3, 16, 16), grid_points=3, repeats=1)
     for entry in table.layers.values():  # deterministic costs: the test checks the budget, not the timer

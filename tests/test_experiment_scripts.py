@@ -185,11 +185,11 @@ def test_fastnas_peer_meets_the_budget_with_its_own_weights_in_an_amc_student(mo
     pytest.importorskip("modelopt.torch.prune")
     import torch
 
-    from amc.budget import Budget
+    from amc.compress.student import load_student, save_student
+    from amc.cost.budget import Budget
+    from amc.cost.predicted import CostModel
     from amc.data import load_synthetic
     from amc.models import create_model, model_spec
-    from amc.predicted_cost import CostModel
-    from amc.student import load_student, save_student
 
     monkeypatch.syspath_prepend(str(EXPERIMENTS))
     from fastnas_peer import FastNAS, as_amc_student, fastnas_student

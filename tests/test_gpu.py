@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from agents.cli import main
+from amc.compress.quantization import sparsify
 from amc.models import create_model
-from amc.quantization import sparsify
 
 DEVICE = os.environ.get("AMC_GPU_TEST_DEVICE") or "cuda"
 pytestmark = [

@@ -44,7 +44,7 @@ def test_core_imports_without_gymnasium_sb3_or_ray():
 
     code = (
         "import sys, pkgutil, importlib, amc\n"
-        "for m in pkgutil.iter_modules(amc.__path__): importlib.import_module('amc.' + m.name)\n"
+        "for m in pkgutil.walk_packages(amc.__path__, 'amc.'): importlib.import_module(m.name)\n"
         "bad = [m for m in ('gymnasium', 'stable_baselines3', 'ray', 'envs', 'agents') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )

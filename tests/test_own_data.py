@@ -9,9 +9,9 @@ from PIL import Image
 
 from agents.cli import main
 from amc.checkpoint import load_checkpoint
+from amc.compress.student import model_from_checkpoint
 from amc.data import load_imagefolder
 from amc.errors import AmcError
-from amc.student import model_from_checkpoint
 
 
 def write_images(root, *, mode="L", size=(12, 12), classes=2, per_class=6, odd_one=None):
@@ -108,3 +108,27 @@ def test_epochs_zero_writes_an_untrained_teacher(tmp_path, capsys):
     assert code == 0, err
     assert "untrained" in out
     assert load_checkpoint(tmp_path / "t.pt")["metrics"]["epochs"] == 0
+
+
+def test_a_teachers_data_is_found_wherever_the_command_runs(tmp_path, capsys, monkeypatch):
+    """The teacher names its data relative to itself: moved together, run from elsewhere, they still meet."""
+    project = tmp_path / "project"
+    write_images(project / "data", mode="RGB")
+    monkeypatch.chdir(project)
+    code, _, err = run(["train-teacher", "--model", "digits_cnn", "--dataset", "imagefolder", "--data-dir", "data",
+                        "--epochs", "1", "--batch-size", "4", "--precision", "fp32", "--out", "t.pt"],
+                       capsys)  # fmt: skip
+    assert code == 0, err
+    assert load_checkpoint(project / "t.pt")["dataset"]["source_from_checkpoint"] == "data"
+
+    moved = project.rename(tmp_path / "moved")  # the absolute path is stale now; the relative one is not
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, out, err = run(["evaluate", str(moved / "t.pt"), "--json"], capsys)
+    assert code == 0, err
+
+    (moved / "data").rename(moved / "gone")
+    code, _, err = run(["evaluate", str(moved / "t.pt"), "--json"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "is not here" in err and "--data-dir" in err

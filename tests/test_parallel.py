@@ -14,11 +14,11 @@ from agents.cli import main
 from agents.noise import TruncatedNormalDecayNoise, shared_schedule
 from agents.workers import LocalWorkers, RayWorkers, WorkerLost, WorkerSpec, available_cores, worker_threads
 from amc.checkpoint import load_checkpoint
+from amc.compress.policy import CompressionPolicy
 from amc.data import load_synthetic
 from amc.errors import AmcError
-from amc.evaluator import CandidateEvaluator, EvaluationSettings
+from amc.evaluate.evaluator import CandidateEvaluator, EvaluationSettings
 from amc.models import create_model
-from amc.policy import CompressionPolicy
 
 TINY = ["--set", "warmup_episodes=2", "--set", "eval_samples=32", "--set", "recalibrate_batches=2",
         "--set", "precision=fp32", "--set", "batch_size=8"]  # fmt: skip
@@ -95,7 +95,7 @@ def spec(teacher_path):
 
 
 def test_the_rewards_kd_batches_kept_or_drawn_per_candidate_give_one_reward(spec, monkeypatch):
-    import amc.evaluator
+    import amc.evaluate.evaluator
 
     teacher = create_model("resnet8", num_classes=4)
     teacher.load_state_dict(spec.teacher_blob["state_dict"])
@@ -103,7 +103,9 @@ def test_the_rewards_kd_batches_kept_or_drawn_per_candidate_give_one_reward(spec
     kept = CandidateEvaluator(teacher, spec.data, spec.settings)
     assert spec.settings.cache_bytes(spec.data.input_shape, 4)["kd_batches"] > 0
     first = kept.evaluate(policy)
-    monkeypatch.setattr(amc.evaluator, "KD_CACHE_LIMIT_BYTES", 0)  # a model whose batches are too large to keep
+    monkeypatch.setattr(
+        amc.evaluate.evaluator, "KD_CACHE_LIMIT_BYTES", 0
+    )  # a model whose batches are too large to keep
     assert spec.settings.cache_bytes(spec.data.input_shape, 4)["kd_batches"] == 0
     drawn = CandidateEvaluator(teacher, spec.data, spec.settings)
     assert drawn.evaluate(policy).accuracy == first.accuracy == kept.evaluate(policy).accuracy
@@ -228,8 +230,8 @@ def test_envs_of_one_round_share_the_cache_and_report_it_honestly():
 
     from agents.search import play_round
     from agents.vec_env import BatchedEvaluationVecEnv
-    from amc.evaluator import CachedEvaluator
-    from amc.predicted_cost import CostModel
+    from amc.cost.predicted import CostModel
+    from amc.evaluate.evaluator import CachedEvaluator
     from envs.compression import CompressionEnv
 
     teacher, data = create_model("resnet8", num_classes=4), load_synthetic()

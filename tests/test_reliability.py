@@ -4,11 +4,11 @@ import itertools
 
 import torch
 
-import amc.distill
+import amc.train.distill
 import envs.compression
 from agents.cli import main
 from amc.checkpoint import load_checkpoint
-from amc.policy import CompressionPolicy
+from amc.compress.policy import CompressionPolicy
 
 
 def error_lines(err: str) -> list[str]:
@@ -32,8 +32,8 @@ def test_a_diverging_finetune_stops_in_one_line_and_keeps_the_last_good_epoch(te
     policy, student, tuned = tmp_path / "p.json", tmp_path / "s.pt", tmp_path / "s_ft.pt"
     assert main(["baseline", "uniform", "--teacher", str(teacher_path), "--flops", "0.5", "--out", str(policy)]) == 0
     assert main(["apply", "--teacher", str(teacher_path), "--policy", str(policy), "--out", str(student)]) == 0
-    real = amc.distill.distillation_loss
-    monkeypatch.setattr(amc.distill, "distillation_loss", lambda *a, **k: nan_from_call(real(*a, **k), 8))
+    real = amc.train.distill.distillation_loss
+    monkeypatch.setattr(amc.train.distill, "distillation_loss", lambda *a, **k: nan_from_call(real(*a, **k), 8))
     argv = ["finetune", "--student", str(student), "--teacher", str(teacher_path), "--epochs", "3", "--batch-size",
             "16", "--precision", "fp32", "--out", str(tuned)]  # fmt: skip
     capsys.readouterr()
@@ -41,7 +41,7 @@ def test_a_diverging_finetune_stops_in_one_line_and_keeps_the_last_good_epoch(te
     err = error_lines(capsys.readouterr().err)
     assert len(err) == 1 and "training loss became nan" in err[0]
     assert load_checkpoint(tuned)["train_state"]["epoch"] == 1  # six steps an epoch: the first epoch was good
-    monkeypatch.setattr(amc.distill, "distillation_loss", real)
+    monkeypatch.setattr(amc.train.distill, "distillation_loss", real)
     assert main([*argv, "--resume"]) == 0
 
 

@@ -16,11 +16,11 @@ from agents.cli import main
 from agents.config import load_config
 from agents.search import build_env
 from amc.checkpoint import load_checkpoint
-from amc.export import bake, load_packed, relative_difference, save_packed
-from amc.measured_cost import size_bytes
+from amc.compress.export import bake, load_packed, relative_difference, save_packed
+from amc.compress.policy import CompressionPolicy
+from amc.compress.student import apply_policy, model_from_checkpoint
+from amc.cost.measured import size_bytes
 from amc.models import create_model
-from amc.policy import CompressionPolicy
-from amc.student import apply_policy, model_from_checkpoint
 
 TINY = ["--set", "eval_samples=32", "--set", "recalibrate_batches=2", "--set", "precision=fp32",
         "--set", "batch_size=8", "--set", "hidden=[16, 16]"]  # fmt: skip

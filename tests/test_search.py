@@ -22,7 +22,7 @@ from agents.config import SearchConfig, load_config
 from agents.ddpg import AmcDDPG, make_agent
 from agents.noise import TruncatedNormalDecayNoise
 from agents.search import SEARCHERS
-from amc.budget import Budget
+from amc.cost.budget import Budget
 from amc.data import load_synthetic
 from amc.models import create_model
 from envs.compression import MODES, CompressionEnv
@@ -319,9 +319,9 @@ def test_config_keys_work_as_flags_too(teacher_path, tmp_path, capsys):
 def test_a_search_that_fails_leaves_a_resumable_run_folder_that_says_so_or_none(
     teacher_path, tmp_path, capsys, monkeypatch, failing_call
 ):
-    import amc.evaluator
+    import amc.evaluate.evaluator
 
-    real, calls = amc.evaluator.CandidateEvaluator.evaluate, []
+    real, calls = amc.evaluate.evaluator.CandidateEvaluator.evaluate, []
 
     def fails_at_a_call(self, policy):
         calls.append(policy)
@@ -329,7 +329,7 @@ def test_a_search_that_fails_leaves_a_resumable_run_folder_that_says_so_or_none(
             raise RuntimeError("expected input to have 512 channels, but got 250")  # a model amc cannot build yet
         return real(self, policy)
 
-    monkeypatch.setattr(amc.evaluator.CandidateEvaluator, "evaluate", fails_at_a_call)
+    monkeypatch.setattr(amc.evaluate.evaluator.CandidateEvaluator, "evaluate", fails_at_a_call)
     argv = ["search", "--set", f"teacher={teacher_path}", "--set", f"out_dir={tmp_path}", *SEARCH]
     with pytest.raises(RuntimeError, match="512 channels"):
         main(argv)
@@ -341,5 +341,5 @@ def test_a_search_that_fails_leaves_a_resumable_run_folder_that_says_so_or_none(
         state = json.loads((runs[0] / "search_state.json").read_text())
         saved = state["recorder"]["episodes"]
         assert saved >= 1 and f"the search failed after {saved} episodes, which are saved" in err
-        monkeypatch.setattr(amc.evaluator.CandidateEvaluator, "evaluate", real)
+        monkeypatch.setattr(amc.evaluate.evaluator.CandidateEvaluator, "evaluate", real)
         assert main(["search", "--resume", str(runs[0]), "--json"]) == 0

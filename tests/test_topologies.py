@@ -14,15 +14,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from topologies import ZOO
 
-from amc.baselines import random_policy, uniform
-from amc.budget import Budget
-from amc.distill import kd_loss, recalibrate_bn_on
+from amc.compress.policy import CompressionPolicy
+from amc.compress.student import apply_policy
+from amc.cost.budget import Budget
+from amc.cost.measured import count_macs, count_params, size_bytes
+from amc.cost.predicted import CostModel
 from amc.errors import AmcError
-from amc.measured_cost import count_macs, count_params, size_bytes
+from amc.evaluate.baselines import random_policy, uniform
 from amc.models import create_model
-from amc.policy import CompressionPolicy
-from amc.predicted_cost import CostModel
-from amc.student import apply_policy
+from amc.train.distill import kd_loss, recalibrate_bn_on
 
 TORCHVISION = ("tv:densenet121", "tv:googlenet", "tv:mobilenet_v3_small")
 SHAPES = {name: (3, 16, 16) for name in ZOO} | {name: (3, 32, 32) for name in TORCHVISION}

@@ -18,17 +18,17 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from amc.config import FinetuneSettings
+from amc.compress.policy import CompressionPolicy
+from amc.compress.student import apply_policy
+from amc.cost.measured import count_macs, count_params, size_bytes
+from amc.cost.predicted import CostModel
 from amc.data import DataSplits
-from amc.deployment import ACCURACY_BATCH, calibration_images, deploy, runtime_accuracy
-from amc.distill import kd_steps, kd_stream, recalibrate_bn_on, recalibration_batches
-from amc.measured_cost import count_macs, count_params, size_bytes
-from amc.policy import CompressionPolicy
-from amc.precision import resolve_precision
-from amc.predicted_cost import CostModel
-from amc.runtimes import Target
-from amc.student import apply_policy
-from amc.training import accuracy_on
+from amc.deploy.deployment import ACCURACY_BATCH, calibration_images, deploy, runtime_accuracy
+from amc.deploy.runtimes import Target
+from amc.train.distill import kd_steps, kd_stream, recalibrate_bn_on, recalibration_batches
+from amc.train.loop import accuracy_on
+from amc.train.precision import resolve_precision
+from amc.train.settings import FinetuneSettings
 
 KD_CACHE_LIMIT_BYTES = 1 << 30
 """Above this, the reward's KD batches are drawn anew for each candidate rather than kept (a large input)."""

@@ -15,11 +15,11 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from amc.compress.export import write_onnx
 from amc.data import DataSplits
-from amc.export import write_onnx
-from amc.int8 import ACTIVATION_TYPES, quantize_onnx
-from amc.runtimes import Runner, Target, eager_runner, onnx_runner
-from amc.timing import Timing, example_batch, time_alternated
+from amc.deploy.int8 import ACTIVATION_TYPES, quantize_onnx
+from amc.deploy.runtimes import Runner, Target, eager_runner, onnx_runner
+from amc.deploy.timing import Timing, example_batch, time_alternated
 
 CALIBRATION_IMAGES = 256
 ACCURACY_BATCH = 250
@@ -111,7 +111,7 @@ def runtime_accuracy(deployed: Deployed, data: DataSplits, split: str = "test", 
 
 
 def time_deployed(models: dict[str, Deployed], input_shape, **protocol) -> dict[str, Timing]:
-    """Per-image latency of several deployed models of one batch size, timed alternately (`amc.timing`)."""
+    """Per-image latency of several deployed models of one batch size, timed alternately (`amc.deploy.timing`)."""
     batches = {d.target.batch for d in models.values()}
     if len(batches) != 1:
         raise ValueError(f"models compiled for different batch sizes {sorted(batches)} cannot be timed together")

@@ -2,7 +2,7 @@
 
 `bake` folds sparsity masks and weight quantizers into plain float weights (what a runtime executes).
 The packed file stores each quantized weight as `bits`-bit integer codes plus one float32 scale per output
-channel, so its bytes on disk are what `amc.measured_cost.size_bytes` reports.
+channel, so its bytes on disk are what `amc.cost.measured.size_bytes` reports.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
 
+from amc.compress.quantization import FakeQuantize, WeightMask, channel_scales
 from amc.errors import AmcError
-from amc.quantization import FakeQuantize, WeightMask, channel_scales
 
 PACK_MAGIC = b"AMCPACK1"
 FORMATS = ("torchscript", "onnx", "packed")

@@ -13,13 +13,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch_pruning as tp
 
-from amc.budget import Budget
+from amc.compress.policy import CompressionPolicy
+from amc.compress.pruning import Layer, build_graph, execution_order
+from amc.cost.budget import Budget
+from amc.cost.latency import require_latency_table
+from amc.cost.predicted import CostModel
 from amc.data import DataSplits
 from amc.errors import AmcError
-from amc.latency import require_latency_table
-from amc.policy import CompressionPolicy
-from amc.predicted_cost import CostModel
-from amc.pruning import Layer, build_graph, execution_order
 
 
 def _ratios_for(cost_model: CostModel, keep_ratios: dict[str, float], round_to: int) -> dict[str, float]:

@@ -11,13 +11,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from amc.config import FinetuneSettings
 from amc.data import DataSplits
 from amc.device import resolve_device
-from amc.distributed import ONE_PROCESS, Ranks
 from amc.errors import AmcError
-from amc.precision import autocast, resolve_precision
-from amc.training import LossFn, fit, make_optimizer
+from amc.train.distributed import ONE_PROCESS, Ranks
+from amc.train.loop import LossFn, fit, make_optimizer
+from amc.train.precision import autocast, resolve_precision
+from amc.train.settings import FinetuneSettings
 
 
 def kd_loss(

@@ -12,8 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from amc.compress.pruning import find_units
 from amc.data import DataSplits
-from amc.pruning import find_units
 
 
 def kept_output_channels(teacher: nn.Module, history: list, input_shape: Sequence[int]) -> dict[str, torch.Tensor]:

@@ -23,8 +23,8 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
+from amc.device import model_device
 from amc.errors import AmcError
-from amc.measured_cost import model_device
 
 Layer = (nn.Conv2d, nn.Linear)
 Norm = nn.modules.batchnorm._BatchNorm

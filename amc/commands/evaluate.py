@@ -5,22 +5,24 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 import warnings
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
 from amc.checkpoint import load_checkpoint
-from amc.config import EvaluateConfig
-from amc.data import DataSplits, load_dataset
-from amc.deployment import at_batch, calibration_images, deploy, runtime_accuracy, time_deployed
-from amc.device import resolve_device
+from amc.commands.common import load_data_for
+from amc.compress.student import model_from_checkpoint
+from amc.config import doc
+from amc.cost.measured import count_macs, count_params, flop_counter_macs, measure_latency, size_bytes
+from amc.data import DataSplits
+from amc.deploy.deployment import at_batch, calibration_images, deploy, runtime_accuracy, time_deployed
+from amc.deploy.runtimes import Target, torch_threads
+from amc.deploy.timing import time_alternated
+from amc.device import DEVICE_HELP, model_device, resolve_device
 from amc.input_check import check_model_takes
-from amc.measured_cost import count_macs, count_params, flop_counter_macs, measure_latency, model_device, size_bytes
-from amc.runtimes import Target, torch_threads
-from amc.student import model_from_checkpoint
-from amc.timing import time_alternated
-from amc.training import evaluate_accuracy
+from amc.train.loop import evaluate_accuracy
 
 
 def cost_report(model: nn.Module, input_shape, *, latency_repeats: int = 20, threads: int | None = None) -> dict:
@@ -50,20 +52,6 @@ def evaluate_report(model: nn.Module, data: DataSplits, *, samples: int | None =
     }
 
 
-def load_data_for(blob: dict, dataset: str | None, data_dir: str | None, seed: int | None) -> DataSplits:
-    """The data a checkpoint was trained on, unless the user names another."""
-    stored = blob.get("dataset", {})
-    name = dataset or stored.get("name")
-    if data_dir is None and name == stored.get("name") and stored.get("source"):
-        data_dir = stored["source"]
-    if seed is None:
-        seed = blob.get("train_config", {}).get("seed", 0)
-    options = {}
-    if name == "imagefolder" == stored.get("name"):  # decode the images as the teacher saw them
-        options = stored.get("options", {"image_size": 32, "channels": 3})  # older checkpoints: 32x32 RGB
-    return load_dataset(name, data_dir, seed=seed, **options)
-
-
 def alternating_speedup(
     model: nn.Module,
     reference: nn.Module,
@@ -74,7 +62,7 @@ def alternating_speedup(
     threads: int | None = None,
 ) -> float:
     """Reference latency over model latency in eager PyTorch on the models' device, timed alternately by
-    `amc.timing.time_alternated` (400 runs each at batch 1, 40 at larger batches, unless `rounds` says)."""
+    `amc.deploy.timing.time_alternated` (400 runs each at batch 1, 40 at larger batches, unless `rounds` says)."""
     device = model_device(model)
     inputs = torch.randn(batch_size, *input_shape, device=device)
 
@@ -140,7 +128,7 @@ def evaluate_checkpoint(cfg: EvaluateConfig) -> dict:
     device = resolve_device(cfg.device)
     blob = load_checkpoint(cfg.model)
     model = model_from_checkpoint(blob).to(device)
-    data = load_data_for(blob, cfg.dataset, cfg.data_dir, cfg.seed)
+    data = load_data_for(blob, cfg.dataset, cfg.data_dir, cfg.seed, checkpoint=cfg.model)
     check_model_takes(model, data.input_shape, data.name)
     if cfg.runtime != "eager" or cfg.runtime_precision != "fp32":
         Target(cfg.runtime, cfg.runtime_precision)  # a bad name is one line before any work
@@ -160,3 +148,25 @@ def evaluate_checkpoint(cfg: EvaluateConfig) -> dict:
                 model, reference, data.input_shape, batch, rounds=cfg.rounds, threads=cfg.threads
             )
     return report
+
+
+@dataclass
+class EvaluateConfig:
+    """Report accuracy, MACs, params, size and latency (on --device) of a checkpoint."""
+
+    model: str = doc("teacher.pt", "teacher or student checkpoint", positional=True)
+    dataset: str | None = doc(None, "data set name (default: the one stored in the checkpoint)")
+    data_dir: str | None = doc(None, "data folder or .tar.gz (default: the one stored in the checkpoint)")
+    seed: int | None = doc(None, "val-split seed (default: the one the checkpoint was trained with)")
+    latency_repeats: int = doc(20, "timed repeats per batch size (median reported)")
+    threads: int | None = doc(None, "CPU threads for latency (default: torch's current setting)")
+    device: str = doc("auto", DEVICE_HELP)
+    speedup_over: str | None = doc(
+        None, "a reference checkpoint (e.g. the teacher): both are timed alternately, adding speedup_b<batch>"
+    )
+    runtime: str = doc("eager", "where to measure: eager (PyTorch), onnxruntime or openvino (the exported model)")
+    runtime_precision: str = doc("fp32", "onnxruntime/openvino: fp32, or int8 (static QDQ, calibrated on train images)")
+    rounds: int | None = doc(
+        None, "alternating timing rounds of --speedup-over and runtimes (default: 20 at batch 1, 10 above)"
+    )
+    json: bool = doc(False, "print one JSON object as the last line of stdout")

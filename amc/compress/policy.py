@@ -96,7 +96,7 @@ class CompressionPolicy:
     def structure_key(self, pieces: dict[str, list[int]]) -> tuple:
         """Equal for two policies that build the same student: kept channel counts (given the sizes of each
         unit's pieces), removed blocks, bits and sparsity; ratios that round to the same channels collide."""
-        from amc.pruning import kept_channels
+        from amc.compress.pruning import kept_channels
 
         kept = tuple(
             tuple(kept_channels(size, ratio, self.round_to) for size in pieces[name])

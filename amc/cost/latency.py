@@ -19,9 +19,10 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from amc import runtime_latency
+from amc.cost import runtime_latency
+from amc.cost.measured import layer_shapes, measure_latency
+from amc.device import model_device
 from amc.errors import AmcError, library_text
-from amc.measured_cost import layer_shapes, measure_latency, model_device
 
 FORMAT = "amc-latency-table"
 
@@ -79,7 +80,7 @@ class LatencyTable:
     def load(cls, path: str | Path) -> LatencyTable:
         table = load_latency_table(path, "eager", "fp32")
         if not isinstance(table, cls):
-            raise AmcError(f"{path} is a runtime latency table; read it with amc.latency.load_latency_table")
+            raise AmcError(f"{path} is a runtime latency table; read it with amc.cost.latency.load_latency_table")
         return table
 
     def check_target(self, runtime: str, precision: str, where: str) -> None:
@@ -121,7 +122,7 @@ def require_latency_table(budget, table) -> None:
 
 
 def load_latency_table(path: str | Path, runtime: str, precision: str):
-    """A `LatencyTable` (eager PyTorch, per layer) or an `amc.runtime_latency.RuntimeLatencyTable`, refused in one
+    """A `LatencyTable` (eager PyTorch, per layer) or an `amc.cost.runtime_latency.RuntimeLatencyTable`, refused in one
     line unless it was measured for `runtime` at `precision` (and, for a runtime table, on this CPU)."""
     try:
         blob = json.loads(Path(path).read_text())

@@ -3,7 +3,7 @@ activations calibrated on training images), made by ONNX Runtime's quantization 
 
 Activations are uint8 (U8S8) or int8 (S8S8). Which one is fast depends on the runtime and the CPU (ONNX Runtime
 ran S8S8 slower than fp32 on a VNNI Xeon, U8S8 1.7x faster), so `ACTIVATION_TYPES` is a choice, and
-`amc.deployment.fastest_activation_type` measures it.
+`amc.deploy.deployment.fastest_activation_type` measures it.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from amc.deploy.runtimes import require
 from amc.errors import AmcError
-from amc.runtimes import require
 
 ACTIVATION_TYPES = ("uint8", "int8")
 

@@ -5,29 +5,16 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from amc.checkpoint import load_checkpoint, save_checkpoint
-from amc.config import TrainConfig
-from amc.data import DataSplits, load_dataset
-from amc.distributed import ONE_PROCESS, Ranks, barrier, finish, start, summed, wrap
+from amc.data import DataSplits
 from amc.errors import AmcError
-from amc.input_check import check_model_takes
-from amc.models import (
-    SMALL_INPUT_PIXELS,
-    TRAINING_ONLY_HEADS,
-    create_model,
-    input_kwargs,
-    model_spec,
-    trust_named_model,
-)
-from amc.precision import autocast, resolve_precision
+from amc.train.distributed import ONE_PROCESS, Ranks, barrier, summed, wrap
+from amc.train.precision import autocast, resolve_precision
 
 
 @torch.no_grad()
@@ -66,6 +53,8 @@ def evaluate_accuracy(
 
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
 """loss(logits, labels, images) -> scalar; the images let a distillation loss query its teacher."""
 
 
@@ -125,6 +114,8 @@ def train_epoch(
 
 
 EpochEnd = Callable[[int, dict, dict], None]
+
+
 """on_epoch_end(epoch, metrics, state): metrics has the epoch's loss, accuracy and val_accuracy; state resumes."""
 
 
@@ -212,112 +203,3 @@ def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, lr: float, t
             optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
         )
     raise AmcError(f"unknown schedule {schedule!r}; use onecycle or cosine")
-
-
-def image_options(cfg: TrainConfig) -> dict:
-    options = {k: v for k, v in (("image_size", cfg.image_size), ("channels", cfg.channels)) if v is not None}
-    if options and cfg.dataset != "imagefolder":
-        raise AmcError(f"--image-size and --channels apply to --dataset imagefolder only, not {cfg.dataset}; drop them")
-    return options
-
-
-def describe_inputs(shape) -> str:
-    channels = {1: "grayscale", 3: "RGB"}.get(shape[0], f"{shape[0]} channels")
-    return f"{channels} {shape[2]}x{shape[1]}"
-
-
-def train_teacher(cfg: TrainConfig) -> dict | None:
-    """Train `cfg.model` on `cfg.dataset`; checkpoint every epoch; return the final metrics. Under torchrun,
-    every rank trains its share (amc/distributed.py) and rank 0 alone writes and returns."""
-    from torch.utils.tensorboard import SummaryWriter
-
-    if cfg.epochs < 0:
-        raise AmcError(f"--epochs is {cfg.epochs}; pass 1 or more (0 writes an untrained teacher)")
-    ranks, device = start(cfg.device, cfg.batch_size)
-    say = print if ranks.is_main else (lambda *args, **kwargs: None)
-    cfg.precision = resolve_precision(cfg.precision, device, announce=ranks.is_main)
-    out = Path(cfg.out)
-    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-    data = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download, seed=cfg.seed, **image_options(cfg))
-    extra = input_kwargs(cfg.model, data.input_shape)
-    say(f"inputs: {describe_inputs(data.input_shape)}")
-    if "small_input" in extra:
-        say(f"small_input: {'on' if extra['small_input'] else 'off'} (auto: on for images of "
-            f"{SMALL_INPUT_PIXELS} px or less)")  # fmt: skip
-    if ranks.distributed:
-        say(f"torchrun: {ranks.world_size} processes, {cfg.batch_size // ranks.world_size} images each per step")
-    trust_named_model(cfg.model)
-    if cfg.model.startswith("tv:") and cfg.model[3:] in TRAINING_ONLY_HEADS:
-        say(f"{cfg.model}: built without its auxiliary classifiers (heads that run only in training)")
-    spec = model_spec(cfg.model, data.num_classes, **extra)
-    model = create_model(cfg.model, data.num_classes, **extra).to(device)
-    check_model_takes(model, data.input_shape, data.name)
-    if cfg.precision == "bf16":
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
-    steps_per_epoch = len(data.batches("train", cfg.batch_size, shard=ranks.shard))
-    scheduler = make_scheduler(optimizer, cfg.schedule, cfg.lr, max(cfg.epochs, 1) * steps_per_epoch)
-    if cfg.epochs == 0:
-        say("epochs: 0, so the teacher is written untrained (for structural checks; its accuracy is chance)")
-    generator = torch.Generator().manual_seed(cfg.seed)
-    resume_state = None
-    if cfg.resume:
-        blob = load_checkpoint(out)
-        resume_state = blob.get("train_state")
-        if resume_state is None:
-            raise AmcError(f"{out} holds a finished run with no training state; train again without --resume")
-        model.load_state_dict(blob["state_dict"])
-        torch.set_rng_state(resume_state["torch_rng"])
-        say(f"resuming {out} at epoch {resume_state['epoch']}/{cfg.epochs}")
-
-    writer = None
-    if ranks.is_main:
-        writer = SummaryWriter(str(Path(cfg.tb_dir) if cfg.tb_dir else out.with_suffix(".tb")))
-        if resume_state is None:
-            writer.add_text("hyperparameters", "\n".join(f"|{k}|{v}|" for k, v in asdict(cfg).items()))
-    payload = {"kind": "teacher", "arch": spec, "dataset": data.describe(), "train_config": asdict(cfg),
-               "world_size": ranks.world_size}  # fmt: skip
-
-    def save(epoch: int, metrics: dict, state: dict) -> None:
-        state = {**state, "torch_rng": torch.get_rng_state()}
-        save_checkpoint(out, {**payload, "state_dict": _cpu_state(model),
-                              "metrics": {"val_accuracy": metrics["val_accuracy"]}, "train_state": state})  # fmt: skip
-
-    history = fit(
-        model,
-        data,
-        cross_entropy_loss,
-        optimizer,
-        scheduler,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        precision=cfg.precision,
-        generator=generator,
-        device=device,
-        resume_state=resume_state,
-        writer=writer,
-        tb_tags={"loss": "train/loss", "accuracy": "train/accuracy", "val_accuracy": "val/accuracy", "lr": "train/lr"},
-        on_epoch_end=save if ranks.is_main else None,
-        desc=f"{cfg.model} on {cfg.dataset}",
-        ranks=ranks,
-    )
-
-    if not ranks.is_main:
-        finish(ranks)
-        return None
-    model = model.to(memory_format=torch.contiguous_format)
-    metrics = {
-        "accuracy": evaluate_accuracy(model, data, "test", device=device),
-        "val_accuracy": evaluate_accuracy(model, data, "val", device=device),
-        "epochs": cfg.epochs,
-        "train_seconds": history[-1]["seconds"] if history else 0.0,
-    }
-    writer.add_scalar("test/accuracy", metrics["accuracy"], cfg.epochs)
-    writer.close()
-    save_checkpoint(out, {**payload, "state_dict": _cpu_state(model), "metrics": metrics, "history": history})
-    finish(ranks)
-    return metrics
-
-
-def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

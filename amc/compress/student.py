@@ -14,14 +14,14 @@ from pathlib import Path
 import torch.nn as nn
 
 from amc.checkpoint import load_checkpoint, save_checkpoint
+from amc.compress.policy import CompressionPolicy, model_fingerprint
+from amc.compress.pruning import find_units, prune_channels, replay_pruning
+from amc.compress.quantization import quantize_activations, quantize_weights, sparsify
+from amc.compress.reconstruction import reconstruct
+from amc.compress.removal import removable_blocks, remove_blocks
 from amc.data import DataSplits
 from amc.errors import AmcError, library_text
 from amc.models import create_from_spec
-from amc.policy import CompressionPolicy, model_fingerprint
-from amc.pruning import find_units, prune_channels, replay_pruning
-from amc.quantization import quantize_activations, quantize_weights, sparsify
-from amc.reconstruction import reconstruct
-from amc.removal import removable_blocks, remove_blocks
 
 STRUCTURE_ATTR = "amc_structure"
 

@@ -7,26 +7,16 @@ On CPUs without native bf16 (AVX2-only x86, many AMD EPYC and older Intel parts)
 from __future__ import annotations
 
 import contextlib
-import functools
-from pathlib import Path
 
 import torch
 
+from amc.device import cpu_flags
 from amc.errors import AmcError
 
 PRECISIONS = ("auto", "bf16", "fp32")
+
+
 _CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-@functools.cache
-def cpu_flags() -> frozenset[str]:
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.is_file():
-        return frozenset()
-    for line in cpuinfo.read_text().splitlines():
-        if line.startswith(("flags", "Features")):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
 
 
 def native_bf16(device: torch.device) -> bool:

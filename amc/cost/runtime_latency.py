@@ -16,7 +16,7 @@ precision and timed end to end, alternately with the teacher:
 3. More random students, timed the same way, give the table's held-out error, stored in it.
 
 Students must then be built at the table's `round_to`. `predict(shapes)` has the interface of
-`amc.latency.LatencyTable`, so the environment takes either.
+`amc.cost.latency.LatencyTable`, so the environment takes either.
 """
 
 from __future__ import annotations
@@ -34,15 +34,15 @@ import torch.nn as nn
 from scipy.optimize import nnls
 from tqdm.auto import tqdm
 
-from amc.deployment import deploy, fastest_activation_type
+from amc.compress.export import write_onnx
+from amc.compress.policy import CompressionPolicy
+from amc.compress.student import apply_policy
+from amc.cost.measured import layer_shapes
+from amc.cost.predicted import CostModel
+from amc.deploy.deployment import deploy, fastest_activation_type
+from amc.deploy.runtimes import Target, describe_cpu
+from amc.deploy.timing import example_batch, time_alternated
 from amc.errors import AmcError, library_text
-from amc.export import write_onnx
-from amc.measured_cost import layer_shapes
-from amc.policy import CompressionPolicy
-from amc.predicted_cost import CostModel
-from amc.runtimes import Target, describe_cpu
-from amc.student import apply_policy
-from amc.timing import example_batch, time_alternated
 
 FORMAT = "amc-runtime-latency"
 BLOCKS = (1, 4, 8, 16)

@@ -1,5 +1,5 @@
 """Measured cost of a built model: one function per resource (MACs, params, size, latency), and layer shapes.
-Predictions for a policy, without building it, are in `amc.predicted_cost`."""
+Predictions for a policy, without building it, are in `amc.cost.predicted`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
+
+from amc.device import model_device
 
 
 def _example_input(input_shape: Sequence[int], batch_size: int = 1) -> torch.Tensor:
@@ -85,7 +87,7 @@ def sparse_weight_bits(numel: int, nnz: int, bits: int, rows: int) -> int:
 
 def layer_weight_bytes(module: nn.Module) -> float:
     """Stored bytes of one conv/linear weight, aware of its bit width and sparsity mask (plus scales)."""
-    from amc.quantization import weight_bits, weight_mask
+    from amc.compress.quantization import weight_bits, weight_mask
 
     weight = module.weight
     bits = weight_bits(module)
@@ -156,11 +158,6 @@ def measure_latency(
         torch.set_num_threads(previous_threads)
         model.train(was_training)
     return statistics.median(times) * 1000.0 / batch_size
-
-
-def model_device(model: nn.Module) -> torch.device:
-    first = next(model.parameters(), None)
-    return first.device if first is not None else torch.device("cpu")
 
 
 def flop_counter_macs(model: nn.Module, input_shape: Sequence[int]) -> int:

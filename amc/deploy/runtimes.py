@@ -20,8 +20,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from amc.device import cpu_flags
 from amc.errors import AmcError
-from amc.precision import cpu_flags
 
 RUNTIMES = ("eager", "onnxruntime", "openvino")
 PRECISIONS = ("fp32", "int8")

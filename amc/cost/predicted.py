@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
+from amc.compress.policy import CompressionPolicy
+from amc.compress.pruning import PruningUnit, execution_order, find_units
+from amc.compress.removal import removable_blocks
+from amc.cost.measured import layer_macs, layer_shapes, norm_channels, sparse_weight_bits
 from amc.errors import AmcError
-from amc.measured_cost import layer_macs, layer_shapes, norm_channels, sparse_weight_bits
-from amc.policy import CompressionPolicy
-from amc.pruning import PruningUnit, execution_order, find_units
-from amc.removal import removable_blocks
 
 Parts = list[tuple[str, list[int]]]
 """(unit, how many of the layer's channels each piece of the unit feeds), one entry per unit."""
@@ -55,7 +55,7 @@ class CostModel:
     """Per-layer teacher costs plus which pruning units remove each layer's input and output channels.
 
     A layer's kept channels are its channels less what each unit removes from it; a unit removes the same
-    share of every piece (amc/pruning.py), so the prediction is exact for any topology torch-pruning prunes.
+    share of every piece (amc/compress/pruning.py), so the prediction is exact for any topology torch-pruning prunes.
     """
 
     def __init__(
@@ -229,8 +229,8 @@ class CostModel:
                     )
 
     def with_latency(self, table) -> CostModel:
-        """Predict latency too, from `table` (`amc.latency.LatencyTable` or `amc.runtime_latency.RuntimeLatencyTable`:
-        anything whose `predict` maps layer shapes to milliseconds)."""
+        """Predict latency too, from `table` (`amc.cost.latency.LatencyTable` or
+        `amc.cost.runtime_latency.RuntimeLatencyTable`: anything whose `predict` maps layer shapes to milliseconds)."""
         self.latency_table = table
         self.teacher_latency = table.predict(self.layer_shapes({}))
         return self

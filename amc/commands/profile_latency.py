@@ -1,0 +1,110 @@
+"""`amc profile-latency`: build a latency table, eager PyTorch or measured in a runtime, for latency budgets."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch.nn as nn
+
+from amc.checkpoint import load_checkpoint
+from amc.commands.common import input_shape_of
+from amc.compress.policy import CompressionPolicy
+from amc.compress.student import apply_policy, model_from_checkpoint
+from amc.config import doc
+from amc.cost.latency import build_latency_table
+from amc.cost.measured import measure_latency
+from amc.cost.predicted import CostModel
+from amc.cost.runtime_latency import build_runtime_table
+from amc.deploy.runtimes import Target, require
+from amc.deploy.timing import example_batch
+from amc.device import DEVICE_HELP, resolve_device
+from amc.errors import AmcError
+from amc.files import refuse_overwriting_inputs
+from amc.models import create_model, trust_named_model
+
+
+@dataclass
+class ProfileLatencyConfig:
+    """Build a latency table for a teacher in the runtime it is deployed to, and report its error on random
+    students timed end to end there."""
+
+    model: str = doc("teacher.pt", "checkpoint, or a registry name with --input-shape", positional=True)
+    out: str = doc("lut.json", "latency table to write")
+    input_shape: str = doc("3,32,32", "input shape C,H,W when MODEL is a registry name")
+    runtime: str = doc("eager", "eager (layers timed alone in PyTorch), onnxruntime or openvino (whole students)")
+    runtime_precision: str = doc("fp32", "onnxruntime/openvino: fp32 or int8 (static QDQ)")
+    batch_size: int = doc(1, "batch size the table is built for")
+    threads: int = doc(1, "CPU threads used for every measurement")
+    grid_points: int = doc(6, "eager: channel-count grid points per dimension")
+    students: int = doc(90, "onnxruntime/openvino: random students timed to fit the table")
+    check: int = doc(30, "random students to measure prediction error on (eager: 0 skips)")
+    seed: int = doc(0, "seed of the random students")
+    device: str = doc("auto", DEVICE_HELP)
+    json: bool = doc(False, "print one JSON object as the last line of stdout")
+
+
+def profile_latency_command(cfg: ProfileLatencyConfig) -> dict:
+    refuse_overwriting_inputs(cfg.out, model=cfg.model)
+    device = resolve_device(cfg.device)
+    if Path(cfg.model).is_file():
+        blob = load_checkpoint(cfg.model)
+        model, shape = model_from_checkpoint(blob), input_shape_of(blob)
+    else:
+        trust_named_model(cfg.model)
+        try:
+            shape = tuple(int(v) for v in cfg.input_shape.split(","))
+        except ValueError:
+            raise AmcError(f"--input-shape {cfg.input_shape} is not C,H,W; write it like 3,32,32") from None
+        model = create_model(cfg.model).eval()
+    if cfg.runtime != "eager" or cfg.runtime_precision != "fp32":
+        return _profile_runtime(cfg, model.cpu(), shape)
+    model = model.to(device)
+    table = build_latency_table(
+        model, shape, batch_size=cfg.batch_size, threads=cfg.threads, grid_points=cfg.grid_points
+    )
+    errors = []
+    if cfg.check:
+        from tqdm.auto import tqdm
+
+        cost_model = CostModel(model, shape)
+        rng = np.random.default_rng(cfg.seed)
+        for _ in tqdm(range(cfg.check), desc="checking predictions", dynamic_ncols=True):
+            keep = {u.name: float(rng.uniform(0.2, 1.0)) for u in cost_model.units}
+            student = apply_policy(model, CompressionPolicy(keep_ratios=keep), shape, validate=False)
+            measured = measure_latency(student, shape, cfg.batch_size, threads=cfg.threads, repeats=30)
+            errors.append(abs(table.predict_model(student) - measured) / measured)
+    table.metadata["prediction_error"] = {
+        "students": len(errors),
+        "median": statistics.median(errors) if errors else None,
+        "max": max(errors) if errors else None,
+    }
+    table.save(cfg.out)
+    return {
+        "out": cfg.out,
+        "device": str(device),
+        "teacher_ms": table.teacher_ms,
+        "layers": len(table.layers),
+        "median_error": table.metadata["prediction_error"]["median"],
+        "max_error": table.metadata["prediction_error"]["max"],
+    }
+
+
+def _profile_runtime(cfg: ProfileLatencyConfig, model: nn.Module, shape) -> dict:
+    """A runtime table: random students timed end to end in the runtime, a fitted model, its held-out error.
+    int8 students are calibrated on random images: the kernels a runtime picks do not depend on the ranges."""
+    target = Target(cfg.runtime, cfg.runtime_precision, cfg.batch_size, cfg.threads)
+    require(cfg.runtime)
+    calibration = example_batch(shape, 64, seed=cfg.seed) if target.precision == "int8" else None
+    table = build_runtime_table(model, shape, target, calibration=calibration, students=cfg.students,
+                                check=cfg.check, seed=cfg.seed)  # fmt: skip
+    table.save(cfg.out)
+    check = table.metadata["check"]
+    return {
+        "out": cfg.out, **table.target, "teacher_ms": table.teacher_ms, "round_to": table.round_to,
+        "channel_block": table.block,
+        "activation_type": table.activation_type, "median_error": check["median_error"],
+        "p90_error": check["p90_error"], "max_error": check["max_error"],
+    }  # fmt: skip

@@ -1,0 +1,2 @@
+"""Scoring a candidate policy (the search's reward), and the one-shot baselines that choose a
+policy without a search."""

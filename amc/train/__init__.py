@@ -1,0 +1,1 @@
+"""The one training loop, knowledge distillation, BatchNorm recalibration, distributed (torchrun) and precision."""
