@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from machine import describe
+from rows import describe
 from script_args import run_script
 
 from amc.checkpoint import load_checkpoint

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from machine import describe
+from rows import describe
 from script_args import run_script
 
 from amc.device import resolve_device

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from machine import describe
+from rows import describe
 from script_args import run_script
 
 from agents.config import load_config

@@ -25,8 +25,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from machine import describe
-from result_rows import merge_row, write_whole
+from rows import describe, merge_row, write_whole
 from script_args import run_script
 
 from amc.checkpoint import load_checkpoint

@@ -19,21 +19,28 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-from paired import interval_text, paired
-from result_rows import merge_row, write_readme_block
-from row_settings import keyed_folder, search_in, search_settings
+from rows import (
+    finetune_row,
+    interval_text,
+    keyed_folder,
+    merge_row,
+    paired,
+    search_in,
+    search_settings,
+    write_readme_block,
+    write_whole,
+)
 from script_args import run_script
 
 from agents.config import SearchConfig, load_config
 from agents.search import evaluation_settings, load_teacher_and_data
 from amc.checkpoint import load_checkpoint
 from amc.commands.evaluate import evaluate_report
-from amc.commands.finetune import FinetuneConfig, finetune_command
 from amc.compress.policy import CompressionPolicy
 from amc.compress.student import save_student
 from amc.cost.budget import Budget
@@ -151,28 +158,13 @@ def global_student(row: Row, cfg: SearchConfig) -> tuple[Path, dict]:
     return path, report
 
 
-def fine_tuned(row: Row, student: Path) -> dict:
-    done, out = row.folder / "finetune.json", row.folder / "student_ft.pt"
-    if done.exists():
-        return json.loads(done.read_text())
-    cfg = row.config()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(row.args.finetune_threads)
-    try:
-        result = finetune_command(FinetuneConfig(student=str(student), teacher=cfg.teacher, out=str(out), seed=row.seed,
-                                                 epochs=row.args.finetune_epochs, data_dir=cfg.data_dir,
-                                                 resume=out.exists()))  # fmt: skip
-    finally:
-        torch.set_num_threads(threads)
-    done.write_text(json.dumps(result, indent=1))
-    return result
-
-
 def run(args: Args) -> None:
     for row in [Row.parse(text, args) for text in args.rows]:  # every row checked before hours of work
         method, seed = row.method, row.seed
         student, searched = searched_student(row)
-        tuned = fine_tuned(row, student)
+        cfg = row.config()
+        tuned = finetune_row(row.folder, student, cfg.teacher, epochs=row.args.finetune_epochs, seed=row.seed,
+                             data_dir=cfg.data_dir, threads=row.args.finetune_threads)  # fmt: skip
         before = searched["before"]
         result = {
             "method": method, "seed": seed, "folder": str(row.folder), "budget": row.config().budget,
@@ -245,8 +237,13 @@ def report(args: Args) -> None:
                 cells = [_difference(seeds, contenders.get(other, {})) for other in others]
                 lines.append(f"| {method} | " + " | ".join(cells) + " |")
     out = Path(args.results).with_suffix(".md")
-    out.write_text("\n".join(lines) + "\n")
+    write_whole(out, "\n".join(lines) + "\n")
     print(f"wrote {out}")
+    if len(means) > 1 and shipped != best:  # the report's check: the shipped config follows the evidence
+        sys.exit(
+            f"{args.config} searches with {shipped}, but {best} has the best mean after fine-tuning; "
+            f"point the config at {best}"
+        )
 
 
 def method_of(cfg: SearchConfig) -> str:

@@ -16,10 +16,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from machine import describe
-from paired import t_interval
-from result_rows import merge_row
-from row_settings import keyed_folder, search_in, search_settings
+from rows import describe, keyed_folder, merge_row, search_in, search_settings, t_interval
 from script_args import run_script
 
 from agents.config import SearchConfig, load_config

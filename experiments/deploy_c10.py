@@ -33,16 +33,24 @@ from pathlib import Path
 
 import torch
 from fastnas_peer import fastnas_student
-from paired import interval_text, paired
-from result_rows import merge_row, write_readme_block, write_whole
-from row_settings import keyed_folder, search_in, search_settings
+from rows import (
+    finetune_row,
+    interval_text,
+    keyed_folder,
+    merge_row,
+    paired,
+    parse_target,
+    search_in,
+    search_settings,
+    write_readme_block,
+    write_whole,
+)
 from script_args import run_script
 
 from agents.config import SearchConfig, load_config
 from agents.search import evaluation_settings
 from amc.checkpoint import load_checkpoint
 from amc.commands.common import load_data_for
-from amc.commands.finetune import FinetuneConfig, finetune_command
 from amc.commands.profile_latency import ProfileLatencyConfig, profile_latency_command
 from amc.compress.policy import CompressionPolicy
 from amc.compress.student import model_from_checkpoint, save_student
@@ -51,7 +59,7 @@ from amc.cost.latency import load_latency_table
 from amc.cost.measured import count_macs
 from amc.cost.predicted import CostModel
 from amc.deploy.deployment import calibration_images, deploy, runtime_accuracy, time_deployed
-from amc.deploy.runtimes import RUNTIMES, Target
+from amc.deploy.runtimes import Target
 from amc.errors import AmcError
 from amc.evaluate.baselines import global_pruning, uniform
 from amc.evaluate.evaluator import CandidateEvaluator
@@ -87,13 +95,6 @@ class Args:
     """README whose deploy block `report` rewrites (left alone where it has none)."""
     shipped: str = "experiments/configs/resnet20_c10_deploy_openvino_int8.yaml"
     """The config users are pointed to: its searcher is the one `report` pairs against the others."""
-
-
-def parse_target(text: str) -> Target:
-    parts = text.split("-")
-    if len(parts) != 3 or parts[0] not in RUNTIMES or not parts[2].startswith("b") or not parts[2][1:].isdigit():
-        raise AmcError(f"target {text!r} must be RUNTIME-PRECISION-bBATCH, e.g. openvino-int8-b64")
-    return Target(parts[0], parts[1], int(parts[2][1:]), threads=1)
 
 
 def table_path(args: Args, target_text: str) -> Path:
@@ -212,22 +213,6 @@ def searched_student(row: Row) -> tuple[Path, dict]:
     }  # fmt: skip
 
 
-def fine_tuned(row: Row, student: Path) -> dict:
-    done, out = row.folder / "finetune.json", row.folder / "student_ft.pt"
-    if done.exists():
-        return json.loads(done.read_text())
-    threads = torch.get_num_threads()
-    torch.set_num_threads(row.args.finetune_threads)
-    try:
-        result = finetune_command(FinetuneConfig(student=str(student), teacher=row.args.teacher, out=str(out),
-                                                 seed=row.seed, epochs=row.args.finetune_epochs,
-                                                 data_dir=row.args.data_dir, resume=out.exists()))  # fmt: skip
-    finally:
-        torch.set_num_threads(threads)
-    done.write_text(json.dumps(result, indent=1))
-    return result
-
-
 def measure(row: Row, student: torch.nn.Module | None, teacher, data, table) -> dict:
     """The student (None: the teacher) at the target, timed alternately with the fp32 teacher and the teacher at
     the target's precision; test accuracy from the runtime's outputs."""
@@ -283,7 +268,17 @@ def run(args: Args) -> None:
                     merge_row(args.results, {**result, "error": str(exc), "least_predicted_latency": least, **cpu})
                     print(json.dumps({"method": row.method, "target": row.target_text, "error": str(exc)}))
                     continue
-            tuned = fine_tuned(row, student_path) if row.method != "floor" else {}
+            tuned = {}
+            if row.method != "floor":
+                tuned = finetune_row(
+                    row.folder,
+                    student_path,
+                    row.args.teacher,
+                    epochs=row.args.finetune_epochs,
+                    seed=row.seed,
+                    data_dir=row.args.data_dir,
+                    threads=row.args.finetune_threads,
+                )
             final = row.folder / "student_ft.pt" if tuned else student_path
             student = model_from_checkpoint(load_checkpoint(final)).eval()
         result.update(measure(row, student, teacher, data, table))

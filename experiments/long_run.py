@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from machine import describe
+from rows import describe
 from script_args import run_script
 
 

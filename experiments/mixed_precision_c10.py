@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch.nn as nn
-from deploy_c10 import parse_target
-from result_rows import merge_row, write_whole
+from rows import merge_row, parse_target, write_whole
 from script_args import run_script
 from tqdm.auto import tqdm
 

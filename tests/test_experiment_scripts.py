@@ -14,7 +14,7 @@ CASES = [
     (["compare_searchers_c10.py", "run", "--rows", "ddpg:0", "ddpg:x"], "must be METHOD:SEED"),
     (["compare_searchers_c10.py", "run", "--rows", "dqn:0"], "must be METHOD:SEED"),
     (["compare_searchers_c10.py", "rn"], "invalid choice"),
-    (["benchmark_cifar10.py", "--rows", "resnet20:ddpg-chanel"], "must be MODEL:METHOD"),
+    (["benchmark_cifar10.py", "run", "--rows", "resnet20:ddpg-chanel"], "must be MODEL:METHOD"),
     (["deploy_c10.py", "run", "--rows", "teacher:openvino-int8-b64", "ddpg:openvino-int4"], "RUNTIME-PRECISION-bBATCH"),
     (["deploy_c10.py", "run", "--rows", "amc:openvino-int8-b64"], "METHOD must be one of"),
     (["deploy_c10.py", "run", "--rows", "uniform:openvino-int8-b64:half"], "METHOD:TARGET[:BUDGET[:SEED]]"),
@@ -48,7 +48,7 @@ def test_searcher_report_ranks_methods_and_pairs_attempts_with_ddpg(tmp_path):
     results.write_text(json.dumps(rows))
     readme.write_text("intro\n<!-- searchers: written by experiments/compare_searchers_c10.py report -->\nold\n"
                       "<!-- /searchers -->\nrest\n")  # fmt: skip
-    page = _report(results, readme)
+    page = _report(results, readme, behind=True)  # the report writes its pages, then its check fails
     main, attempts = page.split("## Attempts to make DDPG win")
     assert "credit_assignment.md" in attempts
     assert "against global-taylor" in main and "ddpg-normreward" not in main  # one seed: no contender yet
@@ -62,30 +62,20 @@ def test_searcher_report_ranks_methods_and_pairs_attempts_with_ddpg(tmp_path):
 
     rows += [_row("ddpg-normreward", 1, 0.869), _row("ddpg-normreward", 2, 0.871)]  # all planned seeds: it competes
     results.write_text(json.dumps(rows))
-    main = _report(results, readme).split("## Attempts to make DDPG win")[0]
+    main = _report(results, readme, behind=True).split("## Attempts to make DDPG win")[0]
     assert "against ddpg-normreward" in main and "| ddpg-normreward | 3 | 87.00 ± 0.10 |" in readme.read_text()
 
 
-def _report(results, readme):
+def _report(results, readme, behind=False):
+    """The report's page; `behind`: the shipped config (ddpg) is not the rows' best, so the report exits 1."""
     config = EXPERIMENTS / "configs" / "resnet20_c10_flops30.yaml"
     done = subprocess.run([sys.executable, str(EXPERIMENTS / "compare_searchers_c10.py"), "report", "--results",
                            str(results), "--readme", str(readme), "--config", str(config)], capture_output=True,
                           text=True, cwd=results.parent, timeout=HANG_GUARD_SECONDS)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-1500:]
+    assert done.returncode == (1 if behind else 0), done.stderr[-1500:]
+    if behind:
+        assert "searches with ddpg, but" in done.stderr and "point the config at" in done.stderr
     return results.with_suffix(".md").read_text()
-
-
-def test_the_shipped_searcher_is_the_one_the_evidence_supports(monkeypatch):
-    """experiments/configs/resnet20_c10_flops30.yaml searches with the best mean after fine-tuning in searchers.json."""
-    monkeypatch.chdir(EXPERIMENTS.parent)
-    monkeypatch.syspath_prepend(str(EXPERIMENTS))
-    from compare_searchers_c10 import Args, mean_after_finetune, method_of, standings
-
-    from agents.config import load_config
-
-    args = Args("report")
-    means = mean_after_finetune(standings(json.loads(Path(args.results).read_text()))[2])
-    assert method_of(load_config(args.config)) == max(means, key=means.get)
 
 
 def test_an_attempt_row_is_its_agent_with_one_setting_changed(monkeypatch):

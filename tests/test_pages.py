@@ -1,0 +1,41 @@
+"""Every generated results page, regenerated from its committed rows, is the page that is committed: no figure on
+a page (or in the README's generated blocks) can drift from the rows it came from."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "experiments" / "results"
+# script -> the rows it reports from (its page is the same name, .md); True where it also writes a README block
+REPORTS = {
+    "deploy_c10.py": ("deploy.json", True),
+    "compare_searchers_c10.py": ("searchers.json", True),
+    "benchmark_cifar10.py": ("cifar10.json", False),
+    "mixed_precision_c10.py": ("mixed_precision.json", False),
+    "candidate_cost.py": ("candidate_cost.json", False),
+    "global_caps_c10.py": ("global_caps.json", False),
+    "credit_assignment.py": ("credit_assignment.json", False),
+    "benchmark_scaling.py": ("scaling.json", False),
+}
+
+
+@pytest.mark.parametrize("script", REPORTS)
+def test_a_page_regenerates_from_its_rows(script, tmp_path):
+    rows, writes_readme = REPORTS[script]
+    copy = tmp_path / "results"
+    shutil.copytree(RESULTS, copy)  # the pages a report quotes and the plots it links sit beside its rows
+    readme = tmp_path / "README.md"
+    shutil.copy(ROOT / "README.md", readme)
+    argv = [sys.executable, f"experiments/{script}", "report", "--results", str(copy / rows)]
+    if writes_readme:
+        argv += ["--readme", str(readme)]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    page = Path(rows).with_suffix(".md").name
+    assert (copy / page).read_text() == (RESULTS / page).read_text(), f"{page} drifted from {rows}: run the report"
+    assert readme.read_text() == (ROOT / "README.md").read_text(), "the README's generated block drifted"
