@@ -30,6 +30,7 @@ from rows import (
     keyed_folder,
     merge_row,
     paired,
+    read_rows,
     search_in,
     search_settings,
     write_readme_block,
@@ -203,9 +204,7 @@ def mean_after_finetune(by_method: dict[str, dict[int, dict]]) -> dict[str, floa
 
 
 def report(args: Args) -> None:
-    if not Path(args.results).exists():
-        raise AmcError(f"{args.results} does not exist yet; make rows with `compare_searchers_c10.py run --rows ...`")
-    rows = json.loads(Path(args.results).read_text())
+    rows = read_rows(args.results, "compare_searchers_c10.py run --rows ...")
     methods, attempts, contenders = standings(rows)
     budgets = sorted({r["budget"] for r in rows})
     lines = [f"# Searchers compared over seeds ({', '.join(budgets)})", "",

@@ -40,6 +40,7 @@ from rows import (
     merge_row,
     paired,
     parse_target,
+    read_rows,
     search_in,
     search_settings,
     write_readme_block,
@@ -307,9 +308,7 @@ def _fmt(value, spec: str) -> str:
 
 def report(args: Args) -> None:
     path = Path(args.results)
-    if not path.exists():
-        raise AmcError(f"{path} does not exist yet; make rows with `deploy_c10.py run --rows ...`")
-    rows = json.loads(path.read_text())
+    rows = read_rows(path, "deploy_c10.py run --rows ...")
     cpus = sorted({_machine(r) for r in rows})
     shipped = next(m for m, mode in SEARCHES.items() if mode == load_config(args.shipped).mode)
     lines = ["# ResNet-20 / CIFAR-10 where it is deployed", "",

@@ -120,6 +120,14 @@ def write_whole(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def read_rows(path: str | Path, make_them: str) -> list[dict]:
+    """A report's rows; one line saying how to make them (`make_them`: the command) where there are none."""
+    path = Path(path)
+    if not path.exists():
+        raise AmcError(f"{path} does not exist yet; make rows with `python experiments/{make_them}`")
+    return json.loads(path.read_text())
+
+
 def merge_row(path: str | Path, row: dict, key: str = "folder") -> None:
     """Replace the row with the same `key` (or add it)."""
     path = Path(path)

@@ -25,6 +25,7 @@ import torch_pruning as tp
 
 from amc.device import model_device
 from amc.errors import AmcError
+from amc.forward import forward_with_hooks
 
 Layer = (nn.Conv2d, nn.Linear)
 Norm = nn.modules.batchnorm._BatchNorm
@@ -83,20 +84,7 @@ class PruningUnit:
 def execution_order(model: nn.Module, input_shape: Sequence[int]) -> list[str]:
     """Names of conv/linear layers in the order a forward pass runs them."""
     order: list[str] = []
-    hooks = [
-        m.register_forward_hook(lambda mod, i, o, n=name: order.append(n) if n not in order else None)
-        for name, m in model.named_modules()
-        if isinstance(m, Layer)
-    ]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.randn(1, *input_shape, device=model_device(model)))
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    forward_with_hooks(model, input_shape, lambda name, *_: order.append(name) if name not in order else None, Layer)
     return order
 
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
@@ -23,6 +22,7 @@ from amc.cost import runtime_latency
 from amc.cost.measured import layer_shapes, measure_latency
 from amc.device import model_device
 from amc.errors import AmcError, library_text
+from amc.forward import forward_with_hooks
 
 FORMAT = "amc-latency-table"
 
@@ -169,21 +169,10 @@ def _channel_grid(channels: int, points: int) -> list[int]:
 def _layer_inputs(model: nn.Module, input_shape: Sequence[int]) -> dict[str, tuple[int, ...]]:
     shapes: dict[str, tuple[int, ...]] = {}
 
-    def record(name: str):
-        def hook(module, inputs, output) -> None:  # returning None leaves the output alone
-            shapes.setdefault(name, tuple(inputs[0].shape[1:]))
+    def record(name: str, module: nn.Module, inputs, output) -> None:
+        shapes.setdefault(name, tuple(inputs[0].shape[1:]))
 
-        return hook
-
-    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    hooks = [m.register_forward_hook(record(n)) for n, m in layers]
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.randn(1, *input_shape, device=model_device(model)))
-    finally:
-        for h in hooks:
-            h.remove()
+    forward_with_hooks(model, input_shape, record, (nn.Conv2d, nn.Linear))
     return shapes
 
 

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from amc.device import model_device
+from amc.forward import forward_with_hooks
 
 
 def _example_input(input_shape: Sequence[int], batch_size: int = 1) -> torch.Tensor:
@@ -20,31 +21,15 @@ def _example_input(input_shape: Sequence[int], batch_size: int = 1) -> torch.Ten
 def layer_macs(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
     """Multiply-accumulates of every conv and linear layer for one image, by module name."""
     macs: dict[str, int] = {}
-    hooks = []
 
-    def hook(name: str):
-        def record(module: nn.Module, inputs, output) -> None:
-            if isinstance(module, nn.Conv2d):
-                k = module.kernel_size[0] * module.kernel_size[1]
-                per_out = module.in_channels // module.groups * k
-                macs[name] = macs.get(name, 0) + output.numel() // output.shape[0] * per_out
-            else:
-                macs[name] = macs.get(name, 0) + output.numel() // output.shape[0] * module.in_features
+    def record(name: str, module: nn.Module, inputs, output: torch.Tensor) -> None:
+        if isinstance(module, nn.Conv2d):
+            per_out = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+        else:
+            per_out = module.in_features
+        macs[name] = macs.get(name, 0) + output.numel() // output.shape[0] * per_out
 
-        return record
-
-    for name, module in model.named_modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            hooks.append(module.register_forward_hook(hook(name)))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(_example_input(input_shape).to(model_device(model)))
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    forward_with_hooks(model, input_shape, record, (nn.Conv2d, nn.Linear))
     return macs
 
 
