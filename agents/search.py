@@ -82,13 +82,10 @@ def evaluation_settings(cfg: SearchConfig) -> EvaluationSettings:
 def make_env(cfg: SearchConfig, teacher: torch.nn.Module, data: DataSplits,
              evaluator: CachedEvaluator | None = None) -> CompressionEnv:  # fmt: skip
     table = load_latency_table(cfg.latency_table, cfg.runtime, cfg.runtime_precision) if cfg.latency_table else None
-    settings = evaluation_settings(cfg)
     return CompressionEnv(
-        teacher, data, Budget.parse(cfg.budget), mode=cfg.mode, reward=cfg.reward, eval_samples=settings.eval_samples,
-        recalibrate_batches=settings.recalibrate_batches, finetune_steps=settings.finetune_steps,
-        precision=settings.precision, latency_table=table, min_keep=cfg.min_keep, max_sparsity=cfg.max_sparsity,
+        teacher, data, Budget.parse(cfg.budget), mode=cfg.mode, reward=cfg.reward, evaluation=evaluation_settings(cfg),
+        latency_table=table, min_keep=cfg.min_keep, max_sparsity=cfg.max_sparsity,
         min_bits=cfg.min_bits, max_bits=cfg.max_bits, round_to=resolve_round_to(cfg.round_to, table),
-        reconstruct=settings.reconstruct,
         evaluator=evaluator,
     )  # fmt: skip
 

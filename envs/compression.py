@@ -112,17 +112,18 @@ class CompressionEnv(gym.Env):
     - `mode`: one of `channel`, `fine-grained`, `removal`, `removal+channel`, `quantize`, `channel+quantize`.
     - `reward`: a registered reward name.
     - `evaluator`: an `amc.evaluate.evaluator.CachedEvaluator` to share (e.g. a pool of workers). Without one the
-      env makes its own in this process from `eval_samples` (validation images per evaluation),
-      `recalibrate_batches` (BN recalibration batches, 0 disables), `finetune_steps` (KD steps per
-      episode), `reconstruct` (least-squares refit of pruned layers' consumers, AMC), `precision`
-      (`auto`: bf16 where the device runs it natively) and `evaluation_seed`.
+      env makes its own in this process from `evaluation`, an `amc.evaluate.evaluator.EvaluationSettings`
+      (validation images per evaluation, BN recalibration batches, the reward's KD steps, least-squares refit,
+      precision, seed, and the runtime the accuracy is measured in), passed whole.
     - `latency_table`: an `amc.cost.latency.LatencyTable` (eager PyTorch) or
       `amc.cost.runtime_latency.RuntimeLatencyTable` (measured in ONNX Runtime or OpenVINO), required for a
       latency budget; both predict from layer shapes.
     - `min_keep`, `max_sparsity`, `min_bits`, `max_bits`, `removal_threshold`, `round_to`: action ranges.
 
     ## Version History
-    - v0: initial version. Added since, backward compatible: the `evaluator` argument, `values` in the
+    - v1: the evaluation settings are one `evaluation` argument; v0's `eval_samples`, `eval_batch_size`,
+      `recalibrate_batches`, `finetune_steps`, `precision`, `reconstruct` and `evaluation_seed` are its fields.
+    - v0: initial version. Added later, backward compatible: the `evaluator` argument, `values` in the
       final `info`, `precision` defaulting to `auto`.
     """
 
@@ -137,11 +138,7 @@ class CompressionEnv(gym.Env):
         mode: str = "channel",
         reward: str = "acc",
         input_shape: Sequence[int] | None = None,
-        eval_samples: int = 1000,
-        eval_batch_size: int = 500,
-        recalibrate_batches: int = 20,
-        finetune_steps: int = 0,
-        precision: str = "auto",
+        evaluation: EvaluationSettings | None = None,
         latency_table: LatencyTable | RuntimeLatencyTable | None = None,
         min_keep: float = 0.2,
         max_sparsity: float = 0.9,
@@ -149,8 +146,6 @@ class CompressionEnv(gym.Env):
         max_bits: int = 8,
         removal_threshold: float = 0.0,
         round_to: int = 1,
-        reconstruct: bool = False,
-        evaluation_seed: int = 0,
         evaluator: CachedEvaluator | None = None,
     ):
         super().__init__()
@@ -179,8 +174,7 @@ class CompressionEnv(gym.Env):
         self.action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
         self.observation_space = spaces.Box(0.0, 1.0, (len(OBSERVATION_FEATURES),), np.float32)
         if evaluator is None:
-            settings = EvaluationSettings(eval_samples, eval_batch_size, recalibrate_batches, finetune_steps,
-                                          reconstruct, precision, evaluation_seed)  # fmt: skip
+            settings = evaluation or EvaluationSettings()
             evaluator = CachedEvaluator(CandidateEvaluator(teacher, data, settings, self.input_shape, self.cost_model),
                                         self.cost_model.pieces)  # fmt: skip
         self.evaluator = evaluator

@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-import envs  # noqa: F401  (registers amc/Compression-v0)
+import envs  # noqa: F401  (registers amc/Compression-v1)
 from amc.data import load_synthetic
 from amc.errors import AmcError
-from amc.evaluate.evaluator import Evaluation
+from amc.evaluate.evaluator import Evaluation, EvaluationSettings
 from amc.evaluate.rewards import REWARDS, Outcome, get_reward
 from amc.models import create_model
 from envs.compression import MODES, CompressionEnv
@@ -34,8 +34,8 @@ def make_env(mode="channel", **kwargs):
     if "budget" not in kwargs:
         kwargs["budget"] = BUDGETS[mode]
     env = gymnasium.make(
-        "amc/Compression-v0", teacher=TEACHER, data=DATA, mode=mode, eval_samples=32, recalibrate_batches=2,
-        precision="fp32", **kwargs,
+        "amc/Compression-v1", teacher=TEACHER, data=DATA, mode=mode,
+        evaluation=EvaluationSettings(eval_samples=32, recalibrate_batches=2, precision="fp32"), **kwargs,
     )  # fmt: skip
     return env.unwrapped
 
@@ -54,7 +54,7 @@ def rollout(env, actions, seed=None):
 
 
 def test_registered_id_makes_the_env():
-    env = gymnasium.make("amc/Compression-v0", teacher=TEACHER, data=DATA, budget={"flops": 0.5})
+    env = gymnasium.make("amc/Compression-v1", teacher=TEACHER, data=DATA, budget={"flops": 0.5})
     assert isinstance(env.unwrapped, CompressionEnv)
 
 

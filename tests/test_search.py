@@ -24,6 +24,7 @@ from agents.noise import TruncatedNormalDecayNoise
 from agents.search import SEARCHERS
 from amc.cost.budget import Budget
 from amc.data import load_synthetic
+from amc.evaluate.evaluator import EvaluationSettings
 from amc.models import create_model
 from envs.compression import MODES, CompressionEnv
 
@@ -32,8 +33,8 @@ SEARCH = ["--set", "episodes=4", "--set", "warmup_episodes=2", "--set", "eval_sa
 
 
 def small_env():
-    return CompressionEnv(create_model("resnet8", num_classes=4), load_synthetic(), {"flops": 0.5}, eval_samples=32,
-                          recalibrate_batches=2, precision="fp32")  # fmt: skip
+    settings = EvaluationSettings(eval_samples=32, recalibrate_batches=2, precision="fp32")
+    return CompressionEnv(create_model("resnet8", num_classes=4), load_synthetic(), {"flops": 0.5}, evaluation=settings)
 
 
 def test_ddpg_is_configured_like_amc():
