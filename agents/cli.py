@@ -12,7 +12,8 @@ import sys
 import typing
 from pathlib import Path
 
-from agents.config import PredictConfig, ReportConfig, SearchConfig, config_help, dump_config, flag, resolve_config
+from agents.cli_config import config_help, dump_config, flag, leaves, old_names, resolve_config
+from agents.config import PredictConfig, ReportConfig, SearchConfig
 from amc.commands.apply import ApplyConfig
 from amc.commands.baseline import BaselineConfig
 from amc.commands.evaluate import EvaluateConfig
@@ -65,22 +66,25 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     parser.epilog = config_help(cls)
     parser.add_argument("--config", metavar="YAML", help=f"YAML file of {cls.__name__} keys (flags and --set win)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key")
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        kind = _base_type(hints[f.name])
+    for path, (f, hint) in leaves(cls).items():
+        kind = _base_type(hint)
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         help_text = f.metadata.get("help", "")
         help_text = help_text if "default" in help_text else f"{help_text} (default: {default})"
         if f.metadata.get("positional"):
-            parser.add_argument(f.name, nargs="?", default=None, help=help_text)
+            parser.add_argument(path, nargs="?", default=None, help=help_text)
         elif kind is bool:
-            parser.add_argument(flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction, help=help_text)
+            parser.add_argument(flag(path), dest=path, action=argparse.BooleanOptionalAction, help=help_text)
         else:
-            parser.add_argument(flag(f.name), dest=f.name, metavar=f.name.upper(), help=help_text)
+            parser.add_argument(flag(path), dest=path, metavar=path.rsplit(".", 1)[-1].upper(), help=help_text)
+    for old, path in old_names(cls).items():  # earlier flat spellings, still read, not shown
+        kind = _base_type(leaves(cls)[path][1])
+        action = argparse.BooleanOptionalAction if kind is bool else None
+        parser.add_argument(flag(old), dest=path, action=action, help=argparse.SUPPRESS)
 
 
 def config_from_args(cls: type, args: argparse.Namespace, config_path: str | None = None, command: str = ""):
-    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name) is not None}
+    flags = {path: getattr(args, path) for path in leaves(cls) if getattr(args, path, None) is not None}
     return resolve_config(cls, config_path or args.config, flags, args.set, command)
 
 

@@ -56,45 +56,47 @@ ALGORITHMS = {"ddpg": AmcDDPG, "td3": AmcTD3, "sac": AmcSAC}
 
 def make_agent(env, steps_per_episode: int, cfg: SearchConfig):
     """An SB3 agent with AMC's hyper-parameters: 300-300 nets, lr 1e-4/1e-3, tau 0.01, gamma 1, batch 64,
-    uniformly random warm-up episodes, decaying truncated-normal noise, and final-reward credit. `cfg.agent`
-    names the algorithm; the replay buffer holds `cfg.episodes` episodes (the whole search).
+    uniformly random warm-up episodes, decaying truncated-normal noise, and final-reward credit. `cfg.agent.algorithm`
+    names the algorithm; the replay buffer holds `cfg.agent.episodes` episodes (the whole search).
 
     Credit differs from AMC's code in one place, on evidence: the baseline is subtracted when an episode is
-    stored, not when a batch is sampled (`cfg.credit_baseline`; agents/buffers.py has the figures).
+    stored, not when a batch is sampled (`cfg.agent.credit_baseline`; agents/buffers.py has the figures).
 
     With a VecEnv of N envs (N episodes side by side) the agent trains after every round of N episodes,
     as many gradient steps as the N episodes had steps, and the noise schedule counts every env's episodes."""
-    if cfg.agent not in ALGORITHMS:
-        raise ValueError(f"unknown algorithm {cfg.agent!r}; choose one of {', '.join(ALGORITHMS)}")
-    cls = ALGORITHMS[cfg.agent]
+    if cfg.agent.algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {cfg.agent.algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
+    cls = ALGORITHMS[cfg.agent.algorithm]
     n_envs = getattr(env, "num_envs", 1)
     kwargs = {}
-    if cfg.agent != "sac":
-        noise = TruncatedNormalDecayNoise(cfg.noise_sigma, cfg.noise_decay, cfg.warmup_episodes, seed=cfg.seed)
+    if cfg.agent.algorithm != "sac":
+        noise = TruncatedNormalDecayNoise(
+            cfg.agent.noise_sigma, cfg.agent.noise_decay, cfg.agent.warmup_episodes, seed=cfg.agent.seed
+        )
         kwargs["action_noise"] = noise if n_envs == 1 else shared_schedule(noise, n_envs)
     agent = cls(
         "MlpPolicy",
         env,
-        learning_rate=cfg.actor_lr,
-        buffer_size=max(cfg.episodes * steps_per_episode, cfg.batch_size),
-        learning_starts=cfg.warmup_episodes * steps_per_episode,
-        batch_size=cfg.batch_size,
-        tau=cfg.tau,
-        gamma=cfg.gamma,
+        learning_rate=cfg.agent.actor_lr,
+        buffer_size=max(cfg.agent.episodes * steps_per_episode, cfg.agent.batch_size),
+        learning_starts=cfg.agent.warmup_episodes * steps_per_episode,
+        batch_size=cfg.agent.batch_size,
+        tau=cfg.agent.tau,
+        gamma=cfg.agent.gamma,
         train_freq=(1, "episode") if n_envs == 1 else (steps_per_episode, "step"),  # SB3: episodic needs 1 env
         gradient_steps=-1,
         replay_buffer_class=EpisodeRewardReplayBuffer,
         replay_buffer_kwargs={
-            "baseline_decay": cfg.baseline_decay,
-            "credit_baseline": cfg.credit_baseline,
-            "normalize_reward": cfg.normalize_reward,
+            "baseline_decay": cfg.agent.baseline_decay,
+            "credit_baseline": cfg.agent.credit_baseline,
+            "normalize_reward": cfg.agent.normalize_reward,
         },
-        policy_kwargs={"net_arch": {"pi": list(cfg.hidden), "qf": list(cfg.hidden)}},
-        seed=cfg.seed,
-        device=cfg.device,
+        policy_kwargs={"net_arch": {"pi": list(cfg.agent.hidden), "qf": list(cfg.agent.hidden)}},
+        seed=cfg.agent.seed,
+        device=cfg.run.device,
         verbose=0,
         **kwargs,
     )
-    agent.critic_learning_rate = cfg.critic_lr
+    agent.critic_learning_rate = cfg.agent.critic_lr
     agent.start_actions = []
     return agent

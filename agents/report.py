@@ -104,29 +104,28 @@ def plot_policy(policy: CompressionPolicy, path: Path) -> None:
 def layer_channels(run_dir: Path, policy: CompressionPolicy) -> dict | None:
     """Teacher and student (input, output) channels of every conv/linear layer, and each layer's predicted
     milliseconds from the search's latency table when it had one; None when the teacher cannot be read here."""
-    import yaml
-
+    from agents.config import load_config
     from amc.checkpoint import load_checkpoint
     from amc.compress.student import model_from_checkpoint
     from amc.cost.latency import load_latency_table
     from amc.cost.predicted import CostModel
 
-    config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
     try:
-        blob = load_checkpoint(config.get("teacher", ""))
+        config = load_config(run_dir / "config.yaml")
+        blob = load_checkpoint(config.teacher)
     except AmcError:
         return None
     cost_model = CostModel(model_from_checkpoint(blob), tuple(blob["dataset"]["input_shape"]))
     teacher = cost_model.layer_shapes({})
     student = cost_model.layer_shapes(policy.keep_ratios, policy.removed_blocks, policy.round_to)
     result = {"teacher": teacher, "student": student, "table": None}
-    if config.get("latency_table") and Path(config["latency_table"]).is_file():
+    table_path = config.env.latency_table
+    if table_path and Path(table_path).is_file():
         try:
-            table = load_latency_table(config["latency_table"], config.get("runtime", "eager"),
-                                       config.get("runtime_precision", "fp32"))  # fmt: skip
+            table = load_latency_table(table_path, config.env.runtime, config.env.runtime_precision)
         except AmcError:
             return result
-        result.update(table=config["latency_table"], teacher_ms=table.layer_ms(teacher),
+        result.update(table=table_path, teacher_ms=table.layer_ms(teacher),
                       student_ms=table.layer_ms(student))  # fmt: skip
     return result
 

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,8 @@ from agents import checkpoint as agent_checkpoint
 from agents.blackbox import BLACKBOX_AGENTS, OptunaSearcher, import_optuna
 from agents.buffers import CREDIT_BASELINES
 from agents.callbacks import EpisodeCallback, EpisodeRecorder, PeriodicCheckpoint, write_json
-from agents.config import SearchConfig, dump_config
+from agents.cli_config import dump_config
+from agents.config import SearchConfig, flat_config
 from agents.ddpg import ALGORITHMS, make_agent
 from agents.noise import TruncatedNormalDecayNoise, shared_schedule
 from agents.vec_env import BatchedEvaluationVecEnv
@@ -58,40 +59,46 @@ AGENT_FILE, BUFFER_FILE = "agent.pt", "replay_buffer.npz"
 
 def new_run_dir(cfg: SearchConfig) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(cfg.out_dir) / f"{cfg.name}-{stamp}"
+    run_dir = Path(cfg.run.out_dir) / f"{cfg.run.name}-{stamp}"
     suffix = 1
     while run_dir.exists():
         suffix += 1
-        run_dir = Path(cfg.out_dir) / f"{cfg.name}-{stamp}-{suffix}"
+        run_dir = Path(cfg.run.out_dir) / f"{cfg.run.name}-{stamp}-{suffix}"
     run_dir.mkdir(parents=True)
     return run_dir
 
 
+def latency_table_of(cfg: SearchConfig):
+    """The search's latency table, checked against its runtime and precision; None without one."""
+    env = cfg.env
+    return load_latency_table(env.latency_table, env.runtime, env.runtime_precision) if env.latency_table else None
+
+
 def evaluation_settings(cfg: SearchConfig) -> EvaluationSettings:
-    deployed = {}
-    if cfg.reward_in_runtime and (cfg.runtime, cfg.runtime_precision) != ("eager", "fp32"):
-        Target(cfg.runtime, cfg.runtime_precision)  # a bad name is one line here
-        table = load_latency_table(cfg.latency_table, cfg.runtime, cfg.runtime_precision) if cfg.latency_table else None
-        deployed = {"runtime": cfg.runtime, "runtime_precision": cfg.runtime_precision,
+    """The config's evaluation section as the evaluator's settings, with the runtime it scores in."""
+    deployed, env, evaluation = {}, cfg.env, cfg.evaluation
+    if evaluation.reward_in_runtime and (env.runtime, env.runtime_precision) != ("eager", "fp32"):
+        Target(env.runtime, env.runtime_precision)  # a bad name is one line here
+        table = latency_table_of(cfg)
+        deployed = {"runtime": env.runtime, "runtime_precision": env.runtime_precision,
                     "activation_type": getattr(table, "activation_type", None) or "uint8"}  # fmt: skip
-    return EvaluationSettings(eval_samples=cfg.eval_samples, recalibrate_batches=cfg.recalibrate_batches,
-                              finetune_steps=cfg.finetune_steps, reconstruct=cfg.reconstruct,
-                              precision=cfg.precision, **deployed)  # fmt: skip
+    return EvaluationSettings(eval_samples=evaluation.eval_samples, recalibrate_batches=evaluation.recalibrate_batches,
+                              finetune_steps=evaluation.finetune_steps, reconstruct=evaluation.reconstruct,
+                              precision=evaluation.precision, **deployed)  # fmt: skip
 
 
 def make_env(cfg: SearchConfig, teacher: torch.nn.Module, data: DataSplits,
              evaluator: CachedEvaluator | None = None) -> CompressionEnv:  # fmt: skip
-    table = load_latency_table(cfg.latency_table, cfg.runtime, cfg.runtime_precision) if cfg.latency_table else None
+    table, env = latency_table_of(cfg), cfg.env
     return CompressionEnv(
-        teacher, data, Budget.parse(cfg.budget), mode=cfg.mode, reward=cfg.reward, evaluation=evaluation_settings(cfg),
-        latency_table=table, min_keep=cfg.min_keep, max_sparsity=cfg.max_sparsity,
-        min_bits=cfg.min_bits, max_bits=cfg.max_bits, round_to=resolve_round_to(cfg.round_to, table),
-        evaluator=evaluator,
+        teacher, data, Budget.parse(env.budget), mode=env.mode, reward=env.reward, evaluation=evaluation_settings(cfg),
+        latency_table=table, min_keep=env.min_keep, max_sparsity=env.max_sparsity, min_bits=env.min_bits,
+        max_bits=env.max_bits, round_to=resolve_round_to(env.round_to, table), evaluator=evaluator,
     )  # fmt: skip
 
 
 def load_teacher_and_data(cfg: SearchConfig, teacher_blob: dict) -> tuple[torch.nn.Module, DataSplits]:
-    teacher = model_from_checkpoint(teacher_blob).to(resolve_device(cfg.device))
+    teacher = model_from_checkpoint(teacher_blob).to(resolve_device(cfg.run.device))
     data = load_data_for(teacher_blob, cfg.dataset, cfg.data_dir, None, checkpoint=cfg.teacher)
     check_model_takes(teacher, data.input_shape, data.name)
     return teacher, data
@@ -103,18 +110,18 @@ def build_env(cfg: SearchConfig, teacher_blob: dict) -> CompressionEnv:
 
 
 def start_evaluator(cfg: SearchConfig, backend: str, teacher_blob: dict, teacher, data: DataSplits) -> CachedEvaluator:
-    """The search's shared evaluator: in this process (`serial`) or on `cfg.workers` local or Ray workers."""
-    threads = worker_threads(backend, cfg.workers, cfg.worker_threads)
+    """The search's shared evaluator: in this process (`serial`) or on `cfg.run.workers` local or Ray workers."""
+    threads = worker_threads(backend, cfg.run.workers, cfg.run.worker_threads)
     settings = evaluation_settings(cfg)
     cost_model = CostModel(teacher, data.input_shape)
     if backend == "serial":
         torch.set_num_threads(threads)
         backend_impl = CandidateEvaluator(teacher, data, settings, cost_model=cost_model)
     else:
-        spec = WorkerSpec(teacher_blob, data, settings, cfg.device, threads)
-        backend_impl = start_workers(backend, spec, cfg.workers, cfg.ray_address)
-    print(f"search: backend {backend}, {cfg.workers} worker(s) x {threads} thread(s), precision {cfg.precision}",
-          flush=True)  # fmt: skip
+        spec = WorkerSpec(teacher_blob, data, settings, cfg.run.device, threads)
+        backend_impl = start_workers(backend, spec, cfg.run.workers, cfg.run.ray_address)
+    print(f"search: backend {backend}, {cfg.run.workers} worker(s) x {threads} thread(s), "
+          f"precision {cfg.evaluation.precision}", flush=True)  # fmt: skip
     return CachedEvaluator(backend_impl, cost_model.pieces)
 
 
@@ -147,7 +154,7 @@ def base_noise(agent) -> TruncatedNormalDecayNoise | None:
 
 def save_agent_state(agent, cfg: SearchConfig, run_dir: Path, state: dict) -> None:
     """The agent, its replay buffer (each replaced atomically, neither a pickle) and its noise schedule."""
-    agent_checkpoint.save_agent(agent, run_dir / AGENT_FILE, cfg.agent)
+    agent_checkpoint.save_agent(agent, run_dir / AGENT_FILE, cfg.agent.algorithm)
     agent_checkpoint.save_replay_buffer(agent.replay_buffer, run_dir / BUFFER_FILE)
     noise = base_noise(agent)
     state["noise"] = noise.state() if noise is not None else None
@@ -156,17 +163,17 @@ def save_agent_state(agent, cfg: SearchConfig, run_dir: Path, state: dict) -> No
 def read_saved_agent(cfg: SearchConfig, run_dir: Path | None) -> tuple[dict | None, dict | None]:
     """The agent (and replay buffer) a search starts from: its run folder's on resume, else `init_agent`'s.
     Read, and refused in one line if damaged or crafted, before the search writes anything."""
-    if cfg.agent not in ALGORITHMS:
+    if cfg.agent.algorithm not in ALGORITHMS:
         return None, None
     if run_dir is None:
-        return (agent_checkpoint.load_agent(cfg.init_agent) if cfg.init_agent else None), None
+        return (agent_checkpoint.load_agent(cfg.agent.init_agent) if cfg.agent.init_agent else None), None
     agent_path, buffer_path = run_dir / AGENT_FILE, run_dir / BUFFER_FILE
     if not agent_path.exists():
         if (run_dir / "agent.zip").exists():
             raise AmcError(f"{run_dir} was saved by an older amc as agent.zip, a pickle that amc no longer loads; "
                            "start a new search")  # fmt: skip
         return None, None
-    if not buffer_path.exists() and not cfg.resume_without_buffer:
+    if not buffer_path.exists() and not cfg.run.resume_without_buffer:
         raise AmcError(f"{run_dir} has its agent but not its replay buffer ({BUFFER_FILE}), so the agent would "
                        "resume with an empty memory; add --set resume_without_buffer=true to go on so")  # fmt: skip
     buffer = agent_checkpoint.read_replay_buffer(buffer_path) if buffer_path.exists() else None
@@ -185,14 +192,14 @@ def _run_rl(cfg, vec_env, steps: int, recorder, resuming: bool, saved: tuple, st
         if saved_buffer is not None:
             agent_checkpoint.fill_replay_buffer(agent.replay_buffer, saved_buffer)
         if state.get("noise") is not None:
-            noise = TruncatedNormalDecayNoise(cfg.noise_sigma, cfg.noise_decay, cfg.warmup_episodes)
+            noise = TruncatedNormalDecayNoise(cfg.agent.noise_sigma, cfg.agent.noise_decay, cfg.agent.warmup_episodes)
             noise.load_state(state["noise"])
             agent.action_noise = noise if vec_env.num_envs == 1 else shared_schedule(noise, vec_env.num_envs)
     elif saved_agent is not None:
-        warm_start(agent, saved_agent, cfg.init_agent)
+        warm_start(agent, saved_agent, cfg.agent.init_agent)
     agent.start_actions = list(first_actions)
-    remaining = cfg.episodes - recorder.episodes
-    callbacks = [EpisodeCallback(recorder), PeriodicCheckpoint(recorder, cfg.checkpoint_every, save_state)]
+    remaining = cfg.agent.episodes - recorder.episodes
+    callbacks = [EpisodeCallback(recorder), PeriodicCheckpoint(recorder, cfg.run.checkpoint_every, save_state)]
     interrupted = False
     try:
         if remaining > 0:
@@ -232,14 +239,18 @@ def warm_start(agent, saved: dict, path: str | Path) -> None:
 
 
 def init_policy_actions(cfg, env: CompressionEnv) -> list[float]:
-    """The per-step actions that play `cfg.init_policy` in this env: a one-shot searcher's policy (`global`,
+    """The per-step actions that play `cfg.agent.init_policy` in this env: a one-shot searcher's policy (`global`,
     `uniform`), made here for this teacher and budget, or a saved channel policy's keep ratios."""
     if any(step.stage != "channel" for step in env.steps):
-        raise AmcError(f"init_policy {cfg.init_policy}: a search starts from a policy in channel mode only; "
+        raise AmcError(f"init_policy {cfg.agent.init_policy}: a search starts from a policy in channel mode only; "
                        "drop init_policy")  # fmt: skip
-    if cfg.init_policy in ONE_SHOT:
-        return _scripted_actions(replace(cfg, agent=cfg.init_policy), env, np.random.default_rng(cfg.seed))
-    return policy_actions(cfg.init_policy, env)
+    if cfg.agent.init_policy in ONE_SHOT:
+        return _scripted_actions(
+            replace(cfg, agent=replace(cfg.agent, algorithm=cfg.agent.init_policy)),
+            env,
+            np.random.default_rng(cfg.agent.seed),
+        )
+    return policy_actions(cfg.agent.init_policy, env)
 
 
 def policy_actions(path: str | Path, env: CompressionEnv) -> list[float]:
@@ -258,18 +269,18 @@ def _scripted_values(cfg, env: CompressionEnv, rng: np.random.Generator) -> list
     """Per-step values of a hand-crafted policy: `uniform`, `global`, or `random` (random keep ratios scaled together
     to the budget, AMC's random-search baseline). None means: play uniformly random actions instead
     (`random-actions`, or `random` in modes and budgets that `random_policy` does not cover)."""
-    budget = Budget.parse(cfg.budget)
-    channel_only = cfg.mode == "channel"
-    if cfg.agent in ONE_SHOT and not channel_only:
-        raise AmcError(f"the {cfg.agent} baseline covers channel mode only; use mode channel")
-    if cfg.agent == "uniform":
-        policy = uniform(env.cost_model, budget, round_to=env.round_to, min_keep=cfg.min_keep)
-    elif cfg.agent == "global":
+    budget = Budget.parse(cfg.env.budget)
+    channel_only = cfg.env.mode == "channel"
+    if cfg.agent.algorithm in ONE_SHOT and not channel_only:
+        raise AmcError(f"the {cfg.agent.algorithm} baseline covers channel mode only; use mode channel")
+    if cfg.agent.algorithm == "uniform":
+        policy = uniform(env.cost_model, budget, round_to=env.round_to, min_keep=cfg.env.min_keep)
+    elif cfg.agent.algorithm == "global":
         policy = global_pruning(env.teacher, env.data.input_shape, env.cost_model, budget,
-                                importance=cfg.global_importance, data=env.data, round_to=env.round_to,
-                                max_pruning_ratio=min(cfg.max_pruning_ratio, 1.0 - cfg.min_keep))  # fmt: skip
-    elif cfg.agent == "random" and channel_only:
-        policy = random_policy(env.cost_model, budget, rng, round_to=env.round_to, min_keep=cfg.min_keep)
+                                importance=cfg.agent.global_importance, data=env.data, round_to=env.round_to,
+                                max_pruning_ratio=min(cfg.agent.max_pruning_ratio, 1.0 - cfg.env.min_keep))  # fmt: skip
+    elif cfg.agent.algorithm == "random" and channel_only:
+        policy = random_policy(env.cost_model, budget, rng, round_to=env.round_to, min_keep=cfg.env.min_keep)
     else:
         return None
     return [policy.keep_ratios[s.name] for s in env.steps]
@@ -292,7 +303,10 @@ def _run_rounds(cfg, vec_env: BatchedEvaluationVecEnv, recorder, save_state, nex
             after_round(infos)
             for info in infos:
                 recorder.on_episode(info)
-            if cfg.checkpoint_every and recorder.episodes // cfg.checkpoint_every > before // cfg.checkpoint_every:
+            if (
+                cfg.run.checkpoint_every
+                and recorder.episodes // cfg.run.checkpoint_every > before // cfg.run.checkpoint_every
+            ):
                 save_state()
     except KeyboardInterrupt:
         return True
@@ -303,7 +317,7 @@ def _run_rounds(cfg, vec_env: BatchedEvaluationVecEnv, recorder, save_state, nex
 
 def _run_scripted(cfg, vec_env: BatchedEvaluationVecEnv, recorder, state: dict, save_state) -> bool:
     """Uniform, random search or random actions, through the same env and logging, N episodes at a time."""
-    rng = np.random.default_rng(cfg.seed)
+    rng = np.random.default_rng(cfg.agent.seed)
     if state.get("rng") is not None:
         rng.bit_generator.state = state["rng"]
     env = vec_env.envs[0].unwrapped
@@ -320,7 +334,9 @@ def _run_scripted(cfg, vec_env: BatchedEvaluationVecEnv, recorder, state: dict, 
 def _run_blackbox(cfg, vec_env: BatchedEvaluationVecEnv, recorder, state: dict, save_state) -> bool:
     """TPE or CMA-ES (Optuna) through the same env and logging, N episodes (trials) at a time."""
     steps = len(vec_env.envs[0].unwrapped.steps)
-    searcher = OptunaSearcher(cfg.agent, steps, cfg.seed, cfg.warmup_episodes, state.setdefault("trials", []))
+    searcher = OptunaSearcher(
+        cfg.agent.algorithm, steps, cfg.agent.seed, cfg.agent.warmup_episodes, state.setdefault("trials", [])
+    )
     return _run_rounds(cfg, vec_env, recorder, save_state, lambda: searcher.ask(vec_env.num_envs),
                        lambda infos: searcher.tell([info["reward"] for info in infos]))  # fmt: skip
 
@@ -348,10 +364,10 @@ def _final_student(cfg, evaluator: CandidateEvaluator, teacher_blob: dict, run_d
                    policy: CompressionPolicy) -> dict:  # fmt: skip
     """Build, report and save the best student. Teacher and student are measured alike, on the search's device."""
     data, teacher = evaluator.data, evaluator.teacher
-    options = {"samples": cfg.report_samples, "latency_repeats": cfg.report_latency_repeats}
+    options = {"samples": cfg.run.report_samples, "latency_repeats": cfg.run.report_latency_repeats}
     raw = apply_policy(teacher, policy, evaluator.input_shape, validate=False)
     without_recalibration = {
-        split: evaluate_accuracy(raw, data, split, limit=cfg.report_samples) for split in ("test", "val")
+        split: evaluate_accuracy(raw, data, split, limit=cfg.run.report_samples) for split in ("test", "val")
     }
     student = evaluator.build_student(policy, short_finetune=False)
     before = evaluate_report(student, data, **options)  # BN-recalibrated only, whatever the reward fine-tuned
@@ -360,8 +376,10 @@ def _final_student(cfg, evaluator: CandidateEvaluator, teacher_blob: dict, run_d
         evaluator.short_finetune(student)
         reward_finetune["student_after_reward_finetune"] = evaluate_report(student, data, **options)
     after = reward_finetune.get("student_after_reward_finetune", before)
-    if cfg.final_finetune_epochs:
-        settings = FinetuneSettings(epochs=cfg.final_finetune_epochs, precision=cfg.precision, seed=cfg.seed)
+    if cfg.run.final_finetune_epochs:
+        settings = FinetuneSettings(
+            epochs=cfg.run.final_finetune_epochs, precision=cfg.evaluation.precision, seed=cfg.agent.seed
+        )
         finetune(student, teacher, data, settings, device=evaluator.device)
         after = evaluate_report(student, data, **options)
     teacher_report = evaluate_report(teacher, data, **options)
@@ -371,8 +389,10 @@ def _final_student(cfg, evaluator: CandidateEvaluator, teacher_blob: dict, run_d
     ratios["speedup_b1"] = teacher_report["latency_ms_b1"] / after["latency_ms_b1"]
     ratios["speedup_b128"] = teacher_report["latency_ms_b128"] / after["latency_ms_b128"]
     deployed = {}
-    if cfg.runtime != "eager" or cfg.runtime_precision != "fp32":  # accuracy and speed where it will run
-        deployed["deployed"] = deployed_report(student, data, cfg.runtime, cfg.runtime_precision, reference=teacher)
+    if cfg.env.runtime != "eager" or cfg.env.runtime_precision != "fp32":  # accuracy and speed where it will run
+        deployed["deployed"] = deployed_report(
+            student, data, cfg.env.runtime, cfg.env.runtime_precision, reference=teacher
+        )
     return {
         "teacher": teacher_report,
         "student_without_bn_recalibration": without_recalibration,
@@ -397,42 +417,48 @@ def read_search_state(path: Path) -> dict:
 def run_search(cfg: SearchConfig, resume_dir: str | Path | None = None) -> dict:
     """Run (or resume) a search; returns the results that are also written to results.json. Bad settings,
     a missing Ray or an unreachable cluster fail before anything is written."""
-    if cfg.agent not in SEARCHERS:
-        raise AmcError(f"unknown agent {cfg.agent!r}; choose one of {', '.join(SEARCHERS)}")
-    if cfg.credit_baseline not in CREDIT_BASELINES:
-        raise AmcError(f"credit_baseline is {cfg.credit_baseline!r}; use one of {', '.join(CREDIT_BASELINES)}")
-    if "global" in (cfg.agent, cfg.init_policy):
-        check_global_settings(cfg.global_importance, cfg.max_pruning_ratio)
-    if cfg.init_policy:
-        if cfg.agent not in ALGORITHMS:
-            raise AmcError(f"init_policy starts a {', '.join(ALGORITHMS)} search, not {cfg.agent}; drop init_policy")
-        if cfg.init_policy not in ONE_SHOT:
-            CompressionPolicy.load(cfg.init_policy)  # a missing or malformed file fails before anything is written
-    backend = resolve_backend(cfg.backend, cfg.workers)
-    if cfg.agent in BLACKBOX_AGENTS:
+    if cfg.agent.algorithm not in SEARCHERS:
+        raise AmcError(f"unknown agent {cfg.agent.algorithm!r}; choose one of {', '.join(SEARCHERS)}")
+    if cfg.agent.credit_baseline not in CREDIT_BASELINES:
+        raise AmcError(f"credit_baseline is {cfg.agent.credit_baseline!r}; use one of {', '.join(CREDIT_BASELINES)}")
+    if "global" in (cfg.agent.algorithm, cfg.agent.init_policy):
+        check_global_settings(cfg.agent.global_importance, cfg.agent.max_pruning_ratio)
+    if cfg.agent.init_policy:
+        if cfg.agent.algorithm not in ALGORITHMS:
+            raise AmcError(
+                f"init_policy starts a {', '.join(ALGORITHMS)} search, not {cfg.agent.algorithm}; drop init_policy"
+            )
+        if cfg.agent.init_policy not in ONE_SHOT:
+            CompressionPolicy.load(
+                cfg.agent.init_policy
+            )  # a missing or malformed file fails before anything is written
+    backend = resolve_backend(cfg.run.backend, cfg.run.workers)
+    if cfg.agent.algorithm in BLACKBOX_AGENTS:
         import_optuna()
     if backend == "ray":
-        check_ray_address(cfg.ray_address)
+        check_ray_address(cfg.run.ray_address)
     resuming = resume_dir is not None
     state_path = Path(resume_dir or ".") / "search_state.json"
     state = read_search_state(state_path) if resuming and state_path.exists() else {}
-    if resuming and cfg.agent in ALGORITHMS and state.get("workers", 1) != cfg.workers:
+    if resuming and cfg.agent.algorithm in ALGORITHMS and state.get("workers", 1) != cfg.run.workers:
         raise AmcError(f"{resume_dir} was searched with workers={state.get('workers', 1)} and its replay buffer "
                        f"has that many envs; resume with --set workers={state.get('workers', 1)}")  # fmt: skip
     saved = read_saved_agent(cfg, Path(resume_dir) if resuming else None)
     teacher_blob = load_checkpoint(cfg.teacher)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.agent.seed)
     teacher, data = load_teacher_and_data(cfg, teacher_blob)
-    cfg.precision = resolve_precision(cfg.precision, resolve_device(cfg.device), announce=True)
+    cfg.evaluation.precision = resolve_precision(
+        cfg.evaluation.precision, resolve_device(cfg.run.device), announce=True
+    )
     evaluator = start_evaluator(cfg, backend, teacher_blob, teacher, data)
     run_dir = None
     try:
         vec_env = BatchedEvaluationVecEnv(
-            [lambda: Monitor(make_env(cfg, teacher, data, evaluator)) for _ in range(cfg.workers)], evaluator
+            [lambda: Monitor(make_env(cfg, teacher, data, evaluator)) for _ in range(cfg.run.workers)], evaluator
         )
-        vec_env.seed(cfg.seed)
+        vec_env.seed(cfg.agent.seed)
         first_actions = []  # a mismatch fails before anything is written
-        if cfg.init_policy and not resuming:
+        if cfg.agent.init_policy and not resuming:
             first_actions = init_policy_actions(cfg, vec_env.envs[0].unwrapped)
         run_dir = Path(resume_dir) if resuming else new_run_dir(cfg)
         dump_config(cfg, run_dir / "config.yaml")
@@ -464,14 +490,15 @@ def _search(cfg, backend: str, vec_env: BatchedEvaluationVecEnv, teacher_blob: d
     env: CompressionEnv = vec_env.envs[0].unwrapped
     writer = SummaryWriter(str(run_dir / "tb"))
     if not resuming:
-        table = "\n".join(["|key|value|", "|-|-|", *(f"|{k}|{v}|" for k, v in asdict(cfg).items())])
+        table = "\n".join(["|key|value|", "|-|-|", *(f"|{k}|{v}|" for k, v in flat_config(cfg).items())])
         writer.add_text("hyperparameters", table)
     metadata = {
-        "mode": cfg.mode, "budget": dict(Budget.parse(cfg.budget).items()), "reward": cfg.reward, "searcher": cfg.agent,
-        "search_config": asdict(cfg), "teacher_accuracy_val_subset": env.teacher_accuracy,
+        "mode": cfg.env.mode, "budget": dict(Budget.parse(cfg.env.budget).items()), "reward": cfg.env.reward,
+        "searcher": cfg.agent.algorithm,
+        "search_config": flat_config(cfg), "teacher_accuracy_val_subset": env.teacher_accuracy,
     }  # fmt: skip
     recorder = EpisodeRecorder(writer, run_dir, [s.name for s in env.steps], [s.stage for s in env.steps], metadata,
-                               cfg.episodes if cfg.agent not in ONE_SHOT else 1, state.get("recorder"),
+                               cfg.agent.episodes if cfg.agent.algorithm not in ONE_SHOT else 1, state.get("recorder"),
                                teacher_fields(teacher_blob, env.teacher))  # fmt: skip
     started = time.perf_counter()
     earlier_seconds, earlier_env_seconds = state.get("seconds", 0.0), state.get("env_seconds", 0.0)
@@ -482,16 +509,16 @@ def _search(cfg, backend: str, vec_env: BatchedEvaluationVecEnv, teacher_blob: d
         if agent is not None:
             save_agent_state(agent, cfg, run_dir, state)
         state.update(recorder=recorder.state(), seconds=time.perf_counter() - started + earlier_seconds,
-                     env_seconds=vec_env.seconds + earlier_env_seconds, workers=cfg.workers,
+                     env_seconds=vec_env.seconds + earlier_env_seconds, workers=cfg.run.workers,
                      evaluations=vec_env.evaluator.evaluations + earlier_evaluations,
                      evaluation_seconds=vec_env.evaluator.evaluation_seconds + earlier_evaluation_seconds)  # fmt: skip
         write_json(state_path, state)
 
     with stop_on_signals():
-        if cfg.agent in ALGORITHMS:
+        if cfg.agent.algorithm in ALGORITHMS:
             interrupted = _run_rl(cfg, vec_env, len(env.steps), recorder, resuming, saved, state, save_state,
                                   run_dir / "tb", first_actions)  # fmt: skip
-        elif cfg.agent in BLACKBOX_AGENTS:
+        elif cfg.agent.algorithm in BLACKBOX_AGENTS:
             interrupted = _run_blackbox(cfg, vec_env, recorder, state, save_state)
         else:
             interrupted = _run_scripted(cfg, vec_env, recorder, state, save_state)
@@ -511,8 +538,8 @@ def _search(cfg, backend: str, vec_env: BatchedEvaluationVecEnv, teacher_blob: d
     results = {
         "run_dir": str(run_dir), "episodes": recorder.episodes, "best_reward": recorder.best_reward,
         "best_episode": policy.metadata.get("episode"), "search_minutes": elapsed / 60.0,
-        "backend": backend, "workers": cfg.workers, "device": str(resolve_device(cfg.device)),
-        "precision": cfg.precision,
+        "backend": backend, "workers": cfg.run.workers, "device": str(resolve_device(cfg.run.device)),
+        "precision": cfg.evaluation.precision,
         "episodes_per_minute": episodes_per_minute, "evaluations": state["evaluations"],
         "seconds_per_candidate": state["evaluation_seconds"] / max(state["evaluations"], 1),
         "worker_cache_bytes": evaluator.settings.cache_bytes(env.data.input_shape, env.data.num_classes),

@@ -168,8 +168,8 @@ def run_row(row: Row) -> dict:
             "acc_test_raw": searched["student_without_bn_recalibration"]["test"],
             "search_minutes": searched["search_minutes"], "episodes": searched["episodes"],
             "finetune_minutes": tuned["finetune_seconds"] / 60.0, "run_dir": str(run_dir),
-            "search_reward": {"reward": cfg.reward, "eval_samples": cfg.eval_samples,
-                              "finetune_steps": cfg.finetune_steps},
+            "search_reward": {"reward": cfg.env.reward, "eval_samples": cfg.evaluation.eval_samples,
+                              "finetune_steps": cfg.evaluation.finetune_steps},
             **costs(str(row.folder / "student_ft.pt"), row.teacher),
         }  # fmt: skip
     row.folder.mkdir(parents=True, exist_ok=True)

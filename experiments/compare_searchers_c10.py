@@ -38,7 +38,7 @@ from rows import (
 )
 from script_args import run_script
 
-from agents.config import SearchConfig, load_config
+from agents.config import SearchConfig, flat_config, load_config
 from agents.search import evaluation_settings, load_teacher_and_data
 from amc.checkpoint import load_checkpoint
 from amc.commands.evaluate import evaluate_report
@@ -136,9 +136,9 @@ def searched_student(row: Row) -> tuple[Path, dict]:
 def global_policy(cfg: SearchConfig, method: str, teacher, data) -> CompressionPolicy:
     """Global pruning (`global-IMPORTANCE`, default per-layer cap) to the config's budget."""
     cost_model = CostModel(teacher, data.input_shape)
-    return global_pruning(teacher, data.input_shape, cost_model, Budget.parse(cfg.budget),
+    return global_pruning(teacher, data.input_shape, cost_model, Budget.parse(cfg.env.budget),
                           importance=method.removeprefix("global-"), data=data,
-                          round_to=resolve_round_to(cfg.round_to))  # fmt: skip
+                          round_to=resolve_round_to(cfg.env.round_to))  # fmt: skip
 
 
 def global_student(row: Row, cfg: SearchConfig) -> tuple[Path, dict]:
@@ -168,7 +168,7 @@ def run(args: Args) -> None:
                              data_dir=cfg.data_dir, threads=row.args.finetune_threads)  # fmt: skip
         before = searched["before"]
         result = {
-            "method": method, "seed": seed, "folder": str(row.folder), "budget": row.config().budget,
+            "method": method, "seed": seed, "folder": str(row.folder), "budget": row.config().env.budget,
             "acc_test_noft": before["accuracy"], "acc_val_noft": before["val_accuracy"],
             "acc_test_ft": tuned["accuracy"], "acc_val_ft": tuned["val_accuracy"],
             "flops": before["flops"], "search_minutes": searched["search_minutes"], "episodes": searched["episodes"],
@@ -247,13 +247,14 @@ def report(args: Args) -> None:
 
 def method_of(cfg: SearchConfig) -> str:
     """The comparison's name for the searcher `cfg` runs (what `Row.config` sets, read back)."""
-    if cfg.agent == "global":
-        return f"global-{cfg.global_importance}"
-    if cfg.init_policy == "global":
-        return f"{cfg.agent}+global-{cfg.global_importance}"
+    if cfg.agent.algorithm == "global":
+        return f"global-{cfg.agent.global_importance}"
+    if cfg.agent.init_policy == "global":
+        return f"{cfg.agent.algorithm}+global-{cfg.agent.global_importance}"
+    flat = flat_config(cfg)
     tuned = [name for name, (agent, changed) in TUNED.items()
-             if cfg.agent == agent and all(getattr(cfg, key) == value for key, value in changed.items())]  # fmt: skip
-    return tuned[0] if tuned else cfg.agent
+             if flat["agent"] == agent and all(flat[key] == value for key, value in changed.items())]  # fmt: skip
+    return tuned[0] if tuned else cfg.agent.algorithm
 
 
 def _table(by_method: dict[str, dict[int, dict]]) -> list[str]:

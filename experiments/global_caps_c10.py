@@ -60,9 +60,9 @@ def run(args: Args) -> None:
                 continue
             started = time.perf_counter()
             try:
-                policy = global_pruning(teacher, data.input_shape, cost_model, Budget.parse(cfg.budget),
+                policy = global_pruning(teacher, data.input_shape, cost_model, Budget.parse(cfg.env.budget),
                                         importance=importance, max_pruning_ratio=cap, data=data,
-                                        round_to=resolve_round_to(cfg.round_to))  # fmt: skip
+                                        round_to=resolve_round_to(cfg.env.round_to))  # fmt: skip
             except AmcError as exc:  # the cap cannot reach the budget: a result too
                 rows.append({"importance": importance, "cap": cap, "error": str(exc)})
             else:

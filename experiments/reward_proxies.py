@@ -67,7 +67,7 @@ def make_evaluator(finetune_steps: int = 0, eval_samples: int = 1000):
     from amc.evaluate.evaluator import CandidateEvaluator
 
     cfg = load_config("experiments/configs/resnet20_c10_flops50.yaml")
-    cfg.finetune_steps, cfg.eval_samples = finetune_steps, eval_samples
+    cfg.evaluation.finetune_steps, cfg.evaluation.eval_samples = finetune_steps, eval_samples
     return CandidateEvaluator(*load_teacher_and_data(cfg, load_checkpoint(cfg.teacher)), evaluation_settings(cfg))
 
 

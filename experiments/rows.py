@@ -14,12 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 import statistics
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from agents.config import SearchConfig, load_config
+from agents.config import SearchConfig, flat_config, load_config
 from agents.search import resume_config_path, run_search
 from agents.workers import available_cores
 from amc.commands.finetune import FinetuneConfig, finetune_command
@@ -53,7 +52,7 @@ ADDED_LATER = {"credit_baseline": "store", "init_policy": None, "global_importan
 
 
 def search_settings(cfg: SearchConfig) -> dict:
-    settings = asdict(cfg)
+    settings = flat_config(cfg)
     for key in RUNTIME_KEYS:
         settings.pop(key)
     if settings["runtime"] == "eager" and settings["runtime_precision"] == "fp32":
@@ -80,7 +79,7 @@ def search_in(folder: Path, cfg: SearchConfig) -> dict:
         return json.loads((done[-1] / "results.json").read_text())
     if runs:
         return run_search(load_config(resume_config_path(runs[-1])), resume_dir=runs[-1])
-    cfg.out_dir, cfg.name = str(folder), "search"
+    cfg.run.out_dir, cfg.run.name = str(folder), "search"
     return run_search(cfg)
 
 

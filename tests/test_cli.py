@@ -83,6 +83,17 @@ def test_train_teacher_resumes_after_interruption(tmp_path, capsys, monkeypatch)
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
 
 
+def test_every_command_takes_the_budget_one_way_and_earlier_spellings_too(teacher_path, tmp_path, capsys):
+    """`--budget flops=0.5` as in search and policy predict; `--flops 0.5` and `--importance` still read."""
+    one, earlier = tmp_path / "one.json", tmp_path / "earlier.json"
+    common = ["baseline", "global", "--teacher", str(teacher_path)]
+    assert run([*common, "--budget", "flops=0.5", "--global-importance", "l1", "--out", str(one)], capsys)[0] == 0
+    assert run([*common, "--flops", "0.5", "--importance", "l1", "--out", str(earlier)], capsys)[0] == 0
+    assert json.loads(one.read_text())["keep_ratios"] == json.loads(earlier.read_text())["keep_ratios"]
+    code, _, err = run([*common, "--budget", "flops=0.5", "--flops", "0.4", "--out", str(tmp_path / "x.json")], capsys)
+    assert code == 2 and "give the budget once" in err and len(err.strip().splitlines()) == 1
+
+
 def test_baseline_apply_finetune_evaluate(teacher_path, tmp_path, capsys):
     policy, student, tuned = tmp_path / "p.json", tmp_path / "s.pt", tmp_path / "s_ft.pt"
     code, out, _ = run(

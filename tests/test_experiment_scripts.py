@@ -85,12 +85,12 @@ def test_an_attempt_row_is_its_agent_with_one_setting_changed(monkeypatch):
 
     args = Args("run")
     plain, tuned = Row.parse("ddpg:1", args), Row.parse("ddpg-normreward:1", args)
-    assert (tuned.searcher, tuned.config().agent, tuned.config().seed) == ("ddpg", "ddpg", 1)
-    assert tuned.config().normalize_reward and not plain.config().normalize_reward
+    assert (tuned.searcher, tuned.config().agent.algorithm, tuned.config().agent.seed) == ("ddpg", "ddpg", 1)
+    assert tuned.config().agent.normalize_reward and not plain.config().agent.normalize_reward
     assert tuned.folder != plain.folder  # never reuses plain DDPG's search
-    assert Row.parse("ddpg-warmup200:0", args).config().warmup_episodes == 200
+    assert Row.parse("ddpg-warmup200:0", args).config().agent.warmup_episodes == 200
     warm = Row.parse("ddpg+global-lamp:0", args).config()
-    assert (warm.agent, warm.init_policy, warm.global_importance) == ("ddpg", "global", "lamp")
+    assert (warm.agent.algorithm, warm.agent.init_policy, warm.agent.global_importance) == ("ddpg", "global", "lamp")
 
 
 @pytest.mark.parametrize("method", ["ddpg", "tpe", "ddpg-normreward", "ddpg-warmup200", "ddpg+global-taylor"])
@@ -235,3 +235,11 @@ def test_candidate_cost_report_sets_each_part_against_its_floor(tmp_path):
     assert "**4.00 s** now, 8.00 s before; floor 2.00 s (2.00× it)" in page
     assert "against the plain training steps it contains: 1.25× (3.20 s)" in page
     assert "| student_plain_steps | 3.200 | 1.600 | 2.00 |" in page
+
+
+def test_a_scripts_help_shows_each_fields_docstring_and_default():
+    done = subprocess.run([sys.executable, str(EXPERIMENTS / "benchmark_cifar10.py"), "--help"], capture_output=True,
+                          text=True, timeout=HANG_GUARD_SECONDS)  # fmt: skip
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    assert "The same KD fine-tune for every row" in text and "(default: 15)" in text

@@ -18,12 +18,14 @@ from agents.buffers import EpisodeRewardReplayBuffer
 from agents.callbacks import TAGS
 from agents.checkpoint import load_agent, restore_agent, save_agent
 from agents.cli import main
-from agents.config import SearchConfig, load_config
+from agents.cli_config import dump_config
+from agents.config import AgentConfig, SearchConfig, load_config
 from agents.ddpg import AmcDDPG, make_agent
 from agents.noise import TruncatedNormalDecayNoise
 from agents.search import SEARCHERS
 from amc.cost.budget import Budget
 from amc.data import load_synthetic
+from amc.errors import AmcError
 from amc.evaluate.evaluator import EvaluationSettings
 from amc.models import create_model
 from envs.compression import MODES, CompressionEnv
@@ -39,7 +41,7 @@ def small_env():
 
 def test_ddpg_is_configured_like_amc():
     env = small_env()
-    agent = make_agent(env, len(env.steps), SearchConfig(warmup_episodes=3))
+    agent = make_agent(env, len(env.steps), SearchConfig(agent=AgentConfig(warmup_episodes=3)))
     assert isinstance(agent, AmcDDPG)
     assert agent.tau == 0.01 and agent.gamma == 1.0 and agent.batch_size == 64
     assert agent.learning_starts == 3 * len(env.steps)
@@ -116,10 +118,10 @@ def test_noise_is_truncated_and_decays_after_warmup():
 
 def test_saved_agent_predicts_the_same(tmp_path):
     env = small_env()
-    agent = make_agent(env, len(env.steps), SearchConfig(warmup_episodes=0, batch_size=4))
+    agent = make_agent(env, len(env.steps), SearchConfig(agent=AgentConfig(warmup_episodes=0, batch_size=4)))
     agent.learn(total_timesteps=3 * len(env.steps))
     save_agent(agent, tmp_path / "agent.pt", "ddpg")
-    loaded = make_agent(env, len(env.steps), SearchConfig(warmup_episodes=0, batch_size=4, seed=1))
+    loaded = make_agent(env, len(env.steps), SearchConfig(agent=AgentConfig(warmup_episodes=0, batch_size=4, seed=1)))
     restore_agent(loaded, load_agent(tmp_path / "agent.pt"))
     assert loaded.num_timesteps == agent.num_timesteps
     observations = np.random.default_rng(0).uniform(0, 1, (10, 11)).astype(np.float32)
@@ -265,8 +267,8 @@ def test_a_hard_kill_loses_only_the_episodes_since_the_last_checkpoint(
                          ids=lambda p: p.stem)  # fmt: skip
 def test_every_shipped_config_loads(path):
     cfg = load_config(path)
-    assert Budget.parse(cfg.budget).items()
-    assert cfg.mode in MODES and cfg.agent in SEARCHERS
+    assert Budget.parse(cfg.env.budget).items()
+    assert cfg.env.mode in MODES and cfg.agent.algorithm in SEARCHERS
 
 
 def test_search_config_errors_are_one_line(tmp_path, capsys):
@@ -276,10 +278,56 @@ def test_search_config_errors_are_one_line(tmp_path, capsys):
     assert main(["search", "--resume", str(tmp_path)]) == 2
 
 
+def test_the_search_config_is_a_tree_that_reads_every_spelling(tmp_path):
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("teacher: t.pt\nenv:\n  budget: flops=0.3\nagent:\n  algorithm: td3\n  noise_sigma: 0.25\n")
+    flat = tmp_path / "flat.yaml"  # the spelling of earlier versions
+    flat.write_text("teacher: t.pt\nbudget: flops=0.3\nagent: td3\nnoise_sigma: 0.25\n")
+    assert load_config(nested) == load_config(flat)
+    cfg = load_config(nested, ["agent.noise_sigma=0.1", "workers=2", "evaluation.finetune_steps=30"])
+    assert (cfg.agent.noise_sigma, cfg.run.workers, cfg.evaluation.finetune_steps) == (0.1, 2, 30)
+    assert cfg.agent.algorithm == "td3" and cfg.env.budget == "flops=0.3"
+    dump_config(cfg, tmp_path / "saved.yaml")
+    assert "agent:\n  algorithm: td3\n" in (tmp_path / "saved.yaml").read_text()
+    assert load_config(tmp_path / "saved.yaml") == cfg  # a run folder's config reads back whole
+    with pytest.raises(AmcError, match=r"unknown config keys \['agent.noise'\]"):
+        load_config(nested, ["agent.noise=0.1"])
+    with pytest.raises(AmcError, match="agent.noise_sigma='loud' is not a valid float"):
+        load_config(nested, ["agent.noise_sigma=loud"])
+
+
+def test_nested_keys_are_flags_and_old_flags_still_work(teacher_path, tmp_path, capsys):
+    argv = [
+        "search",
+        "--teacher",
+        str(teacher_path),
+        "--run.out-dir",
+        str(tmp_path / "a"),
+        "--agent.episodes",
+        "2",
+        "--agent.warmup-episodes",
+        "2",
+        "--evaluation.eval-samples",
+        "32",
+        "--env.budget",
+        "flops=0.4",
+        "--warmup-episodes",
+        "1",
+        "--json",
+    ]  # fmt: skip  (the last flag is an earlier, flat spelling)
+    assert main(argv) == 0
+    saved = load_config(next((tmp_path / "a").glob("search-*")) / "config.yaml")
+    assert (saved.agent.episodes, saved.agent.warmup_episodes, saved.env.budget) == (2, 1, "flops=0.4")
+    with pytest.raises(SystemExit):
+        main(["search", "--help"])
+    assert "agent.noise_sigma (float, default 0.5)" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("algorithm", ["td3", "sac"])
 def test_td3_and_sac_are_one_setting_away(algorithm):
     env = small_env()
-    agent = make_agent(env, len(env.steps), SearchConfig(agent=algorithm, warmup_episodes=1, batch_size=4))
+    cfg = SearchConfig(agent=AgentConfig(algorithm=algorithm, warmup_episodes=1, batch_size=4))
+    agent = make_agent(env, len(env.steps), cfg)
     agent.learn(total_timesteps=3 * len(env.steps))
     assert agent.critic.optimizer.param_groups[0]["lr"] == 1e-3
     assert agent.actor.optimizer.param_groups[0]["lr"] == 1e-4
@@ -287,7 +335,8 @@ def test_td3_and_sac_are_one_setting_away(algorithm):
 
 def test_reward_normalization_is_one_setting_away():
     env = small_env()
-    agent = make_agent(env, len(env.steps), SearchConfig(normalize_reward=True, warmup_episodes=1, batch_size=4))
+    cfg = SearchConfig(agent=AgentConfig(normalize_reward=True, warmup_episodes=1, batch_size=4))
+    agent = make_agent(env, len(env.steps), cfg)
     assert agent.replay_buffer.normalize_reward
     agent.learn(total_timesteps=3 * len(env.steps))
     assert agent._n_updates > 0 and np.isfinite(agent.logger.name_to_value.get("train/critic_loss", np.nan))

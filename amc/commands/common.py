@@ -39,8 +39,12 @@ def check_policy_matches(policy: CompressionPolicy, blob: dict, teacher: nn.Modu
 
 
 def search_settings(policy: CompressionPolicy) -> dict:
-    """How a search built its students (BN recalibration, precision, reconstruction), from the policy."""
-    return policy.metadata.get("search_config") or {}
+    """How a search built its students (BN recalibration, precision, reconstruction), from the policy; a config
+    saved with sections (env, evaluation, agent, run) is read by its keys' own names."""
+    flat = {}
+    for key, value in (policy.metadata.get("search_config") or {}).items():
+        flat.update(value if isinstance(value, dict) else {key: value})
+    return flat
 
 
 def data_source_record(source: str | None, checkpoint: str | Path) -> dict:

@@ -1,0 +1,176 @@
+"""How any command's typed config is resolved: its defaults, then a YAML file, then `--flags`, then
+`--set key=value`, every value checked against its field's type (one line naming the key when it is wrong).
+
+A config may nest sections (`SearchConfig.agent`): their keys are `agent.noise_sigma` in `--set`, `--agent.noise-sigma`
+as a flag, and a mapping under `agent:` in YAML. The flat names of earlier versions (`noise_sigma`, and `agent` for
+`agent.algorithm`) are still read, so old configs, run folders and commands keep working."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+
+import yaml
+
+from amc.errors import AmcError
+from amc.files import read_user_text
+
+RENAMED = {"agent": "agent.algorithm", "importance": "global_importance"}
+"""Flat names of earlier versions that are not the leaf's own name."""
+
+_EXAMPLES = {"int": "a whole number, e.g. 400", "float": "a number, e.g. 0.5", "list": "a list, e.g. [300, 300]",
+             "bool": "true or false", "str": "text"}  # fmt: skip
+_BOOLS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
+
+def coerce(value, hint, label: str):
+    """`value` as the field type `hint` (X | None allowed); AmcError naming `label` when it is not one."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    target = typing.get_origin(hint) or hint
+    if value is None:
+        return None
+    try:
+        if target is list:
+            items = value if isinstance(value, list) else yaml.safe_load(str(value))
+            if not isinstance(items, list):
+                raise ValueError(value)
+            return [int(v) for v in items]
+        if target is bool:
+            if isinstance(value, bool):
+                return value
+            return _BOOLS[str(value).lower()]
+        if isinstance(value, (list, dict)):
+            raise ValueError(value)
+        if target is int and (isinstance(value, bool) or (isinstance(value, float) and not value.is_integer())):
+            raise ValueError(value)  # int(1.7) would silently become 1
+        return target(value)
+    except (TypeError, ValueError, KeyError) as exc:
+        example = _EXAMPLES.get(target.__name__, target.__name__)
+        raise AmcError(f"{label} is not a valid {target.__name__}; write {example}") from exc
+
+
+def is_section(f: dataclasses.Field) -> bool:
+    return bool(f.metadata.get("section"))
+
+
+def leaves(cls, prefix: str = "") -> dict[str, tuple[dataclasses.Field, object]]:
+    """Every key of `cls`, nested sections included, by dotted path: (field, type hint)."""
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in dataclasses.fields(cls):
+        if is_section(f):
+            out.update(leaves(hints[f.name], f"{prefix}{f.name}."))
+        else:
+            out[prefix + f.name] = (f, hints[f.name])
+    return out
+
+
+def old_names(cls) -> dict[str, str]:
+    """Earlier flat spellings -> dotted path: a nested key's own name, and the renamed ones."""
+    paths = list(leaves(cls))
+    names = {p.rsplit(".", 1)[1]: p for p in paths if "." in p}
+    for old, new in RENAMED.items():
+        target = new if new in paths else names.get(new)
+        if target and old not in paths:
+            names[old] = target
+    return names
+
+
+def _path_of(cls, key: str) -> str:
+    """The dotted path `key` names in `cls`: itself, or what an earlier flat spelling became."""
+    return key if key in leaves(cls) else old_names(cls).get(key, key)
+
+
+def _flatten_yaml(cls, mapping: dict, prefix: str = "") -> list[tuple[str, object]]:
+    """(key, value) pairs of a YAML mapping, a nested section's mapping turned into dotted keys."""
+    sections = {f.name for f in dataclasses.fields(cls) if is_section(f)}
+    out = []
+    for key, value in mapping.items():
+        if not prefix and key in sections and isinstance(value, dict):
+            out += [(f"{key}.{k}", v) for k, v in value.items()]
+        else:
+            out.append((prefix + str(key), value))
+    return out
+
+
+def _yaml(text: str, where: str):
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise AmcError(f"{where} is not valid YAML{at}: {getattr(exc, 'problem', None) or exc}") from None
+
+
+def flag(path: str) -> str:
+    """`--agent.noise-sigma` for `agent.noise_sigma`."""
+    return "--" + path.replace("_", "-")
+
+
+def build(cls, values: dict[str, object], prefix: str = ""):
+    """A `cls` from already-coerced values by dotted path; sections built the same way."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        path = prefix + f.name
+        if is_section(f):
+            kwargs[f.name] = build(hints[f.name], values, path + ".")
+        elif path in values:
+            kwargs[f.name] = values[path]
+    return cls(**kwargs)
+
+
+def resolve_config(cls, path: str | Path | None = None, flags: dict | None = None, overrides=(), command: str = ""):
+    """A `cls` from its defaults, then the YAML file at `path`, then `flags` ({dotted key: raw value}), then
+    `key=value` overrides (YAML values); unknown keys and values of the wrong type are refused."""
+    assigned: dict[str, tuple[object, str]] = {}
+
+    def assign(key: str, value, label: str) -> None:
+        assigned[_path_of(cls, key)] = (value, label)
+
+    if path is not None:
+        path = Path(path)
+        text = read_user_text(
+            path, "config file", "pass a YAML file such as experiments/configs/resnet20_c10_flops30.yaml"
+        )
+        loaded = _yaml(text, str(path)) or {}
+        if not isinstance(loaded, dict):
+            raise AmcError(f"{path} must hold a YAML mapping of {cls.__name__} fields")
+        for key, value in _flatten_yaml(cls, loaded):
+            assign(key, value, f"config key {key}={value!r} in {path}")
+    for key, raw in (flags or {}).items():
+        assign(key, raw, f"config key {key}={raw}")
+    for item in overrides:
+        if "=" not in item:
+            raise AmcError(f"--set takes key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        parsed = _yaml(raw, f"--set {item}")
+        assign(key, parsed, f"config key {key}={parsed!r}")
+    known = leaves(cls)
+    unknown = set(assigned) - set(known)
+    if unknown:
+        raise AmcError(f"unknown config keys {sorted(unknown)}; see `amc {command or '<command>'} --help`")
+    return build(cls, {k: coerce(v, known[k][1], label) for k, (v, label) in assigned.items()})
+
+
+def dump_config(cfg, path: Path) -> None:
+    """The resolved config as YAML (sections as nested mappings), written atomically; `--config` reads it back."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    tmp.replace(path)
+
+
+def config_help(cls) -> str:
+    lines = ["config keys (in the --config YAML file, nested sections as mappings; as --set key=value; or as flags: "
+             "--data-dir x for data_dir=x, --agent.noise-sigma 0.3 for agent.noise_sigma=0.3):"]  # fmt: skip
+    for path, (f, hint) in leaves(cls).items():
+        kind = getattr(hint, "__name__", str(hint))
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        lines.append(f"  {path} ({kind}, default {default!r}): {f.metadata['help']}")
+    if old_names(cls):
+        lines.append("earlier flat names still work: noise_sigma for agent.noise_sigma, agent for agent.algorithm, ...")
+    return "\n".join(lines)
