@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import sys
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
@@ -364,7 +365,7 @@ def write_table(path: Path) -> None:
         for i, case in enumerate(CASES):
             code, err, _, _ = run_case(case, paths, Path(scratch) / f"case{i}")
             message = err.strip().splitlines()[-1] if err.strip() else "(nothing)"
-            message = message.replace(scratch, "…").replace("|", "\\|")
+            message = re.sub(r"search-\d{8}-\d{6}", "search-<time>", message.replace(scratch, "…")).replace("|", "\\|")
             command = " ".join(case.argv).replace("|", "\\|")
             rows.append(f"| {i + 1} | {case.id} | `amc {command}` | {code} | {message} |")
     path.write_text("\n".join([
