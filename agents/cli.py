@@ -10,6 +10,7 @@ import importlib
 import json
 import sys
 import typing
+import warnings
 from pathlib import Path
 
 from agents.cli_config import config_help, dump_config, flag, leaves, old_names, resolve_config
@@ -51,7 +52,7 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (what is wrong, and where the help is) and exit 2."""
 
     def error(self, message: str) -> typing.NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+        self.exit(2, " ".join(f"{self.prog}: error: {message}; see `{self.prog} --help`".splitlines()) + "\n")
 
 
 def _base_type(hint) -> type:
@@ -97,6 +98,7 @@ def _run(name: str, args: argparse.Namespace):
     command = COMMANDS[name]
     if name != "search":
         cfg = config_from_args(command.config, args, command=name)
+        refuse_empty_outputs(cfg)
         target = _resolved_config_path(cfg, args) if command.saves_config else None
         result = _body(command)(cfg)
         if target is not None and torchrun_ranks().is_main:  # what was run, not how: a resume is not part of it
@@ -109,6 +111,14 @@ def _run(name: str, args: argparse.Namespace):
     path = resume_config_path(args.resume) if args.resume else None
     cfg = config_from_args(SearchConfig, args, config_path=path, command=name)
     return _body(command)(cfg, resume_dir=args.resume), args.json
+
+
+def refuse_empty_outputs(cfg) -> None:
+    """`--out ''` names no file: refused, not taken as the default beside the input."""
+    for key in ("out", "out_dir", "tb_dir"):
+        value = getattr(cfg, key, None)
+        if value is not None and not str(value).strip():
+            raise AmcError(f"--{key.replace('_', '-')} is empty; name where to write, or leave it out for the default")
 
 
 def _resolved_config_path(cfg, args: argparse.Namespace) -> Path:
@@ -160,7 +170,7 @@ def _print_error(line: str) -> None:
 
     for bar in list(getattr(tqdm, "_instances", ())):
         bar.close()
-    print(line, file=sys.stderr)
+    print(" ".join(line.splitlines()), file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,14 +178,17 @@ def main(argv: list[str] | None = None) -> int:
     name = args.command if args.command != "policy" else f"policy {args.policy_command}"
     if unknown:
         extra = " ".join(unknown)
-        print(f"amc {name}: error: unrecognized arguments: {extra}; see `amc {name} --help`", file=sys.stderr)
+        _print_error(f"amc {name}: error: unrecognized arguments: {extra}; see `amc {name} --help`")
         return 2
     try:
         for file_name in args.trust_model_code:
             if not Path(file_name).is_file():
                 raise AmcError(f"--trust-model-code {file_name}: no such file")
             trust_model_code(file_name)
-        result, as_json = _run(name, args)
+        with warnings.catch_warnings(record=True) as caught:  # shown after a success; a failure is its one line
+            result, as_json = _run(name, args)
+        for warning in caught:
+            print(f"amc {name}: warning: {' '.join(str(warning.message).split())}", file=sys.stderr)
     except AmcError as exc:
         if torchrun_ranks().is_main:  # under torchrun every rank fails alike; one line is enough
             _print_error(f"amc {name}: error: {exc}")

@@ -8,6 +8,7 @@ as a flag, and a mapping under `agent:` in YAML. The flat names of earlier versi
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -20,6 +21,41 @@ from amc.files import read_user_text
 RENAMED = {"agent": "agent.algorithm", "importance": "global_importance"}
 """Flat names of earlier versions that are not the leaf's own name."""
 
+# What a number means decides its range, the same under every command: (least, most, least excluded).
+BOUNDS = {
+    "actor_lr": (0, None, True), "critic_lr": (0, None, True), "lr": (0, None, True), "tolerance": (0, None, True),
+    "temperature": (0, None, True), "momentum": (0, 1, True), "tau": (0, 1, True), "noise_decay": (0, 1, True),
+    "alpha": (0, 1, False), "gamma": (0, 1, False), "baseline_decay": (0, 1, False), "min_keep": (0, 1, True),
+    "max_sparsity": (0, 1, False), "max_pruning_ratio": (0, 1, True), "flops": (0, None, True),
+    "params": (0, None, True), "size": (0, None, True), "latency": (0, None, True), "noise_sigma": (0, None, False),
+    "weight_decay": (0, None, False), "mse_weight": (0, None, False),
+    "batch_size": (1, None, False), "episodes": (1, None, False), "eval_samples": (1, None, False),
+    "latency_repeats": (1, None, False), "report_latency_repeats": (1, None, False), "report_samples": (1, None, False),
+    "threads": (1, None, False), "worker_threads": (1, None, False), "workers": (1, None, False),
+    "grid_points": (2, None, False), "students": (1, None, False), "rounds": (1, None, False),
+    "image_size": (1, None, False), "channels": (1, None, False), "steps": (1, None, False),
+    "min_bits": (1, 32, False), "max_bits": (1, 32, False), "hidden": (1, None, False),
+    "epochs": (0, None, False), "final_finetune_epochs": (0, None, False), "finetune_steps": (0, None, False),
+    "warmup_episodes": (0, None, False), "recalibrate_batches": (0, None, False), "recalibrate_bn": (0, None, False),
+    "checkpoint_every": (0, None, False), "check": (0, None, False), "seed": (0, None, False),
+}  # fmt: skip
+
+
+def check_bounds(path: str, value, label: str) -> None:
+    """Refuse a number outside what its setting means (a list: each item)."""
+    bounds = BOUNDS.get(path.rsplit(".", 1)[-1])
+    if bounds is None or value is None or isinstance(value, (str, bool)):
+        return
+    least, most, strict = bounds
+    for item in value if isinstance(value, list) else [value]:
+        low = item <= least if strict else item < least
+        if low or (most is not None and item > most):
+            where = f"{'above' if strict else 'at least'} {least}" + (
+                f" and at most {most}" if most is not None else ""
+            )
+            raise AmcError(f"{label} is out of range; it must be {where}")
+
+
 _EXAMPLES = {"int": "a whole number, e.g. 400", "float": "a number, e.g. 0.5", "list": "a list, e.g. [300, 300]",
              "bool": "true or false", "str": "text"}  # fmt: skip
 _BOOLS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
@@ -27,10 +63,11 @@ _BOOLS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no"
 
 def coerce(value, hint, label: str):
     """`value` as the field type `hint` (X | None allowed); AmcError naming `label` when it is not one."""
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType)  # X | None
+    if optional:
         hint = next(a for a in typing.get_args(hint) if a is not type(None))
     target = typing.get_origin(hint) or hint
-    if value is None:
+    if value is None and optional:
         return None
     try:
         if target is list:
@@ -42,11 +79,14 @@ def coerce(value, hint, label: str):
             if isinstance(value, bool):
                 return value
             return _BOOLS[str(value).lower()]
-        if isinstance(value, (list, dict)):
+        if value is None or isinstance(value, (list, dict)):
             raise ValueError(value)
         if target is int and (isinstance(value, bool) or (isinstance(value, float) and not value.is_integer())):
             raise ValueError(value)  # int(1.7) would silently become 1
-        return target(value)
+        result = target(value)
+        if isinstance(result, float) and not math.isfinite(result):
+            raise ValueError(value)  # nan or inf is never a setting
+        return result
     except (TypeError, ValueError, KeyError) as exc:
         example = _EXAMPLES.get(target.__name__, target.__name__)
         raise AmcError(f"{label} is not a valid {target.__name__}; write {example}") from exc
@@ -102,7 +142,8 @@ def _yaml(text: str, where: str):
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise AmcError(f"{where} is not valid YAML{at}: {getattr(exc, 'problem', None) or exc}") from None
+        detail = str(getattr(exc, "problem", None) or exc).splitlines()[0]
+        raise AmcError(f"{where} is not valid YAML{at}: {detail}") from None
 
 
 def flag(path: str) -> str:
@@ -154,7 +195,10 @@ def resolve_config(cls, path: str | Path | None = None, flags: dict | None = Non
     unknown = set(assigned) - set(known)
     if unknown:
         raise AmcError(f"unknown config keys {sorted(unknown)}; see `amc {command or '<command>'} --help`")
-    return build(cls, {k: coerce(v, known[k][1], label) for k, (v, label) in assigned.items()})
+    values = {k: coerce(v, known[k][1], label) for k, (v, label) in assigned.items()}
+    for key, value in values.items():
+        check_bounds(key, value, assigned[key][1])
+    return build(cls, values)
 
 
 def dump_config(cfg, path: Path) -> None:

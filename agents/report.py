@@ -105,7 +105,7 @@ def layer_channels(run_dir: Path, policy: CompressionPolicy) -> dict | None:
     """Teacher and student (input, output) channels of every conv/linear layer, and each layer's predicted
     milliseconds from the search's latency table when it had one; None when the teacher cannot be read here."""
     from agents.config import load_config
-    from amc.checkpoint import load_checkpoint
+    from amc.checkpoint import input_shape_of, load_checkpoint
     from amc.compress.student import model_from_checkpoint
     from amc.cost.latency import load_latency_table
     from amc.cost.predicted import CostModel
@@ -115,7 +115,7 @@ def layer_channels(run_dir: Path, policy: CompressionPolicy) -> dict | None:
         blob = load_checkpoint(config.teacher)
     except AmcError:
         return None
-    cost_model = CostModel(model_from_checkpoint(blob), tuple(blob["dataset"]["input_shape"]))
+    cost_model = CostModel(model_from_checkpoint(blob), input_shape_of(blob))
     teacher = cost_model.layer_shapes({})
     student = cost_model.layer_shapes(policy.keep_ratios, policy.removed_blocks, policy.round_to)
     result = {"teacher": teacher, "student": student, "table": None}

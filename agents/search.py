@@ -411,6 +411,9 @@ def read_search_state(path: Path) -> dict:
         raise AmcError(f"{path} is not valid JSON ({exc}); the run cannot resume from it, start a new search") from None
     if not isinstance(state, dict):
         raise AmcError(f"{path} is not a search state; the run cannot resume from it, start a new search")
+    problem = agent_checkpoint.state_problem(state)
+    if problem:
+        raise AmcError(f"{path} is damaged ({problem}); the run cannot resume from it, start a new search")
     return state
 
 
@@ -460,6 +463,10 @@ def run_search(cfg: SearchConfig, resume_dir: str | Path | None = None) -> dict:
         first_actions = []  # a mismatch fails before anything is written
         if cfg.agent.init_policy and not resuming:
             first_actions = init_policy_actions(cfg, vec_env.envs[0].unwrapped)
+        if resuming and saved[1] is not None:
+            steps = len(vec_env.envs[0].unwrapped.steps)
+            agent_checkpoint.check_buffer_fits(saved[1], max(cfg.agent.episodes * steps, cfg.agent.batch_size),
+                                               cfg.run.workers, vec_env.observation_space.shape[0])  # fmt: skip
         run_dir = Path(resume_dir) if resuming else new_run_dir(cfg)
         dump_config(cfg, run_dir / "config.yaml")
         results = _search(cfg, backend, vec_env, teacher_blob, run_dir, resuming, saved, state, first_actions)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import pickle
 import platform
-import zipfile
 from pathlib import Path
 
 import torch
@@ -51,7 +49,7 @@ def load_checkpoint(path: str | Path) -> dict:
         # TorchVersion is a str subclass that amc 0.1.0 wrote into "versions"; harmless to allow.
         with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
             blob = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001  (the unpickler fails in many ways on damaged bytes)
         first_line = library_text(exc)
         raise AmcError(
             f"checkpoint {path} is corrupt or truncated ({first_line}); re-create or re-download it"
@@ -59,3 +57,17 @@ def load_checkpoint(path: str | Path) -> dict:
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise AmcError(f"{path} is not an amc checkpoint; create one with `amc train-teacher` or `amc apply`")
     return blob
+
+
+def input_shape_of(blob: dict) -> tuple[int, ...]:
+    """The (channels, height, width) a checkpoint's model takes; a damaged entry is a one-line error."""
+    dataset = blob.get("dataset")
+    shape = dataset.get("input_shape") if isinstance(dataset, dict) else None
+    if (
+        not isinstance(shape, (list, tuple))
+        or not 1 <= len(shape) <= 3
+        or not all(isinstance(s, int) and not isinstance(s, bool) and 0 < s <= 65536 for s in shape)
+    ):
+        raise AmcError(f"the checkpoint's dataset.input_shape is {shape!r}, not (channels, height, width); "
+                       "re-create it with `amc train-teacher`")  # fmt: skip
+    return tuple(shape)

@@ -27,6 +27,8 @@ def read_user_text(path: str | Path, what: str, fix: str) -> str:
 
 def check_output_file(path: str | Path) -> Path:
     """`path` as a file to write: refused in one line where it is an existing folder."""
+    if not str(path).strip():
+        raise AmcError("the file to write has an empty name; pass one, e.g. --out student.pt")
     path = Path(path)
     if path.is_dir():
         raise AmcError(f"{path} is a folder; name a file to write, e.g. {path / 'student.pt'}")

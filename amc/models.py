@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from amc.errors import AmcError
+from amc.errors import AmcError, library_text
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -81,7 +81,18 @@ def create_from_spec(spec: dict) -> nn.Module:
         if not is_trusted(file_name):
             raise AmcError(f"the checkpoint's architecture is {name}, and building it runs {file_name}; if you "
                            f"wrote or trust that file, pass --trust-model-code {file_name}")  # fmt: skip
-    return create_model(name, num_classes=spec["num_classes"], **spec.get("kwargs", {}))
+    kwargs = spec.get("kwargs", {})
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        raise AmcError("the checkpoint's arch kwargs are not a mapping of names; re-create it with `amc train-teacher`")
+    try:
+        return create_model(name, num_classes=spec["num_classes"], **kwargs)
+    except AmcError:
+        raise
+    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:  # fields a damaged file holds
+        raise AmcError(
+            f"the checkpoint's arch entry cannot build {name} ({library_text(exc)}); "
+            "re-create it with `amc train-teacher`"
+        ) from None
 
 
 TRUST_ENV = "AMC_TRUST_MODEL_CODE"

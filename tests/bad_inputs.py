@@ -91,14 +91,14 @@ CASES = [
     Case("train: a corrupt JPEG in the tree", ["train-teacher", "--dataset", "imagefolder", "--data-dir",
                                                "{tmp}/images", "--out", "{tmp}/t.pt"], "broken.jpg",
          files=corrupt_jpeg_tree()),
-    Case("train: negative epochs", [*TRAIN, "--epochs", "-1"], "--epochs is -1"),
+    Case("train: negative epochs", [*TRAIN, "--epochs", "-1"], "epochs=-1 is out of range"),
     Case("train: image size on a non-imagefolder set", [*TRAIN, "--image-size", "16"], "imagefolder only"),
     Case("train: two channels", ["train-teacher", "--dataset", "imagefolder", "--data-dir", "{tmp}/images",
                                  "--channels", "2", "--out", "{tmp}/t.pt"], "use 1 (grayscale) or 3",
          files=corrupt_jpeg_tree()),
     Case("train: unknown schedule", [*TRAIN, "--schedule", "step"], "unknown schedule"),
     Case("train: unknown precision", [*TRAIN, "--precision", "fp16"], "precision"),
-    Case("train: zero batch size", [*TRAIN, "--batch-size", "0"], "--batch-size"),
+    Case("train: zero batch size", [*TRAIN, "--batch-size", "0"], "batch_size=0 is out of range"),
     Case("train: CUDA without CUDA", [*TRAIN, "--device", "cuda"], "no CUDA device is visible"),
     Case("train: unknown device", [*TRAIN, "--device", "tpu"], "is not a device"),
     Case("train: resume without a checkpoint", [*TRAIN, "--resume"], "does not exist"),
@@ -155,7 +155,7 @@ CASES = [
                                       "{tmp}/p.json"], "unknown baseline"),
     Case("baseline: no budget", ["baseline", "uniform", "--teacher", "{teacher}", "--out", "{tmp}/p.json"], "budget"),
     Case("baseline: budget of 0", ["baseline", "uniform", "--teacher", "{teacher}", "--flops", "0", "--out",
-                                   "{tmp}/p.json"], "budget"),
+                                   "{tmp}/p.json"], "flops=0 is out of range"),
     Case("baseline: budget above 1", ["baseline", "uniform", "--teacher", "{teacher}", "--flops", "1.5", "--out",
                                       "{tmp}/p.json"], "budget"),
     Case("baseline: impossible budget", ["baseline", "uniform", "--teacher", "{teacher}", "--flops", "0.0001",
@@ -163,7 +163,8 @@ CASES = [
     Case("baseline: unknown importance", ["baseline", "global", "--teacher", "{teacher}", "--flops", "0.5",
                                           "--importance", "magic", "--out", "{tmp}/p.json"], "importance"),
     Case("baseline: per-layer cap of 1.5", ["baseline", "global", "--teacher", "{teacher}", "--flops", "0.5",
-                                            "--max-pruning-ratio", "1.5", "--out", "{tmp}/p.json"], "(0, 1)"),
+                                            "--max-pruning-ratio", "1.5", "--out", "{tmp}/p.json"],
+         "max_pruning_ratio=1.5 is out of range"),
     Case("baseline: --out is the teacher", ["baseline", "uniform", "--teacher", "{teacher}", "--flops", "0.5",
                                             "--out", "{teacher}"], "is also the --teacher"),
     # finetune
@@ -376,10 +377,17 @@ def write_table(path: Path) -> None:
         "uniform policy and student, a finished search, a Plain-20 teacher); {tmp} is the case's own folder.",
         "In messages, `…` stands for the scratch folder the cases ran in. The experiment scripts answer bad rows",
         "and flags the same way (`tests/test_experiment_scripts.py`).", "",
-        "| # | case | command | exit | message |", "|---|---|---|---|---|", *rows,
+        "| # | case | command | exit | message |", "|---|---|---|---|---|", *rows, "",
+        "## The fuzzer", "", FUZZ_MARKERS[0], "", *fuzz_block(fuzz_rows()), "", FUZZ_MARKERS[1],
     ]) + "\n")  # fmt: skip
 
 
+def fuzz_rows() -> list[dict]:
+    path = Path(__file__).resolve().parents[1] / "experiments" / "results" / "fuzz.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).parent))
+    from fuzz_inputs import FUZZ_MARKERS, fuzz_block
+
     write_table(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/bad_inputs.md"))

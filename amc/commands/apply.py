@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amc.checkpoint import load_checkpoint
-from amc.commands.common import check_policy_matches, input_shape_of, load_data_for, search_settings
+from amc.checkpoint import input_shape_of, load_checkpoint
+from amc.commands.common import check_policy_matches, load_data_for, search_settings
 from amc.compress.policy import CompressionPolicy
 from amc.compress.student import apply_policy, model_from_checkpoint, save_student
 from amc.config import doc

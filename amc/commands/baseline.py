@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from amc.checkpoint import load_checkpoint
-from amc.commands.common import input_shape_of, load_data_for
+from amc.checkpoint import input_shape_of, load_checkpoint
+from amc.commands.common import load_data_for
 from amc.compress.policy import model_fingerprint
 from amc.compress.student import model_from_checkpoint
 from amc.config import doc

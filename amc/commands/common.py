@@ -13,10 +13,6 @@ from amc.data import DataSplits, load_dataset
 from amc.errors import AmcError
 
 
-def input_shape_of(blob: dict) -> tuple[int, ...]:
-    return tuple(blob["dataset"]["input_shape"])
-
-
 def check_policy_matches(policy: CompressionPolicy, blob: dict, teacher: nn.Module, force: bool = False) -> None:
     """Refuse a policy written for another teacher; with `force`, accept a model of the same family
     (same number of classes, every named unit present), warn, and clear the policy's fingerprint so that

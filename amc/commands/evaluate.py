@@ -128,11 +128,11 @@ def evaluate_checkpoint(cfg: EvaluateConfig) -> dict:
     device = resolve_device(cfg.device)
     blob = load_checkpoint(cfg.model)
     model = model_from_checkpoint(blob).to(device)
+    reference = model_from_checkpoint(load_checkpoint(cfg.speedup_over)) if cfg.speedup_over else None  # read first
     data = load_data_for(blob, cfg.dataset, cfg.data_dir, cfg.seed, checkpoint=cfg.model)
     check_model_takes(model, data.input_shape, data.name)
     if cfg.runtime != "eager" or cfg.runtime_precision != "fp32":
         Target(cfg.runtime, cfg.runtime_precision)  # a bad name is one line before any work
-        reference = model_from_checkpoint(load_checkpoint(cfg.speedup_over)) if cfg.speedup_over else None
         report = {
             "flops": count_macs(model, data.input_shape),
             "params": count_params(model),
@@ -141,8 +141,8 @@ def evaluate_checkpoint(cfg: EvaluateConfig) -> dict:
         }  # fmt: skip
         return report
     report = evaluate_report(model, data, latency_repeats=cfg.latency_repeats, threads=cfg.threads)
-    if cfg.speedup_over:  # both timed here, alternately, on one device with one thread setting
-        reference = model_from_checkpoint(load_checkpoint(cfg.speedup_over)).to(device)
+    if reference is not None:  # both timed here, alternately, on one device with one thread setting
+        reference = reference.to(device)
         for batch in (1, 128):
             report[f"speedup_b{batch}"] = alternating_speedup(
                 model, reference, data.input_shape, batch, rounds=cfg.rounds, threads=cfg.threads

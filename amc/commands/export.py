@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from amc.checkpoint import load_checkpoint
-from amc.commands.common import input_shape_of
+from amc.checkpoint import input_shape_of, load_checkpoint
 from amc.compress.student import model_from_checkpoint
 from amc.config import doc
 from amc.cost.measured import size_bytes

@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch.nn as nn
 
-from amc.checkpoint import load_checkpoint
-from amc.commands.common import input_shape_of
+from amc.checkpoint import input_shape_of, load_checkpoint
 from amc.compress.policy import CompressionPolicy
 from amc.compress.student import apply_policy, model_from_checkpoint
 from amc.config import doc

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch.nn as nn
 
 from amc.errors import AmcError
-from amc.files import read_user_text
+from amc.files import check_output_file, read_user_text
 
 SCHEMA_VERSION = 1
 ALLOWED_BITS = (2, 3, 4, 5, 6, 7, 8, 32)
@@ -82,7 +82,7 @@ class CompressionPolicy:
 
     def save(self, path: str | Path) -> None:
         """Atomic write: a crash never leaves a half-written policy."""
-        path = Path(path)
+        path = check_output_file(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(self.to_json())

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from amc.checkpoint import load_checkpoint, save_checkpoint
+from amc.checkpoint import input_shape_of, load_checkpoint, save_checkpoint
 from amc.compress.policy import CompressionPolicy, model_fingerprint
 from amc.compress.pruning import find_units, prune_channels, replay_pruning
 from amc.compress.quantization import quantize_activations, quantize_weights, sparsify
@@ -105,19 +105,24 @@ def student_from_checkpoint(blob: dict) -> nn.Module:
     structure = blob.get("structure")
     if not isinstance(structure, dict):
         raise AmcError("student checkpoint lacks its structure entry; re-create it with `amc apply`")
-    input_shape = blob.get("dataset", {}).get("input_shape")
-    if input_shape is None:
-        raise AmcError("student checkpoint lacks the input shape needed to replay its pruning")
+    input_shape = input_shape_of(blob)
     model = create_from_spec(blob.get("arch"))
-    remove_blocks(model, structure["removed_blocks"])
-    replay_pruning(model, structure["pruning_history"], input_shape)
-    sparsify(model, {name: 0.5 for name in structure["sparse_layers"]})  # masks come from the state_dict
-    quantize_weights(model, structure["bits"])
-    if structure.get("activation_bits", 32) < 32:
-        quantize_activations(model, structure["activation_bits"])
+    try:
+        remove_blocks(model, structure["removed_blocks"])
+        replay_pruning(model, structure["pruning_history"], input_shape)
+        sparsify(model, {name: 0.5 for name in structure["sparse_layers"]})  # masks come from the state_dict
+        quantize_weights(model, structure["bits"])
+        if structure.get("activation_bits", 32) < 32:
+            quantize_activations(model, structure["activation_bits"])
+    except AmcError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, RuntimeError) as exc:
+        raise AmcError(
+            f"the student checkpoint's structure entry is damaged ({library_text(exc)}); re-create it with `amc apply`"
+        ) from None
     try:
         model.load_state_dict(blob["state_dict"])
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError, KeyError, AttributeError) as exc:
         raise AmcError(f"student weights do not fit the replayed architecture: {library_text(exc)}") from exc
     setattr(model, STRUCTURE_ATTR, structure)
     return model.eval()
@@ -138,7 +143,7 @@ def model_from_checkpoint(blob: dict) -> nn.Module:
     model = create_from_spec(blob.get("arch"))
     try:
         model.load_state_dict(blob["state_dict"])
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError, KeyError, AttributeError) as exc:
         raise AmcError(
             f"checkpoint weights do not fit architecture {blob['arch']['name']}: {library_text(exc)}"
         ) from exc

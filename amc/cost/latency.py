@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from amc.cost import runtime_latency
 from amc.cost.measured import layer_shapes, measure_latency
+from amc.cost.table_checks import finite, require, whole, whole_list
 from amc.device import model_device
 from amc.errors import AmcError, library_text
 from amc.forward import forward_with_hooks
@@ -83,6 +84,18 @@ class LatencyTable:
             raise AmcError(f"{path} is a runtime latency table; read it with amc.cost.latency.load_latency_table")
         return table
 
+    def check_fields(self, path: str | Path) -> None:
+        """Every field of the right kind: whole counts, finite times, one time per grid point."""
+        require(whole(self.batch_size) and whole(self.threads), path, "batch_size and threads must be whole numbers")
+        require(finite(self.calibration) and finite(self.teacher_ms), path, "calibration and teacher_ms")
+        require(isinstance(self.metadata, dict), path, "metadata must be a mapping")
+        for name, e in self.layers.items():
+            grids = whole_list(e.in_grid) and whole_list(e.out_grid)
+            rows = isinstance(e.ms, list) and grids and len(e.ms) == len(e.in_grid)
+            ok = rows and all(isinstance(r, list) and len(r) == len(e.out_grid) and all(finite(v) for v in r)
+                              for r in e.ms)  # fmt: skip
+            require(isinstance(e.kind, str) and ok, path, f"layer {name}: grids and an in x out grid of times")
+
     def check_target(self, runtime: str, precision: str, where: str) -> None:
         """A table timed layer by layer in PyTorch serves eager fp32 only."""
         if (runtime, precision) != ("eager", "fp32"):
@@ -137,6 +150,7 @@ def load_latency_table(path: str | Path, runtime: str, precision: str):
             table = LatencyTable(layers={n: LayerEntry(**e) for n, e in blob.pop("layers").items()}, **blob)
         except (TypeError, AttributeError, KeyError) as exc:
             raise AmcError(f"{path} is a damaged latency table ({library_text(exc)}); build it again") from None
+        table.check_fields(path)
     elif kind == runtime_latency.FORMAT:
         table = runtime_latency.RuntimeLatencyTable.from_blob(blob, path)
     else:

@@ -39,6 +39,7 @@ from amc.compress.policy import CompressionPolicy
 from amc.compress.student import apply_policy
 from amc.cost.measured import layer_shapes
 from amc.cost.predicted import CostModel
+from amc.cost.table_checks import finite, require, whole, whole_list
 from amc.deploy.deployment import deploy, fastest_activation_type
 from amc.deploy.runtimes import Target, describe_cpu
 from amc.deploy.timing import example_batch, time_alternated
@@ -123,9 +124,27 @@ class RuntimeLatencyTable:
         try:
             layers = {n: LayerSpec(tuple(s.pop("channels")), **s) for n, s in blob.pop("layers").items()}
             blob.pop("format")
-            return cls(layers=layers, **blob)
+            table = cls(layers=layers, **blob)
         except (TypeError, KeyError, AttributeError, ValueError) as exc:
             raise AmcError(f"{path} is a damaged runtime latency table ({library_text(exc)}); build it again") from None
+        table.check_fields(path)
+        return table
+
+    def check_fields(self, path: str | Path) -> None:
+        """Every field of the right kind: whole counts, finite coefficients (one overhead, two per group), and
+        every layer in a known group."""
+        require(isinstance(self.target, dict) and isinstance(self.metadata, dict), path, "target and metadata")
+        require(whole(self.block) and whole(self.round_to), path, "block and round_to must be whole numbers")
+        require(isinstance(self.groups, list) and all(isinstance(g, str) for g in self.groups), path, "groups")
+        coefficients = self.coefficients
+        require(isinstance(coefficients, list) and len(coefficients) == 1 + 2 * len(self.groups)
+                and all(finite(c, -math.inf) for c in coefficients), path, "coefficients")  # fmt: skip
+        require(finite(self.teacher_ms), path, "teacher_ms")
+        require(self.activation_type in (None, "uint8", "int8"), path, "activation_type is uint8, int8 or absent")
+        for name, s in self.layers.items():
+            ok = (whole_list(s.channels) and len(s.channels) == 2 and whole(s.macs, 0) and s.group in self.groups
+                  and isinstance(s.depthwise, bool))  # fmt: skip
+            require(ok, path, f"layer {name}: channels, MACs and a known group")
 
 
 def _padded(channels: float, block: int) -> float:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from amc.config import doc
 from amc.errors import AmcError
+from amc.train.precision import PRECISIONS
 
 
 @dataclass
@@ -28,3 +29,5 @@ class FinetuneSettings:
     def check(self) -> None:
         if (self.steps if self.steps is not None else self.epochs) < 1:
             raise AmcError("fine-tuning would run no steps; set --epochs or --steps above 0")
+        if self.precision not in PRECISIONS:
+            raise AmcError(f"unknown precision {self.precision!r}; use {', '.join(PRECISIONS)}")
