@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +24,28 @@ def model_fingerprint(model: nn.Module) -> str:
     for name, p in model.named_parameters():
         digest.update(f"{name}:{tuple(p.shape)};".encode())
     return digest.hexdigest()[:16]
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _named(kind):
+    return lambda value: isinstance(value, dict) and all(isinstance(k, str) and kind(v) for k, v in value.items())
+
+
+_FIELD_KINDS = {
+    "keep_ratios": _named(_number), "sparsity": _named(_number), "bits": _named(_whole),
+    "removed_blocks": lambda v: isinstance(v, list) and all(isinstance(b, str) for b in v),
+    "activation_bits": _whole, "importance": lambda v: isinstance(v, str), "round_to": _whole,
+    "architecture": lambda v: isinstance(v, str), "fingerprint": lambda v: isinstance(v, str),
+    "num_classes": lambda v: v is None or _whole(v), "metadata": lambda v: isinstance(v, dict),
+}  # fmt: skip
+"""What each field of a policy file holds; anything else is refused when the file is read."""
 
 
 @dataclass
@@ -67,6 +90,10 @@ class CompressionPolicy:
         unknown = set(data) - known
         if unknown:
             raise AmcError(f"policy has unknown fields {sorted(unknown)}; is it an amc policy.json?")
+        wrong = [name for name, ok in _FIELD_KINDS.items() if name in data and not ok(data[name])]
+        if wrong:
+            raise AmcError(f"policy field {wrong[0]} is {data[wrong[0]]!r}, not what amc writes there; "
+                           "make the policy with `amc baseline` or `amc search`")  # fmt: skip
         return cls(**data)
 
     def to_json(self) -> str:
