@@ -25,6 +25,7 @@ experiments/results/deploy.json; `report` writes deploy.md from those rows alone
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -238,6 +239,7 @@ def measure(row: Row, student: torch.nn.Module | None, teacher, data, table) -> 
         "speedup_vs_fp32_teacher": timings["teacher_fp32"].median_ms / timings[name].median_ms,
         "latency_vs_teacher": timings[name].median_ms / timings["teacher_target"].median_ms,
         "acc_test": accuracy, "activation_type": measured.activation_type,
+        "load_average": os.getloadavg()[0],  # other work on the machine while it was timed (above the cores: noisy)
     }  # fmt: skip
 
 
