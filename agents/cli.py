@@ -23,6 +23,7 @@ from amc.commands.finetune import FinetuneConfig
 from amc.commands.profile_latency import ProfileLatencyConfig
 from amc.commands.train_teacher import TrainConfig
 from amc.errors import AmcError
+from amc.files import check_output_file
 from amc.models import trust_model_code
 from amc.train.distributed import torchrun_ranks
 
@@ -123,7 +124,7 @@ def refuse_empty_outputs(cfg) -> None:
 
 def _resolved_config_path(cfg, args: argparse.Namespace) -> Path:
     """`<out without suffix>.config.yaml`, written after the command succeeds; never the --config file itself."""
-    target = Path(cfg.out).with_suffix(".config.yaml")
+    target = check_output_file(cfg.out).with_suffix(".config.yaml")
     if args.config and target.resolve() == Path(args.config).resolve():
         raise AmcError(f"--config {args.config} would be overwritten by this run's resolved config; "
                        f"pass another --out or rename the config file")  # fmt: skip

@@ -11,7 +11,7 @@ from amc.config import doc
 from amc.cost.measured import size_bytes
 from amc.device import DEVICE_HELP, resolve_device
 from amc.errors import AmcError
-from amc.files import refuse_overwriting_inputs
+from amc.files import check_output_file, refuse_overwriting_inputs
 
 
 @dataclass
@@ -46,7 +46,7 @@ def export_command(cfg: ExportConfig) -> dict:
     model = model_from_checkpoint(blob).cpu().eval()
     shape = input_shape_of(blob)
     suffix = {"torchscript": ".ts", "onnx": ".onnx", "packed": ".amcpack"}[cfg.format]
-    out = Path(cfg.out or Path(cfg.student).with_suffix(suffix))
+    out = check_output_file(cfg.out or Path(cfg.student).with_suffix(suffix))
     refuse_overwriting_inputs(out, student=cfg.student)
     out.parent.mkdir(parents=True, exist_ok=True)
     result: dict = {"out": str(out), "format": cfg.format, "checked_on": str(device)}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from amc.checkpoint import load_checkpoint
 from amc.commands.common import load_data_for
@@ -12,7 +11,7 @@ from amc.compress.student import model_from_checkpoint, save_student, student_fr
 from amc.config import doc
 from amc.device import DEVICE_HELP
 from amc.errors import AmcError
-from amc.files import refuse_overwriting_inputs
+from amc.files import check_output_file, refuse_overwriting_inputs
 from amc.input_check import check_model_takes
 from amc.train.distill import finetune
 from amc.train.distributed import finish, start
@@ -60,7 +59,7 @@ def finetune_command(cfg: FinetuneConfig) -> dict | None:
     if before is None and ranks.is_main:
         before = evaluate_accuracy(student, data, "test")
     policy = CompressionPolicy.from_dict(student_blob["policy"])
-    writer = SummaryWriter(cfg.tb_dir or str(Path(cfg.out).with_suffix(".tb"))) if ranks.is_main else None
+    writer = SummaryWriter(cfg.tb_dir or str(check_output_file(cfg.out).with_suffix(".tb"))) if ranks.is_main else None
 
     def save(epoch: int, state: dict) -> None:
         save_student(

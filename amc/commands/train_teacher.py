@@ -14,6 +14,7 @@ from amc.config import doc
 from amc.data import load_dataset
 from amc.device import DEVICE_HELP
 from amc.errors import AmcError
+from amc.files import check_output_file
 from amc.input_check import check_model_takes
 from amc.models import (
     SMALL_INPUT_PIXELS,
@@ -74,7 +75,7 @@ def train_teacher(cfg: TrainConfig) -> dict | None:
     ranks, device = start(cfg.device, cfg.batch_size)
     say = print if ranks.is_main else (lambda *args, **kwargs: None)
     cfg.precision = resolve_precision(cfg.precision, device, announce=ranks.is_main)
-    out = Path(cfg.out)
+    out = check_output_file(cfg.out)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     data = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download, seed=cfg.seed, **image_options(cfg))
     extra = input_kwargs(cfg.model, data.input_shape)
