@@ -94,7 +94,7 @@ def test_a_user_model_without_in_channels_gets_one_line(tmp_path, capsys):
     "argv, message",
     [
         (["--dataset", "synthetic", "--image-size", "16"], "apply to --dataset imagefolder only"),
-        (["--dataset", "synthetic", "--epochs", "-1"], "--epochs is -1"),
+        (["--dataset", "synthetic", "--epochs", "-1"], "epochs=-1 is out of range"),
     ],
 )
 def test_bad_image_options_get_one_line(argv, message, tmp_path, capsys):

@@ -38,12 +38,16 @@ def _named(kind):
     return lambda value: isinstance(value, dict) and all(isinstance(k, str) and kind(v) for k, v in value.items())
 
 
-_FIELD_KINDS = {
-    "keep_ratios": _named(_number), "sparsity": _named(_number), "bits": _named(_whole),
-    "removed_blocks": lambda v: isinstance(v, list) and all(isinstance(b, str) for b in v),
-    "activation_bits": _whole, "importance": lambda v: isinstance(v, str), "round_to": _whole,
-    "architecture": lambda v: isinstance(v, str), "fingerprint": lambda v: isinstance(v, str),
-    "num_classes": lambda v: v is None or _whole(v), "metadata": lambda v: isinstance(v, dict),
+_FIELD_KINDS = {  # field: (check, what it holds)
+    "keep_ratios": (_named(_number), "unit names with keep ratios (numbers)"),
+    "sparsity": (_named(_number), "layer names with sparsities (numbers)"),
+    "bits": (_named(_whole), "layer names with bit widths (whole numbers)"),
+    "removed_blocks": (lambda v: isinstance(v, list) and all(isinstance(b, str) for b in v), "a list of block names"),
+    "activation_bits": (_whole, "a whole number"), "importance": (lambda v: isinstance(v, str), "a name"),
+    "round_to": (_whole, "a whole number"), "architecture": (lambda v: isinstance(v, str), "a name"),
+    "fingerprint": (lambda v: isinstance(v, str), "text"),
+    "num_classes": (lambda v: v is None or _whole(v), "a whole number"),
+    "metadata": (lambda v: isinstance(v, dict), "a mapping"),
 }  # fmt: skip
 """What each field of a policy file holds; anything else is refused when the file is read."""
 
@@ -90,9 +94,10 @@ class CompressionPolicy:
         unknown = set(data) - known
         if unknown:
             raise AmcError(f"policy has unknown fields {sorted(unknown)}; is it an amc policy.json?")
-        wrong = [name for name, ok in _FIELD_KINDS.items() if name in data and not ok(data[name])]
+        wrong = [name for name, (ok, _) in _FIELD_KINDS.items() if name in data and not ok(data[name])]
         if wrong:
-            raise AmcError(f"policy field {wrong[0]} is {data[wrong[0]]!r}, not what amc writes there; "
+            name = wrong[0]
+            raise AmcError(f"policy field {name} must hold {_FIELD_KINDS[name][1]}, not {data[name]!r}; "
                            "make the policy with `amc baseline` or `amc search`")  # fmt: skip
         return cls(**data)
 
