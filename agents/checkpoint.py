@@ -181,11 +181,11 @@ def fill_replay_buffer(buffer, saved: dict[str, np.ndarray]) -> None:
 
 
 def _number(value, least: float = -math.inf) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= least
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and least <= value < 1e30
 
 
 def _whole(value, least: int = 0) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+    return isinstance(value, int) and not isinstance(value, bool) and least <= value < 2**31
 
 
 def _rng_state_ok(state) -> bool:

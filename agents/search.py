@@ -463,10 +463,12 @@ def run_search(cfg: SearchConfig, resume_dir: str | Path | None = None) -> dict:
         first_actions = []  # a mismatch fails before anything is written
         if cfg.agent.init_policy and not resuming:
             first_actions = init_policy_actions(cfg, vec_env.envs[0].unwrapped)
-        if resuming and saved[1] is not None:
+        if resuming and saved[0] is not None:  # the saved agent and buffer fit this search, or nothing is written
             steps = len(vec_env.envs[0].unwrapped.steps)
-            agent_checkpoint.check_buffer_fits(saved[1], max(cfg.agent.episodes * steps, cfg.agent.batch_size),
-                                               cfg.run.workers, vec_env.observation_space.shape[0])  # fmt: skip
+            agent_checkpoint.restore_agent(make_agent(vec_env, steps, cfg), saved[0])
+            if saved[1] is not None:
+                agent_checkpoint.check_buffer_fits(saved[1], max(cfg.agent.episodes * steps, cfg.agent.batch_size),
+                                                   cfg.run.workers, vec_env.observation_space.shape[0])  # fmt: skip
         run_dir = Path(resume_dir) if resuming else new_run_dir(cfg)
         dump_config(cfg, run_dir / "config.yaml")
         results = _search(cfg, backend, vec_env, teacher_blob, run_dir, resuming, saved, state, first_actions)
