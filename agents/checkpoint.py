@@ -191,7 +191,7 @@ def _whole(value, least: int = 0) -> bool:
 def _rng_state_ok(state) -> bool:
     try:
         np.random.default_rng().bit_generator.state = state
-    except (TypeError, ValueError, KeyError):
+    except (TypeError, ValueError, KeyError, OverflowError):
         return False
     return True
 

@@ -167,7 +167,7 @@ def free_port() -> int:
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["workers=0"], "workers is 0"),
+        (["workers=0"], "workers=0 is out of range"),
         (["workers=2", "backend=ray", f"ray_address=127.0.0.1:{free_port()}"], "no Ray cluster answers"),
         (["workers=2", "backend=threads"], "unknown backend"),
         (["workers=1.5"], "not a valid int"),
