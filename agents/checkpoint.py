@@ -202,7 +202,7 @@ def _best_info_ok(info) -> bool:
 
     if not isinstance(info, dict) or not isinstance(info.get("policy"), dict) or not _number(info.get("accuracy")):
         return False
-    if not isinstance(info.get("values", []), list) or not all(_number(v) for v in info.get("values", [])):
+    if not isinstance(info.get("values"), list) or not all(_number(v) for v in info["values"]):
         return False
     try:
         CompressionPolicy.from_dict(info["policy"])

@@ -463,6 +463,10 @@ def run_search(cfg: SearchConfig, resume_dir: str | Path | None = None) -> dict:
         first_actions = []  # a mismatch fails before anything is written
         if cfg.agent.init_policy and not resuming:
             first_actions = init_policy_actions(cfg, vec_env.envs[0].unwrapped)
+        best = state.get("recorder", {}).get("best_info")
+        if resuming and best is not None and len(best["values"]) != len(vec_env.envs[0].unwrapped.steps):
+            raise AmcError(f"{resume_dir}'s best episode has {len(best['values'])} steps, this search "
+                           f"{len(vec_env.envs[0].unwrapped.steps)}; resume with the settings it was saved with")  # fmt: skip
         if resuming and saved[0] is not None:  # the saved agent and buffer fit this search, or nothing is written
             steps = len(vec_env.envs[0].unwrapped.steps)
             agent_checkpoint.restore_agent(make_agent(vec_env, steps, cfg), saved[0])
