@@ -463,12 +463,11 @@ def run_search(cfg: SearchConfig, resume_dir: str | Path | None = None) -> dict:
         first_actions = []  # a mismatch fails before anything is written
         if cfg.agent.init_policy and not resuming:
             first_actions = init_policy_actions(cfg, vec_env.envs[0].unwrapped)
-        best = state.get("recorder", {}).get("best_info")
-        if resuming and best is not None and len(best["values"]) != len(vec_env.envs[0].unwrapped.steps):
-            raise AmcError(f"{resume_dir}'s best episode has {len(best['values'])} steps, this search "
-                           f"{len(vec_env.envs[0].unwrapped.steps)}; resume with the settings it was saved with")  # fmt: skip
+        best, steps = state.get("recorder", {}).get("best_info"), len(vec_env.envs[0].unwrapped.steps)
+        if resuming and best is not None and len(best["values"]) != steps:
+            raise AmcError(f"{resume_dir}'s best episode has {len(best['values'])} steps, this search {steps}; "
+                           "resume with the settings it was saved with")  # fmt: skip
         if resuming and saved[0] is not None:  # the saved agent and buffer fit this search, or nothing is written
-            steps = len(vec_env.envs[0].unwrapped.steps)
             agent_checkpoint.restore_agent(make_agent(vec_env, steps, cfg), saved[0])
             if saved[1] is not None:
                 agent_checkpoint.check_buffer_fits(saved[1], max(cfg.agent.episodes * steps, cfg.agent.batch_size),
