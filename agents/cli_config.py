@@ -124,15 +124,15 @@ def _path_of(cls, key: str) -> str:
     return key if key in leaves(cls) else old_names(cls).get(key, key)
 
 
-def _flatten_yaml(cls, mapping: dict, prefix: str = "") -> list[tuple[str, object]]:
+def _flatten_yaml(cls, mapping: dict) -> list[tuple[str, object]]:
     """(key, value) pairs of a YAML mapping, a nested section's mapping turned into dotted keys."""
     sections = {f.name for f in dataclasses.fields(cls) if is_section(f)}
     out = []
     for key, value in mapping.items():
-        if not prefix and key in sections and isinstance(value, dict):
+        if key in sections and isinstance(value, dict):
             out += [(f"{key}.{k}", v) for k, v in value.items()]
         else:
-            out.append((prefix + str(key), value))
+            out.append((str(key), value))
     return out
 
 
