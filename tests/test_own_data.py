@@ -132,3 +132,15 @@ def test_a_teachers_data_is_found_wherever_the_command_runs(tmp_path, capsys, mo
     code, _, err = run(["evaluate", str(moved / "t.pt"), "--json"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "is not here" in err and "--data-dir" in err
+
+
+def test_a_bundled_data_set_is_named_as_it_is_not_as_a_path(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(["train-teacher", "--model", "digits_cnn", "--dataset", "digits", "--epochs", "0", "--out",
+                        "t.pt"], capsys)  # fmt: skip
+    assert code == 0, err
+    assert "source_from_checkpoint" not in load_checkpoint(tmp_path / "t.pt")["dataset"]
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    code, _, err = run(["evaluate", str(tmp_path / "t.pt"), "--latency-repeats", "1", "--json"], capsys)
+    assert code == 0, err

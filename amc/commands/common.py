@@ -44,25 +44,24 @@ def search_settings(policy: CompressionPolicy) -> dict:
 
 
 def data_source_record(source: str | None, checkpoint: str | Path) -> dict:
-    """How a checkpoint names its data: absolute, and relative to the checkpoint's folder (which survives a move)."""
-    if not source:
+    """How a checkpoint names its data: a file or folder absolutely and relative to the checkpoint's folder (which
+    survives a move); anything else (a bundled data set) as it is."""
+    if not source or not Path(source).exists():
         return {"source": source}
     where = Path(source).resolve()
     return {"source": str(where), "source_from_checkpoint": os.path.relpath(where, Path(checkpoint).resolve().parent)}
 
 
 def stored_data_dir(stored: dict, checkpoint: str | Path) -> str:
-    """The data a checkpoint names, found from its own folder, as an absolute path, or (older checkpoints) from
-    the working directory; one line where none is here."""
-    folder = Path(checkpoint).resolve().parent
-    candidates = [folder / stored["source_from_checkpoint"]] if stored.get("source_from_checkpoint") else []
-    candidates += [Path(stored["source"]), folder / stored["source"]]
-    found = next((c for c in candidates if c.exists()), None)
+    """The data a checkpoint names, found from its own folder or absolutely; one line where neither is here. An
+    older checkpoint's relative path is read from the working directory, else from the checkpoint's folder."""
+    folder, source = Path(checkpoint).resolve().parent, stored["source"]
+    if not stored.get("source_from_checkpoint"):
+        return str(folder / source) if not Path(source).exists() and (folder / source).exists() else source
+    found = next((c for c in (folder / stored["source_from_checkpoint"], Path(source)) if c.exists()), None)
     if found is None:
-        raise AmcError(
-            f"{checkpoint} was trained on {stored['source']}, which is not here (looked from the working "
-            f"directory and from the checkpoint's folder); pass --data-dir with where that data is now"
-        )
+        raise AmcError(f"{checkpoint} was trained on {source}, which is not here (looked from the checkpoint's folder "
+                       f"and at that path); pass --data-dir with where that data is now")  # fmt: skip
     return str(found)
 
 
