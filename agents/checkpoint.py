@@ -19,6 +19,7 @@ import torch
 from stable_baselines3.common.utils import get_device
 
 from amc.errors import AmcError, library_text
+from amc.values import finite, whole
 
 AGENT_FORMAT = "amc-agent/1"
 BUFFER_ARRAYS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
@@ -83,13 +84,13 @@ def _agent_problem(payload: dict) -> str | None:
     counters = payload.get("counters")
     checks = {
         "algorithm": isinstance(payload.get("algorithm"), str),
-        "observation_shape": isinstance(shape, list) and len(shape) == 1 and _whole(shape[0], 1),
+        "observation_shape": isinstance(shape, list) and len(shape) == 1 and _count(shape[0], 1),
         "parameters": isinstance(payload.get("parameters"), dict)
         and all(isinstance(k, str) and state_dict(v) for k, v in payload["parameters"].items()),
         "tensors": isinstance(payload.get("tensors"), dict)
         and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in payload["tensors"].items()),
         "counters": isinstance(counters, dict)
-        and all(_whole(counters.get(k)) for k in ("num_timesteps", "episode_num", "n_updates")),
+        and all(_count(counters.get(k)) for k in ("num_timesteps", "episode_num", "n_updates")),
     }  # fmt: skip
     bad = [key for key, ok in checks.items() if not ok]
     return f"{', '.join(bad)} not as saved" if bad else None
@@ -180,12 +181,9 @@ def fill_replay_buffer(buffer, saved: dict[str, np.ndarray]) -> None:
     buffer.start_new_episode()
 
 
-def _number(value, least: float = -math.inf) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and least <= value < 1e30
-
-
-def _whole(value, least: int = 0) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and least <= value < 2**31
+def _count(value, least: int = 0) -> bool:
+    """A saved counter: a whole number that fits the int the libraries keep it in."""
+    return whole(value, least, 2**31 - 1)
 
 
 def _rng_state_ok(state) -> bool:
@@ -200,9 +198,9 @@ def _best_info_ok(info) -> bool:
     """The best episode's record: a policy that reads as one, and its per-step values as numbers."""
     from amc.compress.policy import CompressionPolicy
 
-    if not isinstance(info, dict) or not isinstance(info.get("policy"), dict) or not _number(info.get("accuracy")):
+    if not isinstance(info, dict) or not isinstance(info.get("policy"), dict) or not finite(info.get("accuracy")):
         return False
-    if not isinstance(info.get("values"), list) or not all(_number(v) for v in info["values"]):
+    if not isinstance(info.get("values"), list) or not all(finite(v) for v in info["values"]):
         return False
     try:
         CompressionPolicy.from_dict(info["policy"])
@@ -217,20 +215,20 @@ def state_problem(state: dict) -> str | None:
     if not isinstance(recorder, dict):
         return "recorder is not a mapping"
     checks = {
-        "recorder.episodes": _whole(recorder.get("episodes", 0)),
+        "recorder.episodes": _count(recorder.get("episodes", 0)),
         "recorder.rewards": isinstance(recorder.get("rewards", []), list)
-        and all(_number(r) for r in recorder.get("rewards", [])),
-        "recorder.best_reward": recorder.get("best_reward") is None or _number(recorder.get("best_reward")),
-        "recorder.best_episode": recorder.get("best_episode") is None or _whole(recorder.get("best_episode")),
+        and all(finite(r) for r in recorder.get("rewards", [])),
+        "recorder.best_reward": recorder.get("best_reward") in (None, -math.inf) or finite(recorder.get("best_reward")),
+        "recorder.best_episode": recorder.get("best_episode") is None or _count(recorder.get("best_episode")),
         "recorder.best_info": recorder.get("best_info") is None or _best_info_ok(recorder["best_info"]),
-        "workers": _whole(state.get("workers", 1), 1),
-        "evaluations": _whole(state.get("evaluations", 0)),
-        "seconds": all(_number(state.get(k, 0.0), 0.0) for k in ("seconds", "env_seconds", "evaluation_seconds")),
+        "workers": _count(state.get("workers", 1), 1),
+        "evaluations": _count(state.get("evaluations", 0)),
+        "seconds": all(finite(state.get(k, 0.0), 0.0) for k in ("seconds", "env_seconds", "evaluation_seconds")),
         "trials": isinstance(state.get("trials", []), list),
         "rng": state.get("rng") is None or _rng_state_ok(state["rng"]),
         "noise": state.get("noise") is None
-        or (isinstance(state["noise"], dict) and _number(state["noise"].get("sigma"), 0.0)
-            and _whole(state["noise"].get("episodes")) and _rng_state_ok(state["noise"].get("rng"))),
+        or (isinstance(state["noise"], dict) and finite(state["noise"].get("sigma"), 0.0)
+            and _count(state["noise"].get("episodes")) and _rng_state_ok(state["noise"].get("rng"))),
     }  # fmt: skip
     bad = [key for key, ok in checks.items() if not ok]
     return f"{', '.join(bad)} not as saved" if bad else None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -13,6 +12,7 @@ import torch.nn as nn
 
 from amc.errors import AmcError
 from amc.files import check_output_file, read_user_text
+from amc.values import finite, whole
 
 SCHEMA_VERSION = 1
 ALLOWED_BITS = (2, 3, 4, 5, 6, 7, 8, 32)
@@ -26,27 +26,19 @@ def model_fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _whole(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _named(kind):
     return lambda value: isinstance(value, dict) and all(isinstance(k, str) and kind(v) for k, v in value.items())
 
 
 _FIELD_KINDS = {  # field: (check, what it holds)
-    "keep_ratios": (_named(_number), "unit names with keep ratios (numbers)"),
-    "sparsity": (_named(_number), "layer names with sparsities (numbers)"),
-    "bits": (_named(_whole), "layer names with bit widths (whole numbers)"),
+    "keep_ratios": (_named(finite), "unit names with keep ratios (numbers)"),
+    "sparsity": (_named(finite), "layer names with sparsities (numbers)"),
+    "bits": (_named(whole), "layer names with bit widths (whole numbers)"),
     "removed_blocks": (lambda v: isinstance(v, list) and all(isinstance(b, str) for b in v), "a list of block names"),
-    "activation_bits": (_whole, "a whole number"), "importance": (lambda v: isinstance(v, str), "a name"),
-    "round_to": (_whole, "a whole number"), "architecture": (lambda v: isinstance(v, str), "a name"),
+    "activation_bits": (whole, "a whole number"), "importance": (lambda v: isinstance(v, str), "a name"),
+    "round_to": (whole, "a whole number"), "architecture": (lambda v: isinstance(v, str), "a name"),
     "fingerprint": (lambda v: isinstance(v, str), "text"),
-    "num_classes": (lambda v: v is None or _whole(v), "a whole number"),
+    "num_classes": (lambda v: v is None or whole(v), "a whole number"),
     "metadata": (lambda v: isinstance(v, dict), "a mapping"),
 }  # fmt: skip
 """What each field of a policy file holds; anything else is refused when the file is read."""

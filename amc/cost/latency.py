@@ -20,10 +20,11 @@ from tqdm.auto import tqdm
 
 from amc.cost import runtime_latency
 from amc.cost.measured import layer_shapes, measure_latency
-from amc.cost.table_checks import finite, require, whole, whole_list
+from amc.cost.table_checks import require, whole_list
 from amc.device import model_device
 from amc.errors import AmcError, library_text
 from amc.forward import forward_with_hooks
+from amc.values import finite, whole
 
 FORMAT = "amc-latency-table"
 
@@ -86,13 +87,15 @@ class LatencyTable:
 
     def check_fields(self, path: str | Path) -> None:
         """Every field of the right kind: whole counts, finite times, one time per grid point."""
-        require(whole(self.batch_size) and whole(self.threads), path, "batch_size and threads must be whole numbers")
-        require(finite(self.calibration) and finite(self.teacher_ms), path, "calibration and teacher_ms")
+        require(
+            whole(self.batch_size, 1) and whole(self.threads, 1), path, "batch_size and threads must be whole numbers"
+        )
+        require(finite(self.calibration, 0) and finite(self.teacher_ms, 0), path, "calibration and teacher_ms")
         require(isinstance(self.metadata, dict), path, "metadata must be a mapping")
         for name, e in self.layers.items():
             grids = whole_list(e.in_grid) and whole_list(e.out_grid)
             rows = isinstance(e.ms, list) and grids and len(e.ms) == len(e.in_grid)
-            ok = rows and all(isinstance(r, list) and len(r) == len(e.out_grid) and all(finite(v) for v in r)
+            ok = rows and all(isinstance(r, list) and len(r) == len(e.out_grid) and all(finite(v, 0) for v in r)
                               for r in e.ms)  # fmt: skip
             require(isinstance(e.kind, str) and ok, path, f"layer {name}: grids and an in x out grid of times")
 

@@ -39,11 +39,12 @@ from amc.compress.policy import CompressionPolicy
 from amc.compress.student import apply_policy
 from amc.cost.measured import layer_shapes
 from amc.cost.predicted import CostModel
-from amc.cost.table_checks import finite, require, whole, whole_list
+from amc.cost.table_checks import require, whole_list
 from amc.deploy.deployment import deploy, fastest_activation_type
 from amc.deploy.runtimes import Target, describe_cpu
 from amc.deploy.timing import example_batch, time_alternated
 from amc.errors import AmcError, library_text
+from amc.values import finite, whole
 
 FORMAT = "amc-runtime-latency"
 BLOCKS = (1, 4, 8, 16)
@@ -134,12 +135,12 @@ class RuntimeLatencyTable:
         """Every field of the right kind: whole counts, finite coefficients (one overhead, two per group), and
         every layer in a known group."""
         require(isinstance(self.target, dict) and isinstance(self.metadata, dict), path, "target and metadata")
-        require(whole(self.block) and whole(self.round_to), path, "block and round_to must be whole numbers")
+        require(whole(self.block, 1) and whole(self.round_to, 1), path, "block and round_to must be whole numbers")
         require(isinstance(self.groups, list) and all(isinstance(g, str) for g in self.groups), path, "groups")
         coefficients = self.coefficients
         require(isinstance(coefficients, list) and len(coefficients) == 1 + 2 * len(self.groups)
-                and all(finite(c, -math.inf) for c in coefficients), path, "coefficients")  # fmt: skip
-        require(finite(self.teacher_ms), path, "teacher_ms")
+                and all(finite(c) for c in coefficients), path, "coefficients")  # fmt: skip
+        require(finite(self.teacher_ms, 0), path, "teacher_ms")
         require(self.activation_type in (None, "uint8", "int8"), path, "activation_type is uint8, int8 or absent")
         for name, s in self.layers.items():
             ok = (whole_list(s.channels) and len(s.channels) == 2 and whole(s.macs, 0) and s.group in self.groups

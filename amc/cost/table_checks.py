@@ -3,18 +3,10 @@ is loaded, never later inside a prediction."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from amc.errors import AmcError
-
-
-def whole(value, least: int = 1) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= least
-
-
-def finite(value, least: float = 0.0) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= least
+from amc.values import whole
 
 
 def whole_list(value, least: int = 1) -> bool:
