@@ -33,16 +33,17 @@ class Command:
     config: type
     body: str  # "module:function", imported when the command runs
     saves_config: bool = False  # long work: the resolved config is written beside --out
+    resume: str = ""  # "out": --resume continues the checkpoint at --out; "run": --resume RUN_DIR
 
 
 COMMANDS = {
-    "train-teacher": Command(TrainConfig, "amc.commands.train_teacher:train_teacher", saves_config=True),
+    "train-teacher": Command(TrainConfig, "amc.commands.train_teacher:train_teacher", saves_config=True, resume="out"),
     "evaluate": Command(EvaluateConfig, "amc.commands.evaluate:evaluate_checkpoint"),
     "apply": Command(ApplyConfig, "amc.commands.apply:apply_command"),
     "baseline": Command(BaselineConfig, "amc.commands.baseline:baseline_command"),
-    "finetune": Command(FinetuneConfig, "amc.commands.finetune:finetune_command", saves_config=True),
+    "finetune": Command(FinetuneConfig, "amc.commands.finetune:finetune_command", saves_config=True, resume="out"),
     "profile-latency": Command(ProfileLatencyConfig, "amc.commands.profile_latency:profile_latency_command"),
-    "search": Command(SearchConfig, "agents.search:run_search"),  # writes config.yaml in its run folder itself
+    "search": Command(SearchConfig, "agents.search:run_search", resume="run"),  # writes its run folder's config.yaml
     "export": Command(ExportConfig, "amc.commands.export:export_command"),
     "report": Command(ReportConfig, "agents.report:write_report"),
     "policy predict": Command(PredictConfig, "agents.predict:predict_command"),
@@ -96,22 +97,25 @@ def _body(command: Command):
 
 
 def _run(name: str, args: argparse.Namespace):
+    """The command's body on its resolved config. `--json` and `--resume` say how to run it, not what to run: they
+    are flags of the command line, never config keys, and never saved with the config."""
     command = COMMANDS[name]
-    if name != "search":
-        cfg = config_from_args(command.config, args, command=name)
-        refuse_empty_outputs(cfg)
-        target = _resolved_config_path(cfg, args) if command.saves_config else None
-        result = _body(command)(cfg)
-        if target is not None and torchrun_ranks().is_main:  # what was run, not how: a resume is not part of it
-            dump_config(dataclasses.replace(cfg, resume=False) if hasattr(cfg, "resume") else cfg, target)
-        return result, getattr(cfg, "json", False)
-    from agents.search import resume_config_path
+    if command.resume == "run":
+        from agents.search import resume_config_path
 
-    if args.resume and args.config:
-        raise AmcError("--resume continues a run with its own config.yaml; drop --config (flags and --set still apply)")
-    path = resume_config_path(args.resume) if args.resume else None
-    cfg = config_from_args(SearchConfig, args, config_path=path, command=name)
-    return _body(command)(cfg, resume_dir=args.resume), args.json
+        if args.resume and args.config:
+            raise AmcError("--resume continues a run with its own config.yaml; drop --config (flags and --set still "
+                           "apply)")  # fmt: skip
+        path = resume_config_path(args.resume) if args.resume else None
+        cfg = config_from_args(command.config, args, config_path=path, command=name)
+        return _body(command)(cfg, resume_dir=args.resume)
+    cfg = config_from_args(command.config, args, command=name)
+    refuse_empty_outputs(cfg)
+    target = _resolved_config_path(cfg, args) if command.saves_config else None
+    result = _body(command)(cfg, resume=args.resume) if command.resume else _body(command)(cfg)
+    if target is not None and torchrun_ranks().is_main:
+        dump_config(cfg, target)
+    return result
 
 
 def refuse_empty_outputs(cfg) -> None:
@@ -140,6 +144,15 @@ def _print_result(result: dict, as_json: bool) -> None:
         print(json.dumps(result))
 
 
+def add_invocation_flags(parser: argparse.ArgumentParser, command: Command) -> None:
+    """How to run, the same on every command: --json, and --resume where the command can continue."""
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+    if command.resume == "run":
+        parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run in this folder")
+    elif command.resume == "out":
+        parser.add_argument("--resume", action="store_true", help="continue from the checkpoint at --out")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="amc", description="AutoML model compression under a hardware budget.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -155,11 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             command_parser = sub.add_parser(name, help=help_text, description=help_text)
         add_config_arguments(command_parser, command.config)
-        if name == "search":
-            command_parser.add_argument(
-                "--resume", metavar="RUN_DIR", help="continue an interrupted run in this folder"
-            )
-            command_parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+        add_invocation_flags(command_parser, command)
         command_parser.add_argument("--trust-model-code", action="append", default=[], metavar="FILE",
                                     help="build checkpoints whose architecture is this .py file (it runs)")  # fmt: skip
     return parser
@@ -187,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise AmcError(f"--trust-model-code {file_name}: no such file")
             trust_model_code(file_name)
         with warnings.catch_warnings(record=True) as caught:  # shown after a success; a failure is its one line
-            result, as_json = _run(name, args)
+            result = _run(name, args)
         for warning in caught:
             print(f"amc {name}: warning: {' '.join(str(warning.message).split())}", file=sys.stderr)
     except AmcError as exc:
@@ -198,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"amc {name}: interrupted; everything written so far is kept (resume with --resume)", file=sys.stderr)
         return 130
     if isinstance(result, dict):
-        _print_result(result, as_json)
+        _print_result(result, args.json)
     return 0
 
 

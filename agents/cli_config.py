@@ -21,6 +21,10 @@ from amc.files import read_user_text
 RENAMED = {"agent": "agent.algorithm", "importance": "global_importance"}
 """Flat names of earlier versions that are not the leaf's own name."""
 
+INVOCATION = ("json", "resume")
+"""Flags of the command line (how to run), never config keys; configs resolved by earlier versions record them
+false, and are still read."""
+
 # What a number means decides its range, the same under every command: (least, most, least excluded).
 BOUNDS = {
     "actor_lr": (0, None, True), "critic_lr": (0, None, True), "lr": (0, None, True), "tolerance": (0, None, True),
@@ -74,7 +78,8 @@ def coerce(value, hint, label: str):
             items = value if isinstance(value, list) else yaml.safe_load(str(value))
             if not isinstance(items, list):
                 raise ValueError(value)
-            return [int(v) for v in items]
+            item = (typing.get_args(hint) or (int,))[0]
+            return [coerce(v, item, label) for v in items]
         if target is bool:
             if isinstance(value, bool):
                 return value
@@ -192,6 +197,12 @@ def resolve_config(cls, path: str | Path | None = None, flags: dict | None = Non
         parsed = _yaml(raw, f"--set {item}")
         assign(key, parsed, f"config key {key}={parsed!r}")
     known = leaves(cls)
+    for key in INVOCATION:
+        if key in assigned and key not in known:
+            value, label = assigned.pop(key)
+            if value not in (False, "false", "False", None):
+                raise AmcError(f"{label}: {key} is a flag of the command line, not a config key; pass --{key} "
+                               f"instead")  # fmt: skip
     unknown = set(assigned) - set(known)
     if unknown:
         raise AmcError(f"unknown config keys {sorted(unknown)}; see `amc {command or '<command>'} --help`")

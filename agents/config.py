@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agents.cli_config import resolve_config
-from amc.config import doc, section
-from amc.device import DEVICE_HELP
+from amc.config import data_dir_field, device_field, doc, section, teacher_field
 
 
 @dataclass
@@ -89,7 +88,7 @@ class RunConfig:
 
     name: str = doc("search", "run name; the run folder is <out_dir>/<name>-<timestamp>")
     out_dir: str = doc("runs", "parent folder of run folders")
-    device: str = doc("auto", DEVICE_HELP)
+    device: str = device_field()
     workers: int = doc(1, "episodes run side by side, each student evaluated by its own worker")
     backend: str = doc("auto", "where workers run: local (processes here; auto's choice for workers > 1) or ray")
     ray_address: str | None = doc(None, "backend ray: join this cluster (auto or host:port); unset starts a local Ray")
@@ -107,9 +106,9 @@ class RunConfig:
 class SearchConfig:
     """Search a per-layer compression policy for a teacher under a budget."""
 
-    teacher: str = doc("teacher.pt", "teacher checkpoint")
+    teacher: str = teacher_field()
     dataset: str | None = doc(None, "data set (default: the teacher's)")
-    data_dir: str | None = doc(None, "data folder or .tar.gz (default: the teacher's)")
+    data_dir: str | None = data_dir_field()
     env: EnvConfig = section(EnvConfig, "the budget, the compression mode and the action ranges")
     evaluation: EvaluationConfig = section(EvaluationConfig, "how each candidate is scored")
     agent: AgentConfig = section(AgentConfig, "the searcher and its hyper-parameters")
@@ -124,10 +123,9 @@ class PredictConfig:
     teacher: str = doc("teacher.pt", "teacher checkpoint to compress")
     budget: str | None = doc(None, "budget, e.g. flops=0.4 (default: the search's)")
     mode: str | None = doc(None, "compression mode (default: the search's)")
-    data_dir: str | None = doc(None, "data for the accuracy check (default: the teacher's)")
+    data_dir: str | None = data_dir_field("data for the accuracy check (default: the teacher's)")
     out: str = doc("policy.json", "policy JSON to write")
-    device: str = doc("auto", DEVICE_HELP)
-    json: bool = doc(False, "print one JSON object as the last line of stdout")
+    device: str = device_field()
 
 
 @dataclass
@@ -136,7 +134,6 @@ class ReportConfig:
 
     run_dir: str = doc("runs/search", "run folder written by `amc search`", positional=True)
     out: str | None = doc(None, "folder for report.md and the PNGs (default: RUN_DIR/report)")
-    json: bool = doc(False, "print one JSON object as the last line of stdout")
 
 
 def flat_config(cfg: SearchConfig) -> dict:

@@ -102,7 +102,7 @@ def finetune_row(
     torch.set_num_threads(threads or before)
     try:
         result = finetune_command(FinetuneConfig(student=str(student), teacher=teacher, out=str(out), seed=seed,
-                                                 epochs=epochs, data_dir=data_dir, resume=out.exists()))  # fmt: skip
+                                                 epochs=epochs, data_dir=data_dir), resume=out.exists())  # fmt: skip
     finally:
         torch.set_num_threads(before)
     write_whole(done, json.dumps(result, indent=1))

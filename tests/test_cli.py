@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import amc.train.loop
-from agents.cli import main
+from agents.cli import COMMANDS, build_parser, main
+from agents.cli_config import leaves
 from amc.checkpoint import load_checkpoint
 from amc.compress.student import model_from_checkpoint
 from amc.cost.measured import flop_counter_macs
@@ -77,10 +78,31 @@ def test_train_teacher_resumes_after_interruption(tmp_path, capsys, monkeypatch)
     assert load_checkpoint(interrupted)["train_state"]["epoch"] == 1
     monkeypatch.setattr(amc.train.loop, "evaluate_accuracy", real_evaluate)
     assert run([*TRAIN, "--epochs", "3", "--out", str(interrupted), "--resume"], capsys)[0] == 0
-    assert "resume: false\n" in (tmp_path / "interrupted.config.yaml").read_text()  # what ran, not how
+    assert "resume:" not in (tmp_path / "interrupted.config.yaml").read_text()  # what ran, not how
 
     a, b = load_checkpoint(straight)["state_dict"], load_checkpoint(interrupted)["state_dict"]
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
+
+
+def test_json_and_resume_are_flags_of_every_command_never_config_keys(teacher_path, tmp_path, capsys):
+    """--json on every command, --resume where a command can continue; a config that an earlier version resolved
+    (`resume: false`, `json: false`) still reads, and one that asks for either is refused in one line."""
+    parser = build_parser()
+    for name, command in COMMANDS.items():
+        argv = [*name.split(), "--help"]
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)
+        shown = capsys.readouterr().out
+        assert "--json" in shown and ("--resume" in shown) == bool(command.resume), name
+        assert not {"json", "resume"} & set(leaves(command.config)), name
+    earlier, asking = tmp_path / "earlier.yaml", tmp_path / "asking.yaml"
+    earlier.write_text("budget: flops=0.5\nresume: false\njson: false\n")
+    asking.write_text("budget: flops=0.5\njson: true\n")
+    common = ["baseline", "uniform", "--teacher", str(teacher_path)]
+    assert run([*common, "--config", str(earlier), "--out", str(tmp_path / "p.json")], capsys)[0] == 0
+    code, _, err = run([*common, "--config", str(asking), "--out", str(tmp_path / "q.json")], capsys)
+    assert code == 2 and "pass --json instead" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "q.json").exists()
 
 
 def test_every_command_takes_the_budget_one_way_and_earlier_spellings_too(teacher_path, tmp_path, capsys):

@@ -8,10 +8,10 @@ from amc.checkpoint import input_shape_of, load_checkpoint
 from amc.commands.common import check_policy_matches, load_data_for, search_settings
 from amc.compress.policy import CompressionPolicy
 from amc.compress.student import apply_policy, model_from_checkpoint, save_student
-from amc.config import doc
+from amc.config import data_dir_field, device_field, doc, teacher_field
 from amc.cost.measured import cost_ratios
 from amc.cost.predicted import CostModel
-from amc.device import DEVICE_HELP, resolve_device
+from amc.device import resolve_device
 from amc.files import refuse_overwriting_inputs
 from amc.train.distill import recalibrate_bn
 
@@ -21,7 +21,7 @@ class ApplyConfig:
     """Apply a compression policy to a teacher and save the student (a search's policy reproduces its
     student.pt exactly, BatchNorm recalibration included)."""
 
-    teacher: str = doc("teacher.pt", "teacher checkpoint")
+    teacher: str = teacher_field()
     policy: str = doc("policy.json", "policy JSON (from `amc baseline` or `amc search`)")
     out: str = doc("student.pt", "student checkpoint to write")
     recalibrate_bn: int | None = doc(
@@ -30,9 +30,8 @@ class ApplyConfig:
     recalibrate_precision: str | None = doc(None, "bf16 or fp32 for recalibration (default: as the search did)")
     reconstruct: bool | None = doc(None, "refit layers that lost inputs by least squares (default: as the search)")
     force: bool = doc(False, "apply a policy searched on another model of the same family (warns)")
-    data_dir: str | None = doc(None, "data for recalibration and reconstruction (default: the teacher's)")
-    device: str = doc("auto", DEVICE_HELP)
-    json: bool = doc(False, "print one JSON object as the last line of stdout")
+    data_dir: str | None = data_dir_field("data for recalibration and reconstruction (default: the teacher's)")
+    device: str = device_field()
 
 
 def apply_command(cfg: ApplyConfig) -> dict:

@@ -11,11 +11,11 @@ from amc.checkpoint import input_shape_of, load_checkpoint
 from amc.commands.common import load_data_for
 from amc.compress.policy import model_fingerprint
 from amc.compress.student import model_from_checkpoint
-from amc.config import doc
+from amc.config import data_dir_field, device_field, doc, teacher_field
 from amc.cost.budget import Budget
 from amc.cost.latency import load_latency_table, resolve_round_to
 from amc.cost.predicted import CostModel
-from amc.device import DEVICE_HELP, resolve_device
+from amc.device import resolve_device
 from amc.errors import AmcError
 from amc.evaluate.baselines import global_pruning, random_policy, uniform
 from amc.files import refuse_overwriting_inputs
@@ -26,7 +26,7 @@ class BaselineConfig:
     """Write a baseline policy that meets a budget: uniform, random, or Torch-Pruning's global pruning."""
 
     method: str = doc("uniform", "uniform, random or global", positional=True)
-    teacher: str = doc("teacher.pt", "teacher checkpoint")
+    teacher: str = teacher_field()
     budget: str | None = doc(None, "budget as ratios of the teacher: flops=0.5, size=0.1, latency=0.6 (with a table)")
     flops: float | None = doc(None, "earlier spelling of --budget flops=X")
     params: float | None = doc(None, "earlier spelling of --budget params=X")
@@ -39,10 +39,9 @@ class BaselineConfig:
     seed: int = doc(0, "seed of the random policy")
     global_importance: str = doc("taylor", "global: channel importance, l1, l1-normalized, lamp or taylor (needs data)")
     max_pruning_ratio: float = doc(0.8, "global: the most of any one layer's channels that may be removed")
-    data_dir: str | None = doc(None, "global with taylor: data folder or .tar.gz (default: the teacher's)")
+    data_dir: str | None = data_dir_field("global with taylor: data folder or .tar.gz (default: the teacher's)")
     out: str = doc("policy.json", "policy JSON to write")
-    device: str = doc("auto", DEVICE_HELP)
-    json: bool = doc(False, "print one JSON object as the last line of stdout")
+    device: str = device_field()
 
 
 def budget_of(cfg: BaselineConfig) -> Budget:

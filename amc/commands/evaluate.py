@@ -14,13 +14,13 @@ from tqdm.auto import tqdm
 from amc.checkpoint import load_checkpoint
 from amc.commands.common import load_data_for
 from amc.compress.student import model_from_checkpoint
-from amc.config import doc
+from amc.config import data_dir_field, device_field, doc
 from amc.cost.measured import count_macs, count_params, flop_counter_macs, measure_latency, size_bytes
 from amc.data import DataSplits
 from amc.deploy.deployment import at_batch, calibration_images, deploy, runtime_accuracy, time_deployed
 from amc.deploy.runtimes import Target, torch_threads
 from amc.deploy.timing import time_alternated
-from amc.device import DEVICE_HELP, model_device, resolve_device
+from amc.device import model_device, resolve_device
 from amc.input_check import check_model_takes
 from amc.train.loop import evaluate_accuracy
 
@@ -156,11 +156,11 @@ class EvaluateConfig:
 
     model: str = doc("teacher.pt", "teacher or student checkpoint", positional=True)
     dataset: str | None = doc(None, "data set name (default: the one stored in the checkpoint)")
-    data_dir: str | None = doc(None, "data folder or .tar.gz (default: the one stored in the checkpoint)")
+    data_dir: str | None = data_dir_field("data folder or .tar.gz (default: the one stored in the checkpoint)")
     seed: int | None = doc(None, "val-split seed (default: the one the checkpoint was trained with)")
     latency_repeats: int = doc(20, "timed repeats per batch size (median reported)")
     threads: int | None = doc(None, "CPU threads for latency (default: torch's current setting)")
-    device: str = doc("auto", DEVICE_HELP)
+    device: str = device_field()
     speedup_over: str | None = doc(
         None, "a reference checkpoint (e.g. the teacher): both are timed alternately, adding speedup_b<batch>"
     )
@@ -169,4 +169,3 @@ class EvaluateConfig:
     rounds: int | None = doc(
         None, "alternating timing rounds of --speedup-over and runtimes (default: 20 at batch 1, 10 above)"
     )
-    json: bool = doc(False, "print one JSON object as the last line of stdout")

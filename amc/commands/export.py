@@ -7,9 +7,9 @@ from pathlib import Path
 
 from amc.checkpoint import input_shape_of, load_checkpoint
 from amc.compress.student import model_from_checkpoint
-from amc.config import doc
+from amc.config import device_field, doc
 from amc.cost.measured import size_bytes
-from amc.device import DEVICE_HELP, resolve_device
+from amc.device import resolve_device
 from amc.errors import AmcError
 from amc.files import check_output_file, refuse_overwriting_inputs
 
@@ -22,8 +22,7 @@ class ExportConfig:
     format: str = doc("torchscript", "torchscript, onnx or packed (bits-wide integer codes + per-channel scales)")
     out: str | None = doc(None, "file to write (default: STUDENT with .ts, .onnx or .amcpack)")
     tolerance: float = doc(1e-4, "largest output difference from PyTorch accepted, relative to the largest |output|")
-    device: str = doc("auto", f"where the written file is checked against PyTorch: {DEVICE_HELP}")
-    json: bool = doc(False, "print one JSON object as the last line of stdout")
+    device: str = device_field("where the written file is checked against PyTorch")
 
 
 def export_command(cfg: ExportConfig) -> dict:

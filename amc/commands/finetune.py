@@ -8,8 +8,7 @@ from amc.checkpoint import load_checkpoint
 from amc.commands.common import load_data_for
 from amc.compress.policy import CompressionPolicy, model_fingerprint
 from amc.compress.student import model_from_checkpoint, save_student, student_from_checkpoint
-from amc.config import doc
-from amc.device import DEVICE_HELP
+from amc.config import data_dir_field, device_field, doc, teacher_field
 from amc.errors import AmcError
 from amc.files import check_output_file, refuse_overwriting_inputs
 from amc.input_check import check_model_takes
@@ -24,17 +23,16 @@ class FinetuneConfig(FinetuneSettings):
     """KD fine-tune a student against its teacher; checkpoint every epoch."""
 
     student: str = doc("student.pt", "student checkpoint (from `amc apply`)")
-    teacher: str = doc("teacher.pt", "teacher checkpoint")
+    teacher: str = teacher_field()
     out: str = doc("student_ft.pt", "fine-tuned student checkpoint; rewritten after every epoch")
-    data_dir: str | None = doc(None, "data (default: the teacher's)")
+    data_dir: str | None = data_dir_field()
     tb_dir: str | None = doc(None, "TensorBoard folder (default: <out without suffix>.tb)")
-    device: str = doc("auto", DEVICE_HELP)
-    resume: bool = doc(False, "continue from the checkpoint at --out")
-    json: bool = doc(False, "print one JSON object as the last line of stdout")
+    device: str = device_field()
 
 
-def finetune_command(cfg: FinetuneConfig) -> dict | None:
-    """Under torchrun every rank trains its share (amc/train/distributed.py); rank 0 alone writes and returns."""
+def finetune_command(cfg: FinetuneConfig, resume: bool = False) -> dict | None:
+    """`resume`: continue from the checkpoint at `cfg.out`. Under torchrun every rank trains its share
+    (amc/train/distributed.py); rank 0 alone writes and returns."""
     from torch.utils.tensorboard import SummaryWriter
 
     refuse_overwriting_inputs(cfg.out, teacher=cfg.teacher, student=cfg.student)
@@ -42,15 +40,15 @@ def finetune_command(cfg: FinetuneConfig) -> dict | None:
     ranks, device = start(cfg.device, cfg.batch_size)
     teacher_blob = load_checkpoint(cfg.teacher)
     teacher = model_from_checkpoint(teacher_blob)
-    source = cfg.out if cfg.resume else cfg.student
+    source = cfg.out if resume else cfg.student
     student_blob = load_checkpoint(source)
     if student_blob.get("kind") != "student":
         raise AmcError(f"{source} is not a student checkpoint; create one with `amc apply`")
     if student_blob["structure"]["teacher_fingerprint"] != model_fingerprint(teacher):
         raise AmcError(f"{source} was not compressed from {cfg.teacher}; pass the teacher it came from")
     student = student_from_checkpoint(student_blob)
-    resume_state = student_blob.get("train_state") if cfg.resume else None
-    if cfg.resume and resume_state is None:
+    resume_state = student_blob.get("train_state") if resume else None
+    if resume and resume_state is None:
         raise AmcError(f"{cfg.out} holds a finished fine-tune; run again without --resume")
     data = load_data_for(teacher_blob, None, cfg.data_dir, None, checkpoint=cfg.teacher)
     check_model_takes(student, data.input_shape, data.name)

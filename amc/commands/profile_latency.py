@@ -12,14 +12,14 @@ import torch.nn as nn
 from amc.checkpoint import input_shape_of, load_checkpoint
 from amc.compress.policy import CompressionPolicy
 from amc.compress.student import apply_policy, model_from_checkpoint
-from amc.config import doc
+from amc.config import device_field, doc
 from amc.cost.latency import build_latency_table
 from amc.cost.measured import measure_latency
 from amc.cost.predicted import CostModel
 from amc.cost.runtime_latency import build_runtime_table
 from amc.deploy.runtimes import Target, require
 from amc.deploy.timing import example_batch
-from amc.device import DEVICE_HELP, resolve_device
+from amc.device import resolve_device
 from amc.errors import AmcError
 from amc.files import refuse_overwriting_inputs
 from amc.models import create_model, trust_named_model
@@ -41,8 +41,7 @@ class ProfileLatencyConfig:
     students: int = doc(90, "onnxruntime/openvino: random students timed to fit the table")
     check: int = doc(30, "random students to measure prediction error on (eager: 0 skips)")
     seed: int = doc(0, "seed of the random students")
-    device: str = doc("auto", DEVICE_HELP)
-    json: bool = doc(False, "print one JSON object as the last line of stdout")
+    device: str = device_field()
 
 
 def profile_latency_command(cfg: ProfileLatencyConfig) -> dict:

@@ -10,9 +10,8 @@ import torch.nn as nn
 
 from amc.checkpoint import load_checkpoint, save_checkpoint
 from amc.commands.common import data_source_record
-from amc.config import doc
+from amc.config import data_dir_field, device_field, doc
 from amc.data import load_dataset
-from amc.device import DEVICE_HELP
 from amc.errors import AmcError
 from amc.files import check_output_file
 from amc.input_check import check_model_takes
@@ -35,7 +34,7 @@ class TrainConfig:
 
     model: str = doc("resnet20", "registry name, tv:<torchvision name> or path/to/file.py:ClassName")
     dataset: str = doc("cifar10", "cifar10, digits, imagefolder or synthetic")
-    data_dir: str | None = doc(None, "data folder or ImageFolder .tar.gz (cifar10, imagefolder)")
+    data_dir: str | None = data_dir_field("data folder or ImageFolder .tar.gz (cifar10, imagefolder)")
     download: bool = doc(False, "download CIFAR-10 through torchvision if it is missing")
     image_size: int | None = doc(None, "imagefolder: resize every image to NxN (default: keep their own size)")
     channels: int | None = doc(None, "imagefolder: 1 (grayscale) or 3 (RGB) (default: what the images are)")
@@ -47,10 +46,9 @@ class TrainConfig:
     schedule: str = doc("onecycle", "learning-rate schedule: onecycle or cosine")
     precision: str = doc("auto", "auto (bf16 where native), bf16 (autocast + channels_last) or fp32; reports are fp32")
     seed: int = doc(0, "seed for initialisation, the val split, shuffling and augmentation")
-    device: str = doc("auto", DEVICE_HELP)
+    device: str = device_field()
     out: str = doc("teacher.pt", "checkpoint path; rewritten after every epoch")
     tb_dir: str | None = doc(None, "TensorBoard folder (default: <out without suffix>.tb)")
-    resume: bool = doc(False, "continue from the checkpoint at --out")
 
 
 def image_options(cfg: TrainConfig) -> dict:
@@ -65,9 +63,10 @@ def describe_inputs(shape) -> str:
     return f"{channels} {shape[2]}x{shape[1]}"
 
 
-def train_teacher(cfg: TrainConfig) -> dict | None:
-    """Train `cfg.model` on `cfg.dataset`; checkpoint every epoch; return the final metrics. Under torchrun,
-    every rank trains its share (amc/train/distributed.py) and rank 0 alone writes and returns."""
+def train_teacher(cfg: TrainConfig, resume: bool = False) -> dict | None:
+    """Train `cfg.model` on `cfg.dataset`; checkpoint every epoch (`resume`: continue from the one at `cfg.out`);
+    return the final metrics. Under torchrun every rank trains its share (amc/train/distributed.py) and rank 0
+    alone writes and returns."""
     from torch.utils.tensorboard import SummaryWriter
 
     if cfg.epochs < 0:
@@ -100,7 +99,7 @@ def train_teacher(cfg: TrainConfig) -> dict | None:
         say("epochs: 0, so the teacher is written untrained (for structural checks; its accuracy is chance)")
     generator = torch.Generator().manual_seed(cfg.seed)
     resume_state = None
-    if cfg.resume:
+    if resume:
         blob = load_checkpoint(out)
         resume_state = blob.get("train_state")
         if resume_state is None:
