@@ -296,9 +296,8 @@ def write_report(rows: list[dict], out: Path) -> None:
     teacher = next((f"{100 * r['acc_test_ft']:.2f}%" for r in rows if r["method"] == "teacher"
                     and r["model"] == "resnet20"), "–")  # fmt: skip
     lines += ["", *plots, "", COMMANDS.format(machine=machines(rows)), "", PAPER.format(teacher=teacher)]
-    proxies = out.parent / "reward_proxies.md"
-    if proxies.exists():
-        lines += ["", proxies.read_text()]
+    lines += ["", "How well each search reward ranks students after the fine-tune: "
+              "[reward_proxies.md](reward_proxies.md) (experiments/reward_proxies.py)."]  # fmt: skip
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text("\n".join(lines) + "\n")
     tmp.replace(out)

@@ -33,7 +33,7 @@ for workers in ${WORKERS:-1 4}; do
 done
 
 step "fine-tune epoch"
-timeout "${DDP_TIMEOUT:-150}" python3 experiments/benchmark_ddp.py --processes 1 --device "${DEVICE:-cuda}" --data-dir $data \
+timeout "${DDP_TIMEOUT:-150}" python3 experiments/benchmark_ddp.py run --processes 1 --device "${DEVICE:-cuda}" --data-dir $data \
   --results "$OUT/ddp.json" 2>&1 \
   | tail -5 | tee "$OUT/ddp.log"
 

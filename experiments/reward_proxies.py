@@ -1,11 +1,14 @@
 """How well does each search reward predict the accuracy after fine-tuning? (ResNet-20, 50% FLOPs)
 
-    python experiments/reward_proxies.py policies          # collect/generate the policies (committed JSON)
+    python experiments/reward_proxies.py policies          # the single random policies (amc baseline random)
     python experiments/reward_proxies.py proxies [NAMES] [--proxy P ...]  # score policies by the proxies
     python experiments/reward_proxies.py truth NAME [--seed S]  # the benchmark's 15-epoch KD fine-tune
-    python experiments/reward_proxies.py report            # correlations -> results/reward_proxies.{json,md,png}
+    python experiments/reward_proxies.py rows              # runs/proxies -> rows in results/reward_proxies.json
+    python experiments/reward_proxies.py report            # rows -> correlations in reward_proxies.{md,png}
 
-Every stage is resumable: per-policy results live in runs/proxies/<policy>/.
+The policies are committed in results/proxy_policies/: the searched ones are the best policies of the 50%-FLOPs
+searches of search_resnet20.md (uniform, random search and DDPG, seeds 0 and 1). Every stage is resumable: each
+policy's work lives in runs/proxies/<policy>/.
 """
 
 from __future__ import annotations
@@ -17,42 +20,37 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rows import finetune_row, read_rows, write_whole
 from script_args import run_script
 
 TEACHER = "experiments/teachers/resnet20_cifar10.pt"
 POLICIES = Path("experiments/results/proxy_policies")
 WORK = Path("runs/proxies")
-RESULTS = Path("experiments/results")
-SOURCES = {  # searched policies at 50% FLOPs (run folders of experiments/results/search_resnet20.md)
-    "uniform": "runs/bench/resnet20/uniform-0.5/search-*/policy.json",
-    "random-search-s0": "runs/bench/resnet20/random-0.5/search-*/policy.json",
-    "ddpg-s0": "runs/bench/resnet20/ddpg-channel-0.5/search-*/policy.json",
-    "ddpg-s1": "runs/resnet20_flops50_seed1-ddpg-*/policy.json",
-    "random-search-s1": "runs/resnet20_flops50_seed1-random-*/policy.json",
-    "ddpg-decay095-s0": "runs/resnet20_flops50-ddpg-*/policy.json",
-    "random-actions-s0": "runs/resnet20_flops50-random-20261124-112747/policy.json",
-}
-RANDOM_SEEDS = (1, 2, 3, 4)  # plus single random policies scaled to the budget (amc baseline random)
-TRUTH_FROM_BENCH = {  # the benchmark already fine-tuned these with the same settings
-    "uniform": "runs/bench/resnet20/uniform-0.5/finetune.json",
-    "random-search-s0": "runs/bench/resnet20/random-0.5/finetune.json",
-    "ddpg-s0": "runs/bench/resnet20/ddpg-channel-0.5/finetune.json",
-}
+RANDOM_SEEDS = (1, 2, 3, 4)  # single random policies scaled to the budget (amc baseline random)
 KD_STEPS = (30, 100, 300, 1000)
 
 
-def collect_policies() -> None:
+def random_policies() -> None:
     from agents.cli import main as amc
 
     POLICIES.mkdir(parents=True, exist_ok=True)
-    for name, pattern in SOURCES.items():
-        found = sorted(Path().glob(pattern))
-        if found and not (POLICIES / f"{name}.json").exists():
-            (POLICIES / f"{name}.json").write_text(found[-1].read_text())
     for seed in RANDOM_SEEDS:
         out = POLICIES / f"random-policy-{seed}.json"
         if not out.exists():
-            amc(["baseline", "random", "--teacher", TEACHER, "--flops", "0.5", "--seed", str(seed), "--out", str(out)])
+            amc(
+                [
+                    "baseline",
+                    "random",
+                    "--teacher",
+                    TEACHER,
+                    "--budget",
+                    "flops=0.5",
+                    "--seed",
+                    str(seed),
+                    "--out",
+                    str(out),
+                ]
+            )
 
 
 def policy_names() -> list[str]:
@@ -133,37 +131,48 @@ def score_proxies(names: list[str], only: list[str] | None = None) -> None:
             print(f"{proxy:>18} {name:>20} {value:.4f} ({done[proxy]['seconds']:.1f} s)", flush=True)
 
 
+def truth_folder(name: str, seed: int) -> Path:
+    return WORK / name / (f"seed{seed}" if seed else "")
+
+
 def truth(name: str, seed: int = 0) -> None:
     """Apply the policy as the search did (BN recalibrated), then the benchmark's KD fine-tune. Another
     `seed` repeats the fine-tune with other shuffling and augmentation, to measure its noise."""
     from amc.commands.apply import ApplyConfig, apply_command
-    from amc.commands.finetune import FinetuneConfig, finetune_command
 
-    folder = WORK / name
-    folder.mkdir(parents=True, exist_ok=True)
-    suffix = f"_seed{seed}" if seed else ""
-    done = folder / f"finetune{suffix}.json"
-    if done.exists():
-        return
-    if not seed and name in TRUTH_FROM_BENCH and Path(TRUTH_FROM_BENCH[name]).exists():
-        done.write_text(Path(TRUTH_FROM_BENCH[name]).read_text())
-        return
-    student, tuned = folder / "student.pt", folder / f"student_ft{suffix}.pt"
+    student = WORK / name / "student.pt"
     if not student.exists():
+        student.parent.mkdir(parents=True, exist_ok=True)
         apply_command(ApplyConfig(teacher=TEACHER, policy=str(POLICIES / f"{name}.json"), out=str(student),
                                   recalibrate_bn=20, recalibrate_precision="bf16"))  # fmt: skip
-    result = finetune_command(FinetuneConfig(student=str(student), teacher=TEACHER, epochs=15, out=str(tuned),
-                                             seed=seed, resume=tuned.exists()))  # fmt: skip
-    done.write_text(json.dumps(result, indent=1))
+    folder = truth_folder(name, seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    finetune_row(folder, student, TEACHER, epochs=15, seed=seed)
 
 
-def finetune_noise() -> list[str]:
+def collect_rows(results: Path) -> None:
+    """Each policy's truth (with its repeats under other fine-tune seeds) and proxy scores, from runs/proxies,
+    merged into the rows at `results` (policies not scored here keep their rows)."""
+    rows = json.loads(results.read_text()) if results.exists() else {"policies": {}}
+    for name in policy_names():
+        done, scores = truth_folder(name, 0) / "finetune.json", WORK / name / "proxies.json"
+        if not (done.exists() and scores.exists()):
+            continue
+        repeats = sorted((WORK / name).glob("seed*/finetune.json"))
+        rows["policies"][name] = {
+            "truth": json.loads(done.read_text())["accuracy"],
+            "truth_repeats": [json.loads(p.read_text())["accuracy"] for p in repeats],
+            "proxies": json.loads(scores.read_text()),
+        }
+    write_whole(results, json.dumps(rows, indent=1) + "\n")
+
+
+def finetune_noise(rows: dict) -> list[str]:
     """Lines on the spread of the truth itself: policies fine-tuned again with other seeds."""
     lines = []
-    for name in policy_names():
-        repeats = sorted((WORK / name).glob("finetune_seed*.json"))
-        if repeats and (WORK / name / "finetune.json").exists():
-            values = [json.loads(p.read_text())["accuracy"] for p in [WORK / name / "finetune.json", *repeats]]
+    for name in sorted(rows):
+        values = [rows[name]["truth"], *rows[name]["truth_repeats"]]
+        if len(values) > 1:
             lines.append(f"- {name}: {', '.join(f'{100 * v:.2f}' for v in values)} over {len(values)} fine-tune "
                          f"seeds (spread {100 * (max(values) - min(values)):.2f} points)")  # fmt: skip
     if lines:
@@ -171,15 +180,21 @@ def finetune_noise() -> list[str]:
     return lines
 
 
-def report() -> None:
+def seconds_per_candidate(rows: dict, proxy: str) -> float | None:
+    """The mean of the policies' timed scores; rows rebuilt from the page before per-policy times were kept
+    carry the mean alone (`seconds_mean`)."""
+    have = [r["proxies"][proxy] for r in rows.values() if proxy in r["proxies"]]
+    timed = [h["seconds"] for h in have if h.get("seconds") is not None]
+    if timed:
+        return float(np.mean(timed))
+    return next((h["seconds_mean"] for h in have if h.get("seconds_mean") is not None), None)
+
+
+def report(results: Path) -> None:
+    """reward_proxies.md (and its scatter plot) beside `results`, from those rows alone."""
     from scipy.stats import kendalltau, spearmanr
 
-    rows = {}
-    for name in policy_names():
-        folder = WORK / name
-        if (folder / "finetune.json").exists() and (folder / "proxies.json").exists():
-            rows[name] = {"truth": json.loads((folder / "finetune.json").read_text())["accuracy"],
-                          "proxies": json.loads((folder / "proxies.json").read_text())}  # fmt: skip
+    rows = dict(sorted(read_rows(results, "reward_proxies.py rows")["policies"].items()))
     proxy_names = sorted({p for r in rows.values() for p in r["proxies"]})
     summary = []
     for proxy in proxy_names:
@@ -194,17 +209,15 @@ def report() -> None:
             "proxy": proxy, "spearman": float(spearmanr(values, truth_values).statistic),
             "spearman_searched": float(spearmanr(*zip(*searched, strict=True)).statistic),
             "kendall": float(kendalltau(values, truth_values).statistic),
-            "seconds_per_candidate": float(np.mean([r["proxies"][proxy]["seconds"] for r in have])),
+            "seconds_per_candidate": seconds_per_candidate(rows, proxy),
             "n_policies": len(have),
         })  # fmt: skip
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "reward_proxies.json").write_text(json.dumps(summary, indent=1) + "\n")
     lines = [
         "## Reward proxies against the accuracy after fine-tuning",
         "",
         f"{len(rows)} policies at 50% FLOPs on the ResNet-20 teacher ({', '.join(rows)}); the truth is the test",
         "accuracy after the benchmark's 15-epoch KD fine-tune.",
-        "Generated by `python experiments/reward_proxies.py report`.",
+        "Generated by `python experiments/reward_proxies.py report` from reward_proxies.json.",
         "",
         "| proxy | Spearman | Kendall | Spearman, uniform + searched bests | seconds per candidate | "
         "400 episodes (h) | policies |",
@@ -224,11 +237,11 @@ def report() -> None:
     for name, r in sorted(rows.items(), key=lambda kv: -kv[1]["truth"]):
         cells = [f"{r['proxies'][p]['value']:.4f}" if p in r["proxies"] else "–" for p in proxy_names]
         lines.append(f"| {name} | {100 * r['truth']:.2f} | " + " | ".join(cells) + " |")
-    lines += finetune_noise()
+    lines += finetune_noise(rows)
     if summary:
-        _scatter(rows, proxy_names, RESULTS / "reward_proxies.png")
+        _scatter(rows, proxy_names, results.with_suffix(".png"))
         lines += ["", "![proxy vs truth](reward_proxies.png)"]
-    (RESULTS / "reward_proxies.md").write_text("\n".join(lines) + "\n")
+    write_whole(results.with_suffix(".md"), "\n".join(lines) + "\n")
 
 
 def _scatter(rows: dict, proxy_names: list[str], path: Path) -> None:
@@ -262,18 +275,23 @@ class Args:
     """Score only these proxies (default: all)."""
     seed: int = 0
     """truth: the fine-tune's seed (another one measures its noise)."""
+    results: str = "experiments/results/reward_proxies.json"
+    """The rows (`rows` merges into them; `report` writes the page beside them)."""
 
 
 def main(args: Args) -> None:
     if args.command == "policies":
-        collect_policies()
+        random_policies()
     elif args.command == "proxies":
         score_proxies(args.names or policy_names(), args.proxy or None)
     elif args.command == "truth":
         for policy_name in args.names or policy_names():
             truth(policy_name, args.seed)
-    report()
+    elif args.command == "rows":
+        collect_rows(Path(args.results))
+    else:
+        report(Path(args.results))
 
 
 if __name__ == "__main__":
-    run_script(main, Args, __doc__, ["policies", "proxies", "truth", "report"])
+    run_script(main, Args, __doc__, ["policies", "proxies", "truth", "rows", "report"])

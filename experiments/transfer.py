@@ -1,10 +1,13 @@
 """Agent reuse on CIFAR-10 (issue: exported policies and students, item 5).
 
-    python experiments/transfer.py budget      # (a) 40% FLOPs: from scratch vs warm-started from the 50% agent
-    python experiments/transfer.py model       # (b) the ResNet-20 agent's greedy policy on another teacher
-    python experiments/transfer.py report      # results/transfer_resnet20.{md,json,png} from what has finished
+    python experiments/transfer.py budget --source-agent AGENT  # (a) 40% FLOPs: scratch vs warm from the 50% agent
+    python experiments/transfer.py model --source-agent AGENT   # (b) its greedy policy on another teacher
+    python experiments/transfer.py report      # results/transfer_resnet20.md from the rows in transfer_resnet20.json
 
-Each search runs in its own folder under runs/transfer and is resumed if interrupted.
+AGENT is the agent.pt of a 50%-FLOPs ResNet-20 search, e.g. the one `benchmark_cifar10.py run --rows
+resnet20:ddpg-channel:0.5` leaves in its run folder: a path the user gives, never another script's runs/ read
+here. Each search runs in its own folder under runs/transfer and is resumed if interrupted; `budget` and `model`
+merge their rows into the results JSON (and draw the reward curves beside it).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from plots import plot_reward_curves
+from rows import read_rows, write_whole
 from script_args import run_script
 
 from agents.config import PredictConfig, load_config
@@ -25,19 +29,21 @@ from amc.commands.baseline import BaselineConfig, baseline_command
 from amc.commands.evaluate import EvaluateConfig, evaluate_checkpoint
 from amc.errors import AmcError
 
-SOURCE_AGENT = "runs/bench/resnet20/ddpg-channel-0.5/search-20261124-115412/agent.pt"  # the 50% FLOPs search
 CONFIG = "experiments/configs/resnet20_c10_flops50.yaml"
 OUT = Path("runs/transfer")
-RESULTS = Path("experiments/results")
-WARM = ["init_agent=" + SOURCE_AGENT, "warmup_episodes=10", "noise_sigma=0.25"]
-RUNS = {"scratch": [], "warm": WARM, "warm-sigma0.5": [*WARM[:2], "noise_sigma=0.5"]}
+RUNS = {"scratch": [], "warm": ["warmup_episodes=10", "noise_sigma=0.25"],
+        "warm-sigma0.5": ["warmup_episodes=10", "noise_sigma=0.5"]}  # fmt: skip
 OTHER_TEACHERS = {
     "plain20": "experiments/teachers/plain20_cifar10.pt",
     "resnet32": "experiments/teachers/resnet32_cifar10.pt",
 }
 
 
-def budget_transfer(which: list[str]) -> None:
+def warm_settings(name: str, source_agent: str) -> list[str]:
+    return [f"init_agent={source_agent}", *RUNS[name]] if name != "scratch" else []
+
+
+def budget_transfer(which: list[str], source_agent: str) -> None:
     for name in which:
         folder = OUT / f"flops40-{name}"
         runs = sorted(folder.glob("search-*"))
@@ -46,10 +52,14 @@ def budget_transfer(which: list[str]) -> None:
         if runs:
             run_search(load_config(resume_config_path(runs[-1])), resume_dir=runs[-1])
             continue
-        run_search(load_config(CONFIG, ["budget=flops=0.4", f"out_dir={folder}", "name=search", *RUNS[name]]))
+        run_search(
+            load_config(
+                CONFIG, ["budget=flops=0.4", f"out_dir={folder}", "name=search", *warm_settings(name, source_agent)]
+            )
+        )
 
 
-def model_transfer() -> None:
+def model_transfer(source_agent: str) -> None:
     """Greedy ResNet-20 policy vs uniform at the same FLOPs on each other teacher that exists, before FT."""
     rows = []
     for model, teacher in OTHER_TEACHERS.items():
@@ -57,7 +67,7 @@ def model_transfer() -> None:
             continue
         folder = OUT / f"greedy-{model}"
         folder.mkdir(parents=True, exist_ok=True)
-        predicted = predict_command(PredictConfig(agent=SOURCE_AGENT, teacher=teacher, budget="flops=0.5",
+        predicted = predict_command(PredictConfig(agent=source_agent, teacher=teacher, budget="flops=0.5",
                                                   out=str(folder / "greedy.json")))  # fmt: skip
         baseline_command(BaselineConfig(method="uniform", teacher=teacher, flops=round(predicted["flops_ratio"], 6),
                                         out=str(folder / "uniform.json")))  # fmt: skip
@@ -82,25 +92,29 @@ def curves() -> dict[str, list[float]]:
     return found
 
 
-def report() -> None:
-    """Rewrite the page from the runs on this machine; a part whose runs are not here keeps its saved figures."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    saved_path = RESULTS / "transfer_resnet20.json"
-    saved = json.loads(saved_path.read_text()) if saved_path.exists() else {}
+def collect_rows(results: Path, source_agent: str) -> None:
+    """Merge what finished under runs/transfer into the rows at `results` (a part not run here keeps its rows),
+    and draw the reward curves beside them."""
+    saved = json.loads(results.read_text()) if results.exists() else {}
+    rows = {"source_agent": source_agent, "budget_transfer": saved.get("budget_transfer", {}),
+            "model_transfer": saved.get("model_transfer", [])}  # fmt: skip
     found, model_rows = curves(), OUT / "model_transfer.json"
-    if not found and not model_rows.exists():
-        raise AmcError(f"no transfer runs under {OUT} on this machine; {RESULTS / 'transfer_resnet20.md'} is kept")
-    summary = {"source_agent": SOURCE_AGENT, "budget_transfer": saved.get("budget_transfer", {}),
-               "model_transfer": saved.get("model_transfer", [])}  # fmt: skip
     if found:
-        summary["budget_transfer"] = budget_summary(found)
-        plot_reward_curves(found, "40% FLOPs: from scratch vs warm start", RESULTS / "transfer_flops40_curves.png")
+        rows["budget_transfer"] = budget_summary(found)
+        plot_reward_curves(
+            found, "40% FLOPs: from scratch vs warm start", results.parent / "transfer_flops40_curves.png"
+        )
     if model_rows.exists():
-        summary["model_transfer"] = json.loads(model_rows.read_text())
+        rows["model_transfer"] = json.loads(model_rows.read_text())
+    write_whole(results, json.dumps(rows, indent=1) + "\n")
+
+
+def report(results: Path) -> None:
+    """transfer_resnet20.md beside `results`, from those rows alone."""
+    rows = read_rows(results, "transfer.py budget --source-agent AGENT")
     lines = ["# Agent transfer on CIFAR-10", "", "Generated by `python experiments/transfer.py report`.", ""]
-    lines += budget_lines(summary["budget_transfer"]) + model_lines(summary["model_transfer"])
-    saved_path.write_text(json.dumps(summary, indent=1) + "\n")
-    (RESULTS / "transfer_resnet20.md").write_text("\n".join(lines) + "\n")
+    lines += budget_lines(rows["budget_transfer"], rows["source_agent"]) + model_lines(rows["model_transfer"])
+    write_whole(results.with_name("transfer_resnet20.md"), "\n".join(lines) + "\n")
 
 
 def budget_summary(found: dict[str, list[float]]) -> dict[str, dict]:
@@ -114,14 +128,15 @@ def budget_summary(found: dict[str, list[float]]) -> dict[str, dict]:
     return summary
 
 
-def budget_lines(summary: dict[str, dict]) -> list[str]:
+def budget_lines(summary: dict[str, dict], source_agent: str) -> list[str]:
     if not summary:
         return []
+    warm = " --set ".join(warm_settings("warm", source_agent))
     lines = [
         "## (a) Another budget: 40% FLOPs, warm-started from the 50%-FLOPs ResNet-20 agent",
         "",
         f"Every run: `{CONFIG}` with `budget=flops=0.4`, 400 episodes, seed 0. `warm`: "
-        f"`--set {' --set '.join(WARM)}`; `warm-sigma0.5`: the same with σ 0.5. The from-scratch run warms up "
+        f"`--set {warm}`; `warm-sigma0.5`: the same with σ 0.5. The from-scratch run warms up "
         "for 100 random episodes, σ 0.5.",
         "",
         "| run | best reward | at episode | first episode reaching the from-scratch best | mean reward, ep 1–50 |",
@@ -158,14 +173,24 @@ class Args:
     command: str
     runs: list[str] = field(default_factory=lambda: list(RUNS))
     """For `budget`: scratch, warm, warm-sigma0.5."""
+    source_agent: str = ""
+    """`budget`, `model`: the agent.pt of a 50%-FLOPs ResNet-20 search, warm start and greedy policy."""
+    results: str = "experiments/results/transfer_resnet20.json"
+    """The rows (`budget` and `model` merge into them; `report` writes the page beside them)."""
 
 
 def main(args: Args) -> None:
-    if args.command == "budget":
-        budget_transfer(args.runs)
-    elif args.command == "model":
-        model_transfer()
-    report()
+    results = Path(args.results)
+    if args.command in ("budget", "model"):
+        if not Path(args.source_agent).is_file():
+            raise AmcError(f"--source-agent {args.source_agent!r} is not a file; pass the agent.pt of a 50%-FLOPs "
+                           f"ResNet-20 search")  # fmt: skip
+        if args.command == "budget":
+            budget_transfer(args.runs, args.source_agent)
+        else:
+            model_transfer(args.source_agent)
+        collect_rows(results, args.source_agent)
+    report(results)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,13 @@
 import json
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from conftest import HANG_GUARD_SECONDS
+
+from amc.errors import AmcError
 
 EXPERIMENTS = Path(__file__).parents[1] / "experiments"
 
@@ -111,7 +114,7 @@ def test_a_global_pruning_config_reads_back_as_its_importance(monkeypatch):
     assert method_of(load_config(None, ["agent=global", "global_importance=lamp"])) == "global-lamp"
 
 
-def test_transfer_report_keeps_the_saved_part_whose_runs_are_not_here(tmp_path):
+def test_transfer_rows_keep_the_saved_part_whose_runs_are_not_here(tmp_path, monkeypatch):
     budget = {"scratch": {"episodes": 400, "best_reward": 0.61, "best_episode": 300, "episodes_to_scratch_best": 300,
                           "mean_first_50": 0.4}}  # fmt: skip
     model = {
@@ -125,11 +128,16 @@ def test_transfer_report_keeps_the_saved_part_whose_runs_are_not_here(tmp_path):
     saved = tmp_path / "experiments" / "results" / "transfer_resnet20.json"
     saved.write_text(json.dumps({"budget_transfer": budget, "model_transfer": []}))
     (tmp_path / "runs" / "transfer" / "model_transfer.json").write_text(json.dumps([model]))
-    done = subprocess.run([sys.executable, str(EXPERIMENTS / "transfer.py"), "report"], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=HANG_GUARD_SECONDS)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-1500:]
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    monkeypatch.chdir(tmp_path)
+    import transfer
+
+    transfer.collect_rows(saved, "agent.pt")
     summary = json.loads(saved.read_text())
     assert summary["budget_transfer"] == budget and summary["model_transfer"] == [model]
+    done = subprocess.run([sys.executable, str(EXPERIMENTS / "transfer.py"), "report", "--results", str(saved)],
+                          capture_output=True, text=True, timeout=HANG_GUARD_SECONDS)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-1500:]
     page = saved.with_suffix(".md").read_text()
     assert "| scratch | 0.6100 | 300 | 300 | 0.4000 |" in page and "| plain20 | 90.00 |" in page
 
@@ -256,3 +264,30 @@ def test_a_scripts_help_shows_each_fields_docstring_and_default():
     assert done.returncode == 0
     text = " ".join(done.stdout.split())
     assert "The same KD fine-tune for every row" in text and "(default: 15)" in text
+
+
+@dataclass
+class _ScriptArgs:
+    command: str
+    seeds: list[int] = field(default_factory=lambda: [0])
+    """Seeds."""
+    set: list[str] = field(default_factory=list)
+    threads: int = 1
+
+
+def test_a_script_reads_its_flags_with_the_checks_of_amc_config_keys(monkeypatch):
+    """Lists take several values and their flag may repeat (`--set a=1 --set b=2`, as in amc); a value of the
+    wrong type or out of its setting's range is one AmcError naming the flag."""
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    from script_args import args_from, build_parser
+
+    parser = build_parser(_ScriptArgs, "doc", ["run"])
+    args = args_from(
+        _ScriptArgs, parser.parse_args(["run", "--set", "a=1", "--set", "b=2", "c=3", "--seeds", "1", "2"])
+    )
+    assert (args.set, args.seeds, args.threads) == (["a=1", "b=2", "c=3"], [1, 2], 1)
+    assert "Seeds. (default: [0])" in " ".join(parser.format_help().split())
+    with pytest.raises(AmcError, match="--threads 0 is out of range"):
+        args_from(_ScriptArgs, parser.parse_args(["run", "--threads", "0"]))
+    with pytest.raises(AmcError, match="--seeds 1 x is not a valid int"):
+        args_from(_ScriptArgs, parser.parse_args(["run", "--seeds", "1", "x"]))
