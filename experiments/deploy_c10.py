@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import tempfile
 import time
@@ -359,7 +360,7 @@ def report(args: Args) -> None:
                   f"The fp32 teacher in {runtime}: {_fmt(fp32, '.4f')} ms / image (median over this table's rows).", "",
                   *_target_table(measured)]  # fmt: skip
         lines += [""] if any("error" in r for r in members) else []
-        lines += [_unreachable(r) for r in members if "error" in r]
+        lines += _unreachable([r for r in members if "error" in r])
         missed = _missed_budgets(measured)
         lines += ["", *missed] if missed else []
         lines += ["", *_paired_table(measured, shipped)]
@@ -416,11 +417,24 @@ def _missed_budgets(rows: list[dict]) -> list[str]:
     return lines
 
 
-def _unreachable(row: dict) -> str:
-    if row["method"] == "fastnas":
-        return f"- fastnas cannot reach {row['budget']:g} here: {row['error']}"
-    return (f"- {row['method']} cannot reach {row['budget']:g} here: every unit at its least keeps "
-            f"{row['least_predicted_latency']:.3f} of the teacher's latency (predicted by the table)")  # fmt: skip
+def _unreachable(rows: list[dict]) -> list[str]:
+    """One line per method and budget that could not be built there, with why (all its seeds in one line)."""
+    by_method: dict[tuple, list[dict]] = {}
+    for r in rows:
+        by_method.setdefault((r["method"], r["budget"]), []).append(r)
+    lines = []
+    for (method, budget), members in sorted(by_method.items()):
+        if method == "fastnas":  # its reason is the bisection's: the fastest subnet it found, measured
+            fastest = [re.search(r"keeps ([0-9.]+)", r["error"]) for r in sorted(members, key=lambda r: r["seed"])]
+            why = ("its FLOPs target bisected on measured latency, the fastest subnet it found keeps "
+                   f"{', '.join(m.group(1) for m in fastest)} of the teacher's latency"
+                   if all(fastest) else "; ".join(r["error"] for r in members))  # fmt: skip
+        else:
+            why = (f"every unit at its least keeps {members[0]['least_predicted_latency']:.3f} of the teacher's "
+                   f"latency (predicted by the table)")  # fmt: skip
+        seeds = f" ({_seeds(members)})" if len(members) > 1 else ""
+        lines.append(f"- {method} cannot reach {budget:g} here{seeds}: {why}")
+    return lines
 
 
 def _paired_table(rows: list[dict], shipped: str) -> list[str]:
