@@ -3,6 +3,7 @@ latency budgets met where the student runs. Tiny models only; speeds are benchma
 
 import builtins
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -163,6 +164,16 @@ def test_runtime_table_round_trip_records_its_target_and_error(runtime_table, te
     assert loaded.target["precision"] == "fp32" and loaded.target["batch"] == 4 and "cpu_flags" in loaded.target
     assert loaded.round_to == 4 and loaded.metadata["check"]["students"] == 6
     assert loaded.metadata["check"]["median_error"] >= 0
+
+
+def test_a_table_that_misses_its_error_aim_says_so():
+    from amc.commands.profile_latency import warn_if_inaccurate
+
+    with pytest.warns(UserWarning, match="72% median and 77% at the 90th percentile"):
+        warn_if_inaccurate({"students": 4, "median_error": 0.72, "p90_error": 0.77}, students=12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_inaccurate({"students": 30, "median_error": 0.03, "p90_error": 0.09}, students=90)
 
 
 def test_runtime_table_predicts_fewer_channels_as_faster(runtime_table):
