@@ -6,7 +6,7 @@
 #      seconds per candidate and episodes per minute;
 #   3. one KD fine-tune epoch of the uniform 50% student (experiments/benchmark_ddp.py, one process).
 # DEVICE=cpu EPISODES=2 WORKERS=1 checks the script itself on a machine without a GPU (it proves nothing about CUDA).
-# Figures land in $OUT/gpu.md and $OUT/*.json; copy them into experiments/results/gpu.md afterwards.
+# Figures land in $OUT/gpu.md and $OUT/*.json (the last lent machine's are the record docs/records/gpu.md).
 #
 # Needs, in ignored folders carried to the machine: .device/wheels/*.whl (what its image lacks: stable-baselines3,
 # gymnasium, farama-notifications, torch-pruning, pytest, pluggy, iniconfig) and .device/cifar10-jpeg.tar.gz.

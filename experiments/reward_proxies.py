@@ -7,8 +7,8 @@
     python experiments/reward_proxies.py report            # rows -> correlations in reward_proxies.{md,png}
 
 The policies are committed in results/proxy_policies/: the searched ones are the best policies of the 50%-FLOPs
-searches of search_resnet20.md (uniform, random search and DDPG, seeds 0 and 1). Every stage is resumable: each
-policy's work lives in runs/proxies/<policy>/.
+searches of docs/records/search_resnet20.md (uniform, random search and DDPG, seeds 0 and 1). Every stage is
+resumable: each policy's work lives in runs/proxies/<policy>/.
 """
 
 from __future__ import annotations
