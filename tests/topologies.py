@@ -124,5 +124,23 @@ class MixedBlock(nn.Module):
         return self.head(pooled(self.post(y) + x))
 
 
+class LayerNormed(nn.Module):
+    """A ConvNeXt block: depthwise conv, a LayerNorm over channels (channels last), an MLP of linears, a residual."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.depthwise = nn.Conv2d(16, 16, 7, padding=3, groups=16)
+        self.norm = nn.LayerNorm(16)
+        self.up, self.down = nn.Linear(16, 64), nn.Linear(64, 16)
+        self.head = nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.norm(self.depthwise(x).permute(0, 2, 3, 1))
+        y = self.down(torch.relu(self.up(y))).permute(0, 3, 1, 2)
+        return self.head(pooled(x + y))
+
+
 ZOO = {cls.__name__: cls for cls in (TwoBranchConcat, DenseConcat, InceptionBranches, SplitBranches, GroupedConv,
-                                     SqueezeExcite, DepthwiseSeparable, MixedBlock)}  # fmt: skip
+                                     SqueezeExcite, DepthwiseSeparable, MixedBlock, LayerNormed)}  # fmt: skip

@@ -28,7 +28,6 @@ from amc.errors import AmcError
 from amc.forward import forward_with_hooks
 
 Layer = (nn.Conv2d, nn.Linear)
-Norm = nn.modules.batchnorm._BatchNorm
 
 
 @dataclass
@@ -47,7 +46,7 @@ class PruningUnit:
     in_index: dict[str, dict[int, int]]
     """The same for layers whose inputs this unit removes (the consumers)."""
     norm_index: dict[str, dict[int, int]]
-    """The same for BatchNorm layers whose channels go with the unit."""
+    """The same for normalisation layers whose channels go with the unit (BatchNorm, a LayerNorm over channels)."""
     kind: str
     """"conv" or "linear": the type of the unit's first layer."""
     in_channels: int
@@ -79,6 +78,16 @@ class PruningUnit:
         for root_channel in index.values():
             counts[piece_of[root_channel]] += 1
         return counts
+
+
+def channel_norm_width(module: nn.Module) -> int | None:
+    """The channels a normalisation layer holds one value per: BatchNorm's features, a LayerNorm over one
+    dimension (a transformer's or ConvNeXt's channels); None for anything else."""
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return module.num_features
+    if isinstance(module, nn.LayerNorm) and len(module.normalized_shape) == 1:
+        return module.normalized_shape[0]
+    return None
 
 
 def execution_order(model: nn.Module, input_shape: Sequence[int]) -> list[str]:
@@ -136,7 +145,7 @@ def _unit_of(group, graph, model, names, rank) -> PruningUnit | None:
             continue
         if is_grouped(module):
             return None
-        if isinstance(module, Norm):
+        if channel_norm_width(module) is not None:
             role = "norm"
         elif isinstance(module, Layer):
             role = "out" if graph.is_out_channel_pruning_fn(handler) else "in"

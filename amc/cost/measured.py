@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
+from amc.compress.pruning import channel_norm_width
 from amc.device import model_device
 from amc.forward import forward_with_hooks
 
@@ -45,7 +46,7 @@ def layer_shapes(model: nn.Module) -> dict[str, tuple[int, int]]:
 
 
 def norm_channels(model: nn.Module) -> dict[str, int]:
-    return {name: m.num_features for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    return {name: c for name, m in model.named_modules() if (c := channel_norm_width(m)) is not None}
 
 
 def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:

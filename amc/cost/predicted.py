@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch.nn as nn
 
 from amc.compress.policy import CompressionPolicy
-from amc.compress.pruning import PruningUnit, execution_order, find_units
+from amc.compress.pruning import PruningUnit, channel_norm_width, execution_order, find_units
 from amc.compress.removal import removable_blocks
 from amc.cost.measured import layer_macs, layer_shapes, norm_channels, sparse_weight_bits
 from amc.errors import AmcError
@@ -42,6 +42,20 @@ class LayerCost:
     @property
     def in_unit(self) -> str | None:
         return self.inputs[0][0] if len(self.inputs) == 1 else None
+
+
+@dataclass
+class NormCost:
+    """A normalisation layer whose channels follow units: what it stores per channel."""
+
+    name: str
+    channels: int
+    parts: Parts
+    block: str | None
+    params_per_channel: int
+    """Affine weight and bias: 2 (or 0 without them)."""
+    floats_per_channel: int
+    """Parameters and float buffers (BatchNorm's running mean and variance), as size_bytes counts them."""
 
 
 @dataclass
@@ -83,7 +97,7 @@ class CostModel:
             return next((b for b in self.removable if name == b or name.startswith(b + ".")), None)
 
         self.layers: list[LayerCost] = []
-        self.norms: list[tuple[str, int, Parts, str | None]] = []  # name, channels, parts, block
+        self.norms: list[NormCost] = []
         self.fixed_params = 0  # parameters outside conv/linear/norm layers, never pruned
         for name, module in model.named_modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
@@ -101,8 +115,11 @@ class CostModel:
                         block_of(name),
                     )
                 )
-            elif isinstance(module, nn.modules.batchnorm._BatchNorm):
-                self.norms.append((name, module.num_features, parts["norm"].get(name, []), block_of(name)))
+            elif (channels := channel_norm_width(module)) is not None:
+                params = sum(p.numel() for p in module.parameters(recurse=False))
+                floats = params + sum(b.numel() for b in module.buffers(recurse=False) if b.is_floating_point())
+                self.norms.append(NormCost(name, channels, parts["norm"].get(name, []), block_of(name),
+                                           params // channels, floats // channels))  # fmt: skip
             else:
                 self.fixed_params += sum(p.numel() for p in module.parameters(recurse=False))
         self.block_bypass = self._block_bypass(model, input_shape)
@@ -199,12 +216,12 @@ class CostModel:
             if b < 32:
                 size_bits += rows * 32
         source = self._bypass_sources(removed)
-        for _, channels, parts, block in self.norms:
-            if block in removed:
+        for norm in self.norms:
+            if norm.block in removed:
                 continue
-            kept = channels - self.removed_channels(keep_ratios, parts, source, round_to)
-            params += 2 * kept
-            size_bits += 4 * kept * 32  # weight, bias, running mean and variance
+            kept = norm.channels - self.removed_channels(keep_ratios, norm.parts, source, round_to)
+            params += norm.params_per_channel * kept
+            size_bits += norm.floats_per_channel * kept * 32
         params += self.fixed_params
         size_bits += self.fixed_params * 32
         return Costs(macs=macs, params=params, size_bytes=size_bits / 8)
@@ -215,9 +232,9 @@ class CostModel:
         predicted = self.layer_shapes(policy.keep_ratios, policy.removed_blocks, policy.round_to)
         source = self._bypass_sources(set(policy.removed_blocks))
         predicted_norms = {
-            name: round(channels - self.removed_channels(policy.keep_ratios, parts, source, policy.round_to))
-            for name, channels, parts, block in self.norms
-            if block not in policy.removed_blocks
+            n.name: round(n.channels - self.removed_channels(policy.keep_ratios, n.parts, source, policy.round_to))
+            for n in self.norms
+            if n.block not in policy.removed_blocks
         }
         for expected, built, what in ((predicted, layer_shapes(student), "(in, out) channels"),
                                       (predicted_norms, norm_channels(student), "channels")):  # fmt: skip
