@@ -265,6 +265,8 @@ def test_baseline_and_search_take_a_runtime_latency_budget(teacher_file, runtime
     teacher = model_from_checkpoint(load_checkpoint(teacher_file))
     table = build_runtime_table(teacher, SHAPE, Target("onnxruntime", "fp32", batch=1), students=12, check=4,
                                 rounds=2, round_to=2)  # fmt: skip
+    # latency in proportion to the MACs run: a 12-student fit timed on a loaded machine can be too flat to reach 0.7
+    table.coefficients = [0.0] + [1.0] * len(table.groups) + [0.0] * len(table.groups)
     table.save(tmp_path / "lut.json")
     lut, policy = str(tmp_path / "lut.json"), str(tmp_path / "p.json")
     argv = ["baseline", "uniform", "--teacher", str(teacher_file), "--latency", "0.7", "--latency-table", lut,
