@@ -200,7 +200,11 @@ def resolve_config(cls, path: str | Path | None = None, flags: dict | None = Non
     for key in INVOCATION:
         if key in assigned and key not in known:
             value, label = assigned.pop(key)
-            if value not in (False, "false", "False", None):
+            try:
+                asked = value is not None and coerce(value, bool, label)
+            except AmcError:
+                asked = True
+            if asked:
                 raise AmcError(f"{label}: {key} is a flag of the command line, not a config key; pass --{key} "
                                f"instead")  # fmt: skip
     unknown = set(assigned) - set(known)
