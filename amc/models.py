@@ -4,6 +4,7 @@ Names:
 - CIFAR ResNets `resnet8/20/32/44/56/110` (He et al. 2016; ResNet-8 for quick tests) and `plain20`
   (no shortcuts, AMC's CIFAR model);
 - `vgg16_cifar`; `digits_cnn`, a small CNN for 8x8 digits;
+- `vit_tiny`, a 1.8 M-parameter ViT for 32x32 images (patch 4: 64 tokens; amc/vision_transformer.py);
 - `tv:<name>`, any torchvision classification model (`small_input=True` adapts the stem to 32x32,
   `in_channels` replaces the first conv for other than RGB inputs);
 - `path/to/file.py:ClassName`, a user's own module, called as `ClassName(num_classes=..., in_channels=...)`
@@ -24,6 +25,7 @@ import torch
 import torch.nn as nn
 
 from amc.errors import AmcError, library_text
+from amc.vision_transformer import VisionTransformer
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -62,6 +64,8 @@ def input_kwargs(name: str, input_shape) -> dict:
     kwargs = {"in_channels": int(input_shape[0])}
     if name.startswith("tv:"):
         kwargs["small_input"] = min(input_shape[1:]) <= SMALL_INPUT_PIXELS
+    if name in IMAGE_SIZED:
+        kwargs["image_size"] = int(input_shape[1])
     return kwargs
 
 
@@ -237,6 +241,15 @@ class DigitsCNN(nn.Module):
 @register_model("digits_cnn")
 def digits_cnn(num_classes: int = 10, **kwargs) -> nn.Module:
     return DigitsCNN(num_classes, **kwargs)
+
+
+@register_model("vit_tiny")
+def vit_tiny(num_classes: int = 10, **kwargs) -> nn.Module:
+    return VisionTransformer(num_classes, **kwargs)
+
+
+IMAGE_SIZED = ("vit_tiny",)
+"""Registry models told the image size (a ViT's position embedding has one entry per patch)."""
 
 
 # ----------------------------------------------------------------------------- torchvision and user models

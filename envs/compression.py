@@ -24,6 +24,7 @@ from amc.evaluate.rewards import Outcome, get_reward
 
 MODES = ("channel", "fine-grained", "removal", "removal+channel", "quantize", "channel+quantize")
 STAGES = {"removal": 0, "channel": 1, "fine-grained": 1, "quantize": 2}
+UNIT_TYPE = {"conv": 1.0, "heads": 0.75, "depthwise": 0.5, "linear": 0.0}
 OBSERVATION_FEATURES = (
     "index", "type", "in_channels", "out_channels", "stride", "kernel", "flops", "reduced", "remaining",
     "previous_action", "stage",
@@ -75,7 +76,7 @@ class CompressionEnv(gym.Env):
     | index | feature | scaling |
     |---|---|---|
     | 0 | step index | / (steps - 1) |
-    | 1 | type: conv 1, depthwise conv 0.5, linear 0, block 0.25 | as is |
+    | 1 | type: conv 1, attention heads 0.75, depthwise conv 0.5, block 0.25, linear 0 | as is |
     | 2 | input channels | / max over steps |
     | 3 | output channels | / max over steps |
     | 4 | stride | / max over steps |
@@ -85,6 +86,11 @@ class CompressionEnv(gym.Env):
     | 8 | FLOPs of the steps still to come | / teacher FLOPs |
     | 9 | previous action | (a + 1) / 2 |
     | 10 | stage: removal 0, channel or sparsity 0.5, quantize 1 | as is |
+
+    For a transformer, a head unit's output channels are its heads' width (heads x head dim: the keep ratio
+    removes whole heads), its input channels the embedding width, and its FLOPs those of its fused qkv layer;
+    an MLP unit is a linear one (input: embedding width, output: hidden width), its FLOPs counted over every
+    token. Stride and kernel are 1 for both.
 
     ## Rewards
     Zero on every step but the last; the last step returns the named reward from `amc.evaluate.rewards`:
@@ -207,8 +213,9 @@ class CompressionEnv(gym.Env):
             if stage == "channel":
                 for u in self.cost_model.units:
                     flops = sum(layer_flops.get(n, 0) for n in u.out_layers)
-                    type_code = 0.5 if u.depthwise_layers else (1.0 if u.kind == "conv" else 0.0)
-                    steps.append(Step(stage, u.name, type_code, u.in_channels, u.channels, u.stride, u.kernel, flops))
+                    type_code = UNIT_TYPE["depthwise" if u.depthwise_layers else u.kind]
+                    width = len(u.out_index[u.name]) // 3 if u.kind == "heads" else u.channels  # q, k, v rows
+                    steps.append(Step(stage, u.name, type_code, u.in_channels, width, u.stride, u.kernel, flops))
             elif stage == "removal":
                 for block in self.cost_model.removable:
                     inside = [layer for layer in self.cost_model.layers if layer.block == block]

@@ -26,6 +26,7 @@ from amc.train.distill import kd_loss, recalibrate_bn_on
 
 TORCHVISION = ("tv:densenet121", "tv:googlenet", "tv:mobilenet_v3_small")
 SHAPES = {name: (3, 16, 16) for name in ZOO} | {name: (3, 32, 32) for name in TORCHVISION}
+FLOPS_BUDGET = {"FixedWidthViT": 0.7}  # only its MLPs can narrow (timm's forward ties heads and embedding)
 
 
 @cache
@@ -73,12 +74,12 @@ def test_prediction_equals_the_built_student(name):
 @pytest.mark.parametrize("name", [*sorted(ZOO), *TORCHVISION])
 def test_random_and_uniform_policies_meet_the_budget(name):
     teacher, cost_model = teacher_and_costs(name)
-    budget, shape = Budget.parse("flops=0.5"), SHAPES[name]
-    rng = np.random.default_rng(0)
+    flops, shape = FLOPS_BUDGET.get(name, 0.5), SHAPES[name]
+    budget, rng = Budget(flops=flops), np.random.default_rng(0)
     draws = [random_policy(cost_model, budget, rng) for _ in range(2 if name in ZOO else 1)]
     for policy in [uniform(cost_model, budget), *draws]:
         student = assert_predicted_exactly(name, policy)
-        assert count_macs(student, shape) <= 0.5 * count_macs(teacher, shape)
+        assert count_macs(student, shape) <= flops * count_macs(teacher, shape)
 
 
 @pytest.mark.parametrize("name", [*sorted(ZOO), *TORCHVISION])

@@ -1,5 +1,5 @@
 """Small models with the topologies users bring: concatenation, dense concatenation, parallel branches,
-split, grouped and depthwise convs, squeeze-and-excitation gates, residual adds. Inputs are 3x16x16."""
+split, grouped and depthwise convs, squeeze-and-excitation gates, residual adds, attention. Inputs are 3x16x16."""
 
 from __future__ import annotations
 
@@ -142,5 +142,62 @@ class LayerNormed(nn.Module):
         return self.head(pooled(x + y))
 
 
+class HeadAttention(nn.Module):
+    """timm's Attention (fused qkv, num_heads, head_dim, proj), its matmuls written out so that
+    torch.utils.flop_counter sees them. `fixed_width` reshapes to the input width as timm does, so its heads
+    cannot go."""
+
+    def __init__(self, dim: int, num_heads: int, fixed_width: bool = False):
+        super().__init__()
+        self.num_heads, self.head_dim, self.fixed_width = num_heads, dim // num_heads, fixed_width
+        self.scale = self.head_dim**-0.5
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, c if self.fixed_width else -1))
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, dim: int, num_heads: int, hidden: int, fixed_width: bool = False):
+        super().__init__()
+        self.norm1, self.attn = nn.LayerNorm(dim), HeadAttention(dim, num_heads, fixed_width)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class TinyViT(nn.Module):
+    """A ViT as timm writes one: patch embedding, class token, learned position embedding, pre-norm blocks."""
+
+    fixed_width = False
+
+    def __init__(self, num_classes: int = 10, dim: int = 32, depth: int = 2, num_heads: int = 4):
+        super().__init__()
+        self.patch_embed = nn.Conv2d(3, dim, 4, 4)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.pos_embed = nn.Parameter(torch.randn(1, 17, dim) * 0.02)
+        blocks = [TransformerBlock(dim, num_heads, 4 * dim, self.fixed_width) for _ in range(depth)]
+        self.blocks = nn.Sequential(*blocks)
+        self.norm, self.head = nn.LayerNorm(dim), nn.Linear(dim, num_classes)
+
+    def forward(self, x):
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], 1) + self.pos_embed
+        return self.head(self.norm(self.blocks(x))[:, :1]).flatten(1)  # see amc/vision_transformer.py
+
+
+class FixedWidthViT(TinyViT):
+    """timm's own forward: `reshape(B, N, C)` after attention, so a head fewer breaks it."""
+
+    fixed_width = True
+
+
 ZOO = {cls.__name__: cls for cls in (TwoBranchConcat, DenseConcat, InceptionBranches, SplitBranches, GroupedConv,
-                                     SqueezeExcite, DepthwiseSeparable, MixedBlock, LayerNormed)}  # fmt: skip
+                                     SqueezeExcite, DepthwiseSeparable, MixedBlock, LayerNormed, TinyViT,
+                                     FixedWidthViT)}  # fmt: skip

@@ -9,12 +9,14 @@ A unit whose root channels reach layers in different ways (the branches of a con
 split) is cut into *pieces*, and each piece keeps the same share of its channels. So how many channels every
 layer loses depends on the keep ratio alone, and the cost model predicts the student exactly. Within a piece,
 channels are ranked by group L1 magnitude. Groups that touch a grouped (not depthwise) convolution are left
-whole: torch-pruning cannot cut those evenly per group.
+whole: torch-pruning cannot cut those evenly per group. An attention module's heads are a unit of their own
+(amc/compress/heads.py); its fused qkv layer is never a torch-pruning root.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,8 +25,9 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
+from amc.compress.heads import Attention, find_attention, prunable_attention, why_width_is_fixed
 from amc.device import model_device
-from amc.errors import AmcError
+from amc.errors import AmcError, library_text
 from amc.forward import forward_with_hooks
 
 Layer = (nn.Conv2d, nn.Linear)
@@ -45,10 +48,12 @@ class PruningUnit:
     """For each layer whose outputs this unit removes: its channel index -> the root channel behind it."""
     in_index: dict[str, dict[int, int]]
     """The same for layers whose inputs this unit removes (the consumers)."""
-    norm_index: dict[str, dict[int, int]]
-    """The same for normalisation layers whose channels go with the unit (BatchNorm, a LayerNorm over channels)."""
+    tensor_index: dict[str, dict[int, int]]
+    """The same for other tensors whose channels go with the unit: normalisation layers (BatchNorm, a LayerNorm
+    over channels) and free parameters (a position embedding, a class token)."""
     kind: str
-    """"conv" or "linear": the type of the unit's first layer."""
+    """"conv" or "linear": the type of the unit's first layer; "heads" for an attention module's heads (its
+    channels are heads, and `round_to` does not apply: a head is already head_dim channels)."""
     in_channels: int
     kernel: int
     stride: int
@@ -65,11 +70,12 @@ class PruningUnit:
         return list(self.in_index)
 
     @property
-    def norm_layers(self) -> list[str]:
-        return list(self.norm_index)
+    def tensors(self) -> list[str]:
+        return list(self.tensor_index)
 
     def kept_per_piece(self, keep_ratio: float, round_to: int = 1) -> list[int]:
-        return [kept_channels(len(piece), keep_ratio, round_to) for piece in self.pieces]
+        step = 1 if self.kind == "heads" else round_to
+        return [kept_channels(len(piece), keep_ratio, step) for piece in self.pieces]
 
     def channel_counts(self, index: dict[int, int]) -> list[int]:
         """How many of a layer's channels (given by `index`) each piece feeds."""
@@ -101,10 +107,16 @@ def build_graph(model: nn.Module, input_shape: Sequence[int]) -> tp.DependencyGr
     was_training = model.training
     model.eval()
     try:
-        with torch.enable_grad():  # torch-pruning traces through autograd, even inside a caller's no_grad
+        with torch.enable_grad(), warnings.catch_warnings():  # torch-pruning traces through autograd
+            # Free parameters (position embeddings) are followed on purpose: amc.cost.predicted counts them.
+            warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
             graph = tp.DependencyGraph().build_dependency(
                 model, example_inputs=torch.randn(1, *input_shape, device=model_device(model))
             )
+    except (ArithmeticError, IndexError, KeyError, ValueError) as exc:  # its tracer's own failures
+        raise AmcError(
+            f"torch-pruning cannot follow this model's graph ({library_text(exc)}); please report it with the model"
+        ) from exc
     finally:
         model.train(was_training)
     return graph
@@ -126,43 +138,71 @@ def find_units(
     graph = graph or build_graph(model, input_shape)
     order = execution_order(model, input_shape)
     rank = {name: i for i, name in enumerate(order)}
-    names = {m: n for n, m in model.named_modules()}
+    names = {id(m): n for n, m in model.named_modules()} | {id(p): n for n, p in model.named_parameters()}
     classifier = model.get_submodule(order[-1])
-    units = []
-    for group in graph.get_all_groups(ignored_layers=[classifier], root_module_types=Layer):
+    attention = find_attention(model, input_shape)
+    prunable = prunable_attention(model, input_shape)
+    fixed_width = {a.qkv for a in attention if why_width_is_fixed(model, a)}
+    fused = [model.get_submodule(a.qkv) for a in attention]
+    units = [_head_unit(a, model, rank) for a in prunable]
+    for group in graph.get_all_groups(ignored_layers=[classifier, *fused], root_module_types=Layer):
         unit = _unit_of(group, graph, model, names, rank)
-        if unit is not None:
-            units.append(unit)
+        if unit is None:
+            continue
+        if fixed := fixed_width & set(unit.in_index):
+            # Such a forward ties its heads' width to its input's: the embedding cannot narrow alone either.
+            warnings.warn(f"unit {unit.name}: kept whole, {min(fixed).removesuffix('.qkv')} ties its heads' width "
+                          "to its input's", stacklevel=1)  # fmt: skip
+            continue
+        units.append(unit)
     return sorted(units, key=lambda u: u.order)
+
+
+def _head_unit(attention: Attention, model: nn.Module, rank: dict[str, int]) -> PruningUnit:
+    heads = range(attention.num_heads)
+    return PruningUnit(
+        name=attention.qkv,
+        root=attention.qkv,
+        channels=attention.num_heads,
+        pieces=[list(heads)],
+        out_index={attention.qkv: {r: h for h in heads for r in attention.qkv_rows(h)}},
+        in_index={attention.proj: {c: h for h in heads for c in attention.proj_columns(h)}},
+        tensor_index={},
+        kind="heads",
+        in_channels=model.get_submodule(attention.qkv).in_features,
+        kernel=1,
+        stride=1,
+        order=rank.get(attention.qkv, len(rank)),
+    )
 
 
 def _unit_of(group, graph, model, names, rank) -> PruningUnit | None:
     index: dict[str, dict[str, dict[int, int]]] = {"out": defaultdict(dict), "in": defaultdict(dict),
-                                                   "norm": defaultdict(dict)}  # fmt: skip
+                                                   "tensor": defaultdict(dict)}  # fmt: skip
     for item in group:
         module, handler = item.dep.target.module, item.dep.handler
-        if module not in names:
+        if id(module) not in names:
             continue
         if is_grouped(module):
             return None
-        if channel_norm_width(module) is not None:
-            role = "norm"
+        if isinstance(module, nn.Parameter) or channel_norm_width(module) is not None:
+            role = "tensor"
         elif isinstance(module, Layer):
             role = "out" if graph.is_out_channel_pruning_fn(handler) else "in"
         else:
             continue
-        index[role][names[module]].update(
+        index[role][names[id(module)]].update(
             zip((int(i) for i in item.idxs), (int(r) for r in item.root_idxs), strict=True)
         )
     if not index["out"]:
         return None
-    root = names[group[0].dep.target.module]
+    root = names[id(group[0].dep.target.module)]
     channels = graph.get_pruner_of_module(model.get_submodule(root)).get_out_channels(model.get_submodule(root))
 
     def by_rank(mapping: dict) -> dict:
         return {n: dict(sorted(mapping[n].items())) for n in sorted(mapping, key=lambda n: rank.get(n, len(rank)))}
 
-    out_index, in_index, norm_index = by_rank(index["out"]), by_rank(index["in"]), by_rank(index["norm"])
+    out_index, in_index, tensor_index = by_rank(index["out"]), by_rank(index["in"]), by_rank(index["tensor"])
     name = next(iter(out_index))
     first = model.get_submodule(name)
     is_conv = isinstance(first, nn.Conv2d)
@@ -170,10 +210,10 @@ def _unit_of(group, graph, model, names, rank) -> PruningUnit | None:
         name=name,
         root=root,
         channels=channels,
-        pieces=_pieces(channels, [*out_index.values(), *in_index.values(), *norm_index.values()]),
+        pieces=_pieces(channels, [*out_index.values(), *in_index.values(), *tensor_index.values()]),
         out_index=out_index,
         in_index=in_index,
-        norm_index=norm_index,
+        tensor_index=tensor_index,
         kind="conv" if is_conv else "linear",
         in_channels=first.in_channels if is_conv else first.in_features,
         kernel=first.kernel_size[0] if is_conv else 1,
@@ -227,8 +267,8 @@ def prune_channels(
     graph = build_graph(model, input_shape)
     units = {u.name: u for u in find_units(model, input_shape, graph)}
     for name, ratio in keep_ratios.items():
-        if name not in units:
-            continue  # e.g. a unit inside a removed block
+        if name not in units or units[name].kind == "heads":
+            continue  # a unit inside a removed block; heads go by amc.compress.heads.prune_heads
         unit = units[name]
         kept = unit.kept_per_piece(ratio, round_to)
         if sum(kept) >= unit.channels:

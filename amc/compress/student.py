@@ -1,8 +1,8 @@
 """`apply_policy(teacher, policy) -> student`, and student checkpoints that rebuild without the teacher.
 
-A student checkpoint stores its architecture as data: the teacher's registry spec, the removed blocks,
-torch-pruning's pruning history, the sparsity layers and the bit widths. Loading replays them on a
-fresh `create_model` and then loads the state_dict, all under `weights_only=True`.
+A student checkpoint stores its architecture as data: the teacher's registry spec, the removed blocks, the
+removed attention heads, torch-pruning's pruning history, the sparsity layers and the bit widths. Loading
+replays them on a fresh `create_model` and then loads the state_dict, all under `weights_only=True`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from pathlib import Path
 import torch.nn as nn
 
 from amc.checkpoint import input_shape_of, load_checkpoint, save_checkpoint
+from amc.compress.heads import prunable_attention, prune_heads, replay_heads
 from amc.compress.policy import CompressionPolicy, model_fingerprint
-from amc.compress.pruning import find_units, prune_channels, replay_pruning
+from amc.compress.pruning import find_units, kept_channels, prune_channels, replay_pruning
 from amc.compress.quantization import quantize_activations, quantize_weights, sparsify
 from amc.compress.reconstruction import reconstruct
 from amc.compress.removal import removable_blocks, remove_blocks
@@ -36,8 +37,9 @@ def apply_policy(
 ) -> nn.Module:
     """Build the student the policy describes; the teacher is never modified.
 
-    Order: remove blocks, prune channels (physically), optionally refit the layers that lost inputs by
-    least squares on `reconstruction_data` (AMC), then add sparsity masks and weight quantizers.
+    Order: remove blocks, remove attention heads, prune channels (physically), optionally refit the layers
+    that lost inputs by least squares on `reconstruction_data` (AMC), then add sparsity masks and weight
+    quantizers.
     The returned module carries its structure in `student.amc_structure` for `save_student`.
     """
     if validate:
@@ -45,6 +47,10 @@ def apply_policy(
         policy.validate(teacher, units, removable_blocks(teacher, input_shape))
     student = copy.deepcopy(teacher)
     remove_blocks(student, policy.removed_blocks)
+    attention = prunable_attention(student, input_shape)
+    kept_heads = {a.name: kept_channels(a.num_heads, policy.keep_ratios[a.qkv]) for a in attention
+                  if a.qkv in policy.keep_ratios}  # fmt: skip
+    removed_heads = prune_heads(student, kept_heads, attention)
     history = prune_channels(
         student, policy.keep_ratios, input_shape, round_to=policy.round_to, importance=policy.importance
     )
@@ -62,6 +68,7 @@ def apply_policy(
         STRUCTURE_ATTR,
         {
             "removed_blocks": list(policy.removed_blocks),
+            "removed_heads": removed_heads,
             "pruning_history": history,
             "sparse_layers": sorted(sparsity),
             "bits": bits,
@@ -109,6 +116,7 @@ def student_from_checkpoint(blob: dict) -> nn.Module:
     model = create_from_spec(blob.get("arch"))
     try:
         remove_blocks(model, structure["removed_blocks"])
+        replay_heads(model, structure.get("removed_heads", {}), input_shape)
         replay_pruning(model, structure["pruning_history"], input_shape)
         sparsify(model, {name: 0.5 for name in structure["sparse_layers"]})  # masks come from the state_dict
         quantize_weights(model, structure["bits"])

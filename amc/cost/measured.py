@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
+from amc.compress.heads import attention_macs
 from amc.compress.pruning import channel_norm_width
 from amc.device import model_device
 from amc.forward import forward_with_hooks
@@ -50,8 +51,9 @@ def norm_channels(model: nn.Module) -> dict[str, int]:
 
 
 def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
-    """Conv and linear MACs for one image (what papers call FLOPs); `torch.utils.flop_counter` counts 2x this."""
-    return sum(layer_macs(model, input_shape).values())
+    """Conv, linear and attention-matmul MACs for one image (what papers call FLOPs); `torch.utils.flop_counter`
+    counts 2x this (where it sees the attention matmuls: not inside a CPU scaled_dot_product_attention)."""
+    return sum(layer_macs(model, input_shape).values()) + sum(attention_macs(model, input_shape).values())
 
 
 def count_params(model: nn.Module) -> int:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
+from amc.compress.heads import attention_macs
 from amc.compress.policy import CompressionPolicy
 from amc.compress.pruning import PruningUnit, channel_norm_width, execution_order, find_units
 from amc.compress.removal import removable_blocks
@@ -45,17 +46,31 @@ class LayerCost:
 
 
 @dataclass
-class NormCost:
-    """A normalisation layer whose channels follow units: what it stores per channel."""
+class TensorCost:
+    """A normalisation layer or a free parameter (a position embedding) whose channels follow units: what it
+    stores per channel."""
 
     name: str
     channels: int
     parts: Parts
     block: str | None
     params_per_channel: int
-    """Affine weight and bias: 2 (or 0 without them)."""
+    """A norm's affine weight and bias: 2 (or 0 without them); a position embedding's tokens."""
     floats_per_channel: int
     """Parameters and float buffers (BatchNorm's running mean and variance), as size_bytes counts them."""
+    dim: int | None = None
+    """For a free parameter: the dimension its channels run along (None for a norm layer)."""
+
+
+@dataclass
+class AttentionCost:
+    """An attention module's two matmuls: their MACs scale with the share of its heads kept."""
+
+    name: str
+    macs: int
+    unit: str | None
+    """The head unit (None where the heads are kept whole)."""
+    block: str | None
 
 
 @dataclass
@@ -85,9 +100,9 @@ class CostModel:
         self.by_name = {u.name: u for u in self.units}
         self.channels = {u.name: u.channels for u in self.units}
         self.pieces = {u.name: [len(p) for p in u.pieces] for u in self.units}
-        parts: dict[str, dict[str, Parts]] = {"out": {}, "in": {}, "norm": {}}
+        parts: dict[str, dict[str, Parts]] = {"out": {}, "in": {}, "tensor": {}}
         for u in self.units:
-            for role, index in (("out", u.out_index), ("in", u.in_index), ("norm", u.norm_index)):
+            for role, index in (("out", u.out_index), ("in", u.in_index), ("tensor", u.tensor_index)):
                 for layer, mapping in index.items():
                     parts[role].setdefault(layer, []).append((u.name, u.channel_counts(mapping)))
         depthwise = {layer for u in self.units for layer in u.depthwise_layers}
@@ -97,8 +112,20 @@ class CostModel:
             return next((b for b in self.removable if name == b or name.startswith(b + ".")), None)
 
         self.layers: list[LayerCost] = []
-        self.norms: list[NormCost] = []
-        self.fixed_params = 0  # parameters outside conv/linear/norm layers, never pruned
+        self.tensors: list[TensorCost] = []
+        head_units = {u.name for u in self.units if u.kind == "heads"}
+        self.attention = [
+            AttentionCost(name, count, f"{name}.qkv" if f"{name}.qkv" in head_units else None, block_of(name))
+            for name, count in attention_macs(model, input_shape).items()
+        ]
+        free = {name for name in parts["tensor"] if name in dict(model.named_parameters())}
+        for name in sorted(free):
+            param = model.get_parameter(name)
+            dim = max(d for d, size in enumerate(param.shape) if size > 1)  # torch-pruning's: the last non-singleton
+            per_channel = param.numel() // param.shape[dim]
+            self.tensors.append(TensorCost(name, param.shape[dim], parts["tensor"][name], block_of(name),
+                                           per_channel, per_channel, dim))  # fmt: skip
+        self.fixed_params = 0  # parameters outside conv/linear/norm layers that no unit prunes
         for name, module in model.named_modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 self.layers.append(
@@ -118,10 +145,12 @@ class CostModel:
             elif (channels := channel_norm_width(module)) is not None:
                 params = sum(p.numel() for p in module.parameters(recurse=False))
                 floats = params + sum(b.numel() for b in module.buffers(recurse=False) if b.is_floating_point())
-                self.norms.append(NormCost(name, channels, parts["norm"].get(name, []), block_of(name),
-                                           params // channels, floats // channels))  # fmt: skip
+                self.tensors.append(TensorCost(name, channels, parts["tensor"].get(name, []), block_of(name),
+                                               params // channels, floats // channels))  # fmt: skip
             else:
-                self.fixed_params += sum(p.numel() for p in module.parameters(recurse=False))
+                prefix = f"{name}." if name else ""
+                self.fixed_params += sum(p.numel() for n, p in module.named_parameters(recurse=False)
+                                         if prefix + n not in free)  # fmt: skip
         self.block_bypass = self._block_bypass(model, input_shape)
         self.teacher = self.predict({}, (), {}, {})
 
@@ -215,13 +244,16 @@ class CostModel:
             size_bits += sparse_weight_bits(round(weights), nnz, b, round(rows)) + layer.bias * out_frac * 32
             if b < 32:
                 size_bits += rows * 32
+        for attention in self.attention:
+            if attention.block not in removed:
+                macs += attention.macs * self.keep_fraction(keep_ratios, attention.unit, round_to)
         source = self._bypass_sources(removed)
-        for norm in self.norms:
-            if norm.block in removed:
+        for tensor in self.tensors:
+            if tensor.block in removed:
                 continue
-            kept = norm.channels - self.removed_channels(keep_ratios, norm.parts, source, round_to)
-            params += norm.params_per_channel * kept
-            size_bits += norm.floats_per_channel * kept * 32
+            kept = tensor.channels - self.removed_channels(keep_ratios, tensor.parts, source, round_to)
+            params += tensor.params_per_channel * kept
+            size_bits += tensor.floats_per_channel * kept * 32
         params += self.fixed_params
         size_bits += self.fixed_params * 32
         return Costs(macs=macs, params=params, size_bytes=size_bits / 8)
@@ -231,13 +263,17 @@ class CostModel:
         the budget, would not be what the search was promised."""
         predicted = self.layer_shapes(policy.keep_ratios, policy.removed_blocks, policy.round_to)
         source = self._bypass_sources(set(policy.removed_blocks))
-        predicted_norms = {
-            n.name: round(n.channels - self.removed_channels(policy.keep_ratios, n.parts, source, policy.round_to))
-            for n in self.norms
-            if n.block not in policy.removed_blocks
+        predicted_tensors = {
+            t.name: round(t.channels - self.removed_channels(policy.keep_ratios, t.parts, source, policy.round_to))
+            for t in self.tensors
+            if t.block not in policy.removed_blocks
+        }
+        params = dict(student.named_parameters())
+        built_tensors = norm_channels(student) | {
+            t.name: params[t.name].shape[t.dim] for t in self.tensors if t.dim is not None and t.name in params
         }
         for expected, built, what in ((predicted, layer_shapes(student), "(in, out) channels"),
-                                      (predicted_norms, norm_channels(student), "channels")):  # fmt: skip
+                                      (predicted_tensors, built_tensors, "channels")):  # fmt: skip
             for name in expected.keys() | built.keys():
                 if expected.get(name) != built.get(name):
                     raise AmcError(

@@ -1,0 +1,193 @@
+"""Attention heads as pruning units: a head leaves q, k, v and the output projection together.
+
+amc follows an attention module with a fused `qkv` linear (rows: q, then k, then v, each `num_heads` x
+`head_dim`), an output projection `proj` and an integer `num_heads` (the form of timm's ViT and DeiT). Its
+unit's channels are its heads: removing one removes 3 x head_dim rows of qkv and head_dim columns of proj,
+and `num_heads` drops by one. torch-pruning's graph follows q and k only as far as the reshape, so the unit is
+made here rather than from its groups; the embedding width (qkv's inputs, proj's outputs) stays torch-pruning's.
+
+A module whose forward assumes the original width (timm's `reshape(B, N, C)`) can lose neither heads nor input
+channels: trial forwards with a head fewer and with an input channel fewer find that, and the units concerned are
+kept whole, with the reason printed.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch_pruning as tp
+
+from amc.errors import AmcError
+from amc.forward import forward_with_hooks
+
+
+@dataclass(frozen=True)
+class Attention:
+    """Where an attention module's heads live."""
+
+    name: str
+    num_heads: int
+    head_dim: int
+    input_shape: tuple[int, ...]
+    """One image's input: (tokens, width)."""
+
+    @property
+    def qkv(self) -> str:
+        return f"{self.name}.qkv"
+
+    @property
+    def proj(self) -> str:
+        return f"{self.name}.proj"
+
+    @property
+    def tokens(self) -> int:
+        return self.input_shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.num_heads * self.head_dim
+
+    def qkv_rows(self, head: int) -> list[int]:
+        """qkv's output rows that belong to one head: its slice of q, of k and of v."""
+        return [part * self.width + head * self.head_dim + d for part in range(3) for d in range(self.head_dim)]
+
+    def proj_columns(self, head: int) -> list[int]:
+        return [head * self.head_dim + d for d in range(self.head_dim)]
+
+
+def is_attention(module: nn.Module) -> bool:
+    return (
+        isinstance(getattr(module, "qkv", None), nn.Linear)
+        and isinstance(getattr(module, "proj", None), nn.Linear)
+        and isinstance(getattr(module, "num_heads", None), int)
+    )
+
+
+def find_attention(model: nn.Module, input_shape: Sequence[int]) -> list[Attention]:
+    """The model's attention modules amc follows, in forward order: those over a sequence, (batch, tokens,
+    width). Others (e.g. windowed attention over (batch, height, width, channels)) are left whole and uncounted."""
+    inputs_of: dict[str, tuple[int, ...]] = {}
+
+    def record(name: str, module: nn.Module, inputs, output) -> None:
+        x = inputs[0] if inputs else None
+        if isinstance(x, torch.Tensor) and x.dim() == 3:
+            inputs_of.setdefault(name, tuple(x.shape[1:]))
+
+    attention_types = tuple({type(m) for m in model.modules() if is_attention(m)})
+    if attention_types:
+        forward_with_hooks(model, input_shape, record, attention_types)
+    found = []
+    for name, module in model.named_modules():
+        if not is_attention(module) or name not in inputs_of:
+            continue
+        heads, width = module.num_heads, module.qkv.out_features // 3
+        if heads < 1 or module.qkv.out_features != 3 * width or width % heads or module.proj.in_features != width:
+            raise AmcError(
+                f"attention {name}: {heads} heads do not divide its width (qkv has {module.qkv.out_features} "
+                f"outputs, proj {module.proj.in_features} inputs); give it a head count that divides the width"
+            )
+        found.append(Attention(name, heads, width // heads, inputs_of[name]))
+    return found
+
+
+def attention_macs(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
+    """Multiply-accumulates of each attention module's two matmuls (q k^T and the weights times v), one image."""
+    return {a.name: 2 * a.tokens * a.tokens * a.width for a in find_attention(model, input_shape)}
+
+
+def _runs(module: nn.Module, input_shape: Sequence[int]) -> str | None:
+    try:
+        with torch.no_grad():
+            module(torch.randn(1, *input_shape, device=module.qkv.weight.device))
+    except Exception as exc:  # noqa: BLE001 - any failure means this forward cannot take the change
+        return type(exc).__name__
+    return None
+
+
+def why_heads_are_fixed(model: nn.Module, attention: Attention) -> str | None:
+    """None if the module still runs with a head fewer; otherwise why not."""
+    if attention.num_heads < 2:
+        return "it has a single head"
+    module = copy.deepcopy(model.get_submodule(attention.name)).eval()
+    _remove_heads(module, [attention.num_heads - 1], attention)
+    if error := _runs(module, attention.input_shape):
+        return f"its forward fails with a head fewer ({error})"
+    return None
+
+
+def why_width_is_fixed(model: nn.Module, attention: Attention) -> str | None:
+    """None if the module still runs with an input channel fewer (the embedding narrowed); otherwise why not.
+    timm's forward reshapes its heads' output to the input's width, so it needs the two to stay equal."""
+    module = copy.deepcopy(model.get_submodule(attention.name)).eval()
+    tp.prune_linear_in_channels(module.qkv, [0])
+    tp.prune_linear_out_channels(module.proj, [0])
+    tokens, width = attention.input_shape
+    if error := _runs(module, (tokens, width - 1)):
+        return f"its forward fails with a narrower input ({error}): it ties its heads' width to its input's"
+    return None
+
+
+def prunable_attention(model: nn.Module, input_shape: Sequence[int]) -> list[Attention]:
+    """The attention modules whose heads can go; the others are kept whole, and a warning says why."""
+    prunable = []
+    for attention in find_attention(model, input_shape):
+        reason = why_heads_are_fixed(model, attention)
+        if reason is None:
+            prunable.append(attention)
+        elif attention.num_heads > 1:
+            warnings.warn(f"attention {attention.name}: heads kept whole, {reason}", stacklevel=1)
+    return prunable
+
+
+def head_scores(model: nn.Module, attention: Attention) -> list[float]:
+    """L1 magnitude of each head's qkv rows and proj columns; higher means more important."""
+    module = model.get_submodule(attention.name)
+    qkv, proj = module.qkv.weight.detach().abs(), module.proj.weight.detach().abs()
+    return [
+        float(qkv[attention.qkv_rows(h)].sum() + proj[:, attention.proj_columns(h)].sum())
+        for h in range(attention.num_heads)
+    ]
+
+
+def _remove_heads(module: nn.Module, heads: list[int], attention: Attention) -> None:
+    rows = sorted(r for h in heads for r in attention.qkv_rows(h))
+    columns = sorted(c for h in heads for c in attention.proj_columns(h))
+    tp.prune_linear_out_channels(module.qkv, rows)
+    tp.prune_linear_in_channels(module.proj, columns)
+    module.num_heads = attention.num_heads - len(heads)
+
+
+def prune_heads(model: nn.Module, kept_heads: dict[str, int], attention: list[Attention]) -> dict[str, list[int]]:
+    """Remove the least important heads in place so that each named module keeps `kept_heads[name]`; returns
+    the removed heads per module (the replayable record)."""
+    removed = {}
+    for a in attention:
+        keep = kept_heads.get(a.name, a.num_heads)
+        if keep >= a.num_heads:
+            continue
+        scores = head_scores(model, a)
+        # Stable ranking: ties broken by head index, so the same policy always removes the same heads.
+        ranked = sorted(range(a.num_heads), key=lambda h: (scores[h], h))
+        removed[a.name] = sorted(ranked[: a.num_heads - keep])
+        _remove_heads(model.get_submodule(a.name), removed[a.name], a)
+    return removed
+
+
+def replay_heads(model: nn.Module, removed: dict[str, list[int]], input_shape: Sequence[int]) -> None:
+    """Remove the recorded heads from a fresh copy of the same architecture (shapes only)."""
+    if not removed:
+        return
+    by_name = {a.name: a for a in find_attention(model, input_shape)}
+    for name, heads in removed.items():
+        fits = name in by_name and heads and 0 <= min(heads) <= max(heads) < by_name[name].num_heads
+        fits = fits and len(set(heads)) == len(heads)
+        if not fits:
+            raise AmcError(
+                f"the recorded heads of {name} do not fit this model; re-create the student with `amc apply`"
+            )
+        _remove_heads(model.get_submodule(name), sorted(heads), by_name[name])

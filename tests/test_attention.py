@@ -1,0 +1,128 @@
+"""Transformers: whole attention heads leave q, k, v and the output projection together, the cost model
+counts the attention matmuls and the position embedding, and a ViT student round-trips and exports."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from topologies import ZOO
+
+from amc.compress.heads import attention_macs
+from amc.compress.policy import CompressionPolicy
+from amc.compress.student import apply_policy, load_student, save_student
+from amc.cost.measured import count_macs, flop_counter_macs
+from amc.cost.predicted import CostModel
+from amc.errors import AmcError
+from amc.models import create_model, model_spec
+
+SHAPE = (3, 16, 16)
+SMALL = {"image_size": 16, "dim": 32, "depth": 2, "num_heads": 4}
+
+
+def small_vit() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_model("vit_tiny", num_classes=10, **SMALL).eval()
+
+
+def test_a_head_unit_removes_whole_heads_from_q_k_v_and_the_projection():
+    teacher = small_vit()
+    cost_model = CostModel(teacher, SHAPE)
+    heads = [u for u in cost_model.units if u.kind == "heads"]
+    assert [u.name for u in heads] == ["blocks.0.attn.qkv", "blocks.1.attn.qkv"] and heads[0].channels == 4
+    policy = CompressionPolicy(keep_ratios={"blocks.0.attn.qkv": 0.5, "blocks.1.attn.qkv": 0.25}, round_to=8)
+    student = apply_policy(teacher, policy, SHAPE)
+    cost_model.check_student(student, policy)
+    attn = student.blocks[0].attn
+    assert (attn.num_heads, attn.head_dim, attn.qkv.out_features, attn.proj.in_features) == (2, 8, 48, 16)
+    assert student.blocks[1].attn.num_heads == 1  # round_to does not apply to heads: a head is head_dim channels
+    assert student(torch.randn(2, *SHAPE)).shape == (2, 10)
+    predicted = cost_model.predict(policy.keep_ratios, round_to=policy.round_to).macs
+    assert predicted == count_macs(student, SHAPE) == flop_counter_macs(student, SHAPE) < count_macs(teacher, SHAPE)
+
+
+def test_the_kept_heads_are_the_largest_and_the_outputs_follow_from_them():
+    teacher = small_vit()
+    attn = teacher.blocks[0].attn
+    with torch.no_grad():  # head 2 made the weakest
+        attn.qkv.weight[[p * 32 + 16 + d for p in range(3) for d in range(8)]] *= 1e-3
+    student = apply_policy(teacher, CompressionPolicy(keep_ratios={"blocks.0.attn.qkv": 0.75}), SHAPE)
+    kept = student.blocks[0].attn.qkv.weight
+    assert torch.equal(kept[:16], attn.qkv.weight[:16]) and torch.equal(kept[16:24], attn.qkv.weight[24:32])
+    assert student.amc_structure["removed_heads"] == {"blocks.0.attn": [2]}
+
+
+def test_attention_matmuls_position_embedding_and_class_token_are_costed():
+    teacher = small_vit()
+    cost_model = CostModel(teacher, SHAPE)
+    assert attention_macs(teacher, SHAPE) == {f"blocks.{i}.attn": 2 * 17 * 17 * 32 for i in range(2)}
+    free = {t.name: (t.channels, t.params_per_channel) for t in cost_model.tensors if t.dim is not None}
+    assert free == {"cls_token": (32, 1), "pos_embed": (32, 17)}
+    policy = CompressionPolicy(keep_ratios={"patch_embed": 0.5})
+    student = apply_policy(teacher, policy, SHAPE)
+    assert student.pos_embed.shape == (1, 17, 16) and student.cls_token.shape == (1, 1, 16)
+    predicted = cost_model.predict(policy.keep_ratios)
+    assert predicted.params == sum(p.numel() for p in student.parameters())
+
+
+def test_a_vit_student_saves_and_reloads_with_its_heads_removed(tmp_path):
+    teacher = small_vit()
+    blob = {"arch": model_spec("vit_tiny", 10, **SMALL), "dataset": {"input_shape": list(SHAPE)}}
+    policy = CompressionPolicy(keep_ratios={"blocks.1.attn.qkv": 0.5, "blocks.0.mlp.0": 0.5, "patch_embed": 0.75})
+    student = apply_policy(teacher, policy, SHAPE)
+    save_student(tmp_path / "student.pt", student, blob, policy)
+    loaded = load_student(tmp_path / "student.pt")
+    x = torch.randn(2, *SHAPE)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), student(x))
+    assert loaded.blocks[1].attn.num_heads == 2
+
+
+def test_a_pruned_vit_exports_to_onnx_with_the_same_outputs(tmp_path):
+    pytest.importorskip("onnx")
+    from amc.compress.export import export_onnx
+
+    teacher = small_vit()
+    student = apply_policy(teacher, CompressionPolicy(keep_ratios={"blocks.0.attn.qkv": 0.5, "patch_embed": 0.5}),
+                           SHAPE)  # fmt: skip
+    assert export_onnx(student, SHAPE, tmp_path / "student.onnx") < 1e-4
+
+
+def test_attention_whose_forward_fixes_its_width_is_kept_whole_and_says_why():
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match=r"attention blocks\.0\.attn: heads kept whole, its forward fails"):
+        cost_model = CostModel(ZOO["FixedWidthViT"]().eval(), SHAPE)
+    assert {u.kind for u in cost_model.units} == {"linear"}  # the MLPs; the embedding is tied to the heads
+
+
+def test_a_head_count_that_does_not_divide_the_width_is_refused_in_one_line():
+    with pytest.raises(AmcError, match=r"^vit: 5 heads do not divide the width 32; choose a head count"):
+        create_model("vit_tiny", num_classes=10, **(SMALL | {"num_heads": 5}))
+
+
+@pytest.mark.parametrize("mode", ["channel", "removal+channel"])
+def test_a_vit_search_meets_its_budget_and_its_policy_reapplies_bit_for_bit(mode, tmp_path, capsys):
+    import json
+    from pathlib import Path
+
+    from agents.cli import main
+
+    teacher = tmp_path / "teacher.pt"
+    model = f"{Path(__file__).parent / 'topologies.py'}:TinyViT"
+    assert main(["train-teacher", "--model", model, "--dataset", "synthetic", "--epochs", "0", "--out",
+                 str(teacher)]) == 0  # fmt: skip
+    argv = ["search", "--set", f"teacher={teacher}", "--set", f"out_dir={tmp_path}", "--set", "budget=flops=0.5",
+            "--set", f"mode={mode}", "--set", "episodes=3", "--set", "warmup_episodes=2",
+            "--set", "recalibrate_batches=1", "--set", "eval_samples=32", "--set", "report_samples=32",
+            "--set", "report_latency_repeats=2", "--json"]  # fmt: skip
+    capsys.readouterr()
+    assert main(argv) == 0
+    results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert results["flops_ratio"] <= 0.5
+    run_dir = Path(results["run_dir"])
+    policy = CompressionPolicy.load(run_dir / "policy.json")
+    assert any(name.endswith("attn.qkv") for name in policy.keep_ratios)
+    assert main(["apply", "--teacher", str(teacher), "--policy", str(run_dir / "policy.json"), "--out",
+                 str(tmp_path / "again.pt")]) == 0  # fmt: skip
+    original = torch.load(run_dir / "student.pt", weights_only=True)["state_dict"]
+    again = torch.load(tmp_path / "again.pt", weights_only=True)["state_dict"]
+    assert original.keys() == again.keys() and all(torch.equal(original[k], again[k]) for k in original)
