@@ -10,6 +10,9 @@ Names:
 - `path/to/file.py:ClassName`, a user's own module, called as `ClassName(num_classes=..., in_channels=...)`
   (`in_channels` only if its `__init__` takes it).
 
+In torchvision and user models, each self-attention `nn.MultiheadAttention` is replaced by amc's equivalent
+`SelfAttention`, whose heads can be pruned (amc/attention.py).
+
 `input_kwargs` says what a model is told about its inputs.
 """
 
@@ -24,6 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from amc.attention import replace_multihead_attention
 from amc.errors import AmcError, library_text
 from amc.vision_transformer import VisionTransformer
 
@@ -48,14 +52,21 @@ def create_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
     if name in _REGISTRY:
         return _REGISTRY[name](num_classes=num_classes, **kwargs)
     if name.startswith("tv:"):
-        return _torchvision_model(name[3:], num_classes, **kwargs)
+        return _with_prunable_attention(_torchvision_model(name[3:], num_classes, **kwargs))
     if ".py:" in name:
-        return _user_model(name, num_classes, **kwargs)
+        return _with_prunable_attention(_user_model(name, num_classes, **kwargs))
     raise AmcError(f"unknown model {name!r}; choose one of {', '.join(list_models())} or path/to/file.py:ClassName")
 
 
 SMALL_INPUT_PIXELS = 64
 """torchvision models get `small_input=True` (a stride-1 stem, no max-pool) for images this size or smaller."""
+
+
+def _with_prunable_attention(model: nn.Module) -> nn.Module:
+    """Each standard self-attention `nn.MultiheadAttention` becomes amc's equivalent `SelfAttention`, whose
+    heads can be pruned (amc/attention.py)."""
+    replace_multihead_attention(model)
+    return model
 
 
 def input_kwargs(name: str, input_shape) -> dict:

@@ -126,3 +126,57 @@ def test_a_vit_search_meets_its_budget_and_its_policy_reapplies_bit_for_bit(mode
     original = torch.load(run_dir / "student.pt", weights_only=True)["state_dict"]
     again = torch.load(tmp_path / "again.pt", weights_only=True)["state_dict"]
     assert original.keys() == again.keys() and all(torch.equal(original[k], again[k]) for k in original)
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_self_attention_computes_what_multihead_attention_does(batch_first):
+    from amc.attention import SelfAttention
+
+    torch.manual_seed(0)
+    mha = torch.nn.MultiheadAttention(32, 4, batch_first=batch_first).eval()
+    swapped = SelfAttention.from_multihead(mha).eval()
+    x = torch.randn(2, 5, 32) if batch_first else torch.randn(5, 2, 32)
+    mask = torch.rand(5, 5) > 0.7
+    mask.fill_diagonal_(False)
+    padding = torch.zeros(2, 5, dtype=torch.bool)
+    padding[0, -1] = True
+    for options in ({}, {"attn_mask": mask}, {"key_padding_mask": padding}, {"average_attn_weights": False},
+                    {"need_weights": False}):  # fmt: skip
+        expected, expected_weights = mha(x, x, x, **options)
+        out, weights = swapped(x, x, x, **options)
+        torch.testing.assert_close(out, expected)
+        assert (weights is None) == (expected_weights is None)
+        if weights is not None:
+            torch.testing.assert_close(weights, expected_weights)
+
+
+def test_multihead_attention_in_a_user_model_is_swapped_and_pruned_by_heads():
+    from pathlib import Path
+
+    model = create_model(f"{Path(__file__).parent / 'topologies.py'}:MultiheadViT", num_classes=10).eval()
+    assert not any(isinstance(m, torch.nn.MultiheadAttention) for m in model.modules())
+    cost_model = CostModel(model, SHAPE)
+    assert [u.kind for u in cost_model.units].count("heads") == 2
+    policy = CompressionPolicy(keep_ratios={u.name: 0.5 for u in cost_model.units})
+    student = apply_policy(model, policy, SHAPE)
+    cost_model.check_student(student, policy)
+    assert student.blocks[0].attn.num_heads == 2 and student.pos_embed.shape == (16, 1, 16)
+    predicted = cost_model.predict(policy.keep_ratios).macs
+    assert predicted == count_macs(student, SHAPE) == flop_counter_macs(student, SHAPE)
+
+
+def test_torchvision_vit_keeps_its_embedding_whole_and_says_why():
+    from pathlib import Path
+
+    model = create_model(f"{Path(__file__).parent / 'topologies.py'}:TorchvisionViT", num_classes=10).eval()
+    with pytest.warns(UserWarning, match=r"unit conv_proj: kept whole, the model's forward fails once it is cut"):
+        cost_model = CostModel(model, SHAPE)
+    assert "conv_proj" not in [u.name for u in cost_model.units]
+    assert {u.kind for u in cost_model.units} == {"heads", "linear"}
+
+
+def test_an_unfollowed_multihead_attention_is_refused_in_one_line():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(768, 32), torch.nn.Unflatten(1, (1, 32)))
+    model.append(torch.nn.MultiheadAttention(32, 4, kdim=16, vdim=16))
+    with pytest.raises(AmcError, match=r"^attention 3: an nn.MultiheadAttention with separate key/value widths"):
+        CostModel(model, SHAPE)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,13 +27,15 @@ from amc.train.distill import kd_loss, recalibrate_bn_on
 
 TORCHVISION = ("tv:densenet121", "tv:googlenet", "tv:mobilenet_v3_small")
 SHAPES = {name: (3, 16, 16) for name in ZOO} | {name: (3, 32, 32) for name in TORCHVISION}
+TOPOLOGIES = str(Path(__file__).parent / "topologies.py")
 FLOPS_BUDGET = {"FixedWidthViT": 0.7}  # only its MLPs can narrow (timm's forward ties heads and embedding)
 
 
 @cache
 def teacher_and_costs(name: str) -> tuple[torch.nn.Module, CostModel]:
     torch.manual_seed(0)
-    teacher = (ZOO[name]() if name in ZOO else create_model(name, num_classes=10)).eval()
+    # Through create_model, as a user's file.py:Class is built (its nn.MultiheadAttention swapped for amc's).
+    teacher = create_model(f"{TOPOLOGIES}:{name}" if name in ZOO else name, num_classes=10).eval()
     return teacher, CostModel(teacher, SHAPES[name])
 
 
@@ -133,8 +136,6 @@ def test_a_student_that_differs_from_the_prediction_is_an_error_naming_the_layer
 def test_a_search_on_a_user_model_with_concat_se_and_residual_meets_the_budget(tmp_path, capsys):
     """The report's model, as a user brings it (file.py:Class, untrained): the searched student's measured
     FLOPs and params are what its policy.json claims, and within the budget."""
-    from pathlib import Path
-
     from agents.cli import main
 
     model = f"{Path(__file__).parent / 'topologies.py'}:MixedBlock"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torchvision
 
 
 def conv_bn(cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:
@@ -198,6 +199,44 @@ class FixedWidthViT(TinyViT):
     fixed_width = True
 
 
+class MultiheadBlock(nn.Module):
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.norm1, self.attn = nn.LayerNorm(dim), nn.MultiheadAttention(dim, num_heads)  # sequence first
+        self.norm2, self.mlp = (
+            nn.LayerNorm(dim),
+            nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim)),
+        )
+
+    def forward(self, x):
+        y = self.norm1(x)
+        x = x + self.attn(y, y, y, need_weights=False)[0]
+        return x + self.mlp(self.norm2(x))
+
+
+class MultiheadViT(nn.Module):
+    """A transformer written with nn.MultiheadAttention (sequence first), mean-pooled: amc swaps its attention."""
+
+    def __init__(self, num_classes: int = 10, dim: int = 32, num_heads: int = 4):
+        super().__init__()
+        self.patch_embed = nn.Conv2d(3, dim, 4, 4)
+        self.pos_embed = nn.Parameter(torch.randn(16, 1, dim) * 0.02)
+        self.blocks = nn.Sequential(MultiheadBlock(dim, num_heads), MultiheadBlock(dim, num_heads))
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x):
+        x = self.patch_embed(x).flatten(2).permute(2, 0, 1) + self.pos_embed
+        return self.head(self.blocks(x).mean(0))
+
+
+class TorchvisionViT(torchvision.models.VisionTransformer):
+    """torchvision's ViT, small: its patches are reshaped to a stored `hidden_dim`, so the embedding stays whole."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__(image_size=16, patch_size=4, num_layers=2, num_heads=4, hidden_dim=32, mlp_dim=64,
+                         num_classes=num_classes)  # fmt: skip
+
+
 ZOO = {cls.__name__: cls for cls in (TwoBranchConcat, DenseConcat, InceptionBranches, SplitBranches, GroupedConv,
                                      SqueezeExcite, DepthwiseSeparable, MixedBlock, LayerNormed, TinyViT,
-                                     FixedWidthViT)}  # fmt: skip
+                                     FixedWidthViT, MultiheadViT, TorchvisionViT)}  # fmt: skip

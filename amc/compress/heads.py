@@ -1,19 +1,21 @@
 """Attention heads as pruning units: a head leaves q, k, v and the output projection together.
 
 amc follows an attention module with a fused `qkv` linear (rows: q, then k, then v, each `num_heads` x
-`head_dim`), an output projection `proj` and an integer `num_heads` (the form of timm's ViT and DeiT). Its
-unit's channels are its heads: removing one removes 3 x head_dim rows of qkv and head_dim columns of proj,
-and `num_heads` drops by one. torch-pruning's graph follows q and k only as far as the reshape, so the unit is
-made here rather than from its groups; the embedding width (qkv's inputs, proj's outputs) stays torch-pruning's.
+`head_dim`), an output projection `proj` and an integer `num_heads`: the form of timm's ViT and DeiT, and of
+amc's `SelfAttention` (which replaces nn.MultiheadAttention). Its unit's channels are its heads: removing one
+removes 3 x head_dim rows of qkv and head_dim columns of proj, and `num_heads` (and timm's `attn_dim`) drop
+accordingly. torch-pruning's graph follows q and k only as far as the reshape, so the unit is made here rather
+than from its groups; the embedding width (qkv's inputs, proj's outputs) stays torch-pruning's.
 
-A module whose forward assumes the original width (timm's `reshape(B, N, C)`) can lose neither heads nor input
-channels: trial forwards with a head fewer and with an input channel fewer find that, and the units concerned are
-kept whole, with the reason printed.
+A module whose forward assumes the original width (older timm's `reshape(B, N, C)`) can lose neither heads
+nor input channels: trial forwards with a head fewer and with an input channel fewer find that, and the units
+concerned are kept whole, with the reason printed.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,6 +37,12 @@ class Attention:
     head_dim: int
     input_shape: tuple[int, ...]
     """One image's input: (tokens, width)."""
+    sequence_first: bool = False
+    """The module takes (tokens, batch, width), as nn.MultiheadAttention does unless batch_first."""
+
+    def example(self, device) -> torch.Tensor:
+        x = torch.randn(1, *self.input_shape, device=device)
+        return x.transpose(0, 1) if self.sequence_first else x
 
     @property
     def qkv(self) -> str:
@@ -76,7 +84,8 @@ def find_attention(model: nn.Module, input_shape: Sequence[int]) -> list[Attenti
     def record(name: str, module: nn.Module, inputs, output) -> None:
         x = inputs[0] if inputs else None
         if isinstance(x, torch.Tensor) and x.dim() == 3:
-            inputs_of.setdefault(name, tuple(x.shape[1:]))
+            tokens = x.shape[0] if _sequence_first(module) else x.shape[1]
+            inputs_of.setdefault(name, (tokens, x.shape[2]))
 
     attention_types = tuple({type(m) for m in model.modules() if is_attention(m)})
     if attention_types:
@@ -91,8 +100,12 @@ def find_attention(model: nn.Module, input_shape: Sequence[int]) -> list[Attenti
                 f"attention {name}: {heads} heads do not divide its width (qkv has {module.qkv.out_features} "
                 f"outputs, proj {module.proj.in_features} inputs); give it a head count that divides the width"
             )
-        found.append(Attention(name, heads, width // heads, inputs_of[name]))
+        found.append(Attention(name, heads, width // heads, inputs_of[name], _sequence_first(module)))
     return found
+
+
+def _sequence_first(module: nn.Module) -> bool:
+    return getattr(module, "batch_first", True) is False
 
 
 def attention_macs(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
@@ -100,10 +113,10 @@ def attention_macs(model: nn.Module, input_shape: Sequence[int]) -> dict[str, in
     return {a.name: 2 * a.tokens * a.tokens * a.width for a in find_attention(model, input_shape)}
 
 
-def _runs(module: nn.Module, input_shape: Sequence[int]) -> str | None:
+def _runs(module: nn.Module, attention: Attention) -> str | None:
     try:
         with torch.no_grad():
-            module(torch.randn(1, *input_shape, device=module.qkv.weight.device))
+            module(attention.example(module.qkv.weight.device))
     except Exception as exc:  # noqa: BLE001 - any failure means this forward cannot take the change
         return type(exc).__name__
     return None
@@ -115,19 +128,19 @@ def why_heads_are_fixed(model: nn.Module, attention: Attention) -> str | None:
         return "it has a single head"
     module = copy.deepcopy(model.get_submodule(attention.name)).eval()
     _remove_heads(module, [attention.num_heads - 1], attention)
-    if error := _runs(module, attention.input_shape):
+    if error := _runs(module, attention):
         return f"its forward fails with a head fewer ({error})"
     return None
 
 
 def why_width_is_fixed(model: nn.Module, attention: Attention) -> str | None:
     """None if the module still runs with an input channel fewer (the embedding narrowed); otherwise why not.
-    timm's forward reshapes its heads' output to the input's width, so it needs the two to stay equal."""
+    Older timm reshapes its heads' output to the input's width, so it needs the two to stay equal."""
     module = copy.deepcopy(model.get_submodule(attention.name)).eval()
     tp.prune_linear_in_channels(module.qkv, [0])
     tp.prune_linear_out_channels(module.proj, [0])
     tokens, width = attention.input_shape
-    if error := _runs(module, (tokens, width - 1)):
+    if error := _runs(module, dataclasses.replace(attention, input_shape=(tokens, width - 1))):
         return f"its forward fails with a narrower input ({error}): it ties its heads' width to its input's"
     return None
 
@@ -160,6 +173,8 @@ def _remove_heads(module: nn.Module, heads: list[int], attention: Attention) -> 
     tp.prune_linear_out_channels(module.qkv, rows)
     tp.prune_linear_in_channels(module.proj, columns)
     module.num_heads = attention.num_heads - len(heads)
+    if getattr(module, "attn_dim", None) == attention.width:  # timm >= 1.0.20 reshapes to it
+        module.attn_dim = module.num_heads * attention.head_dim
 
 
 def prune_heads(model: nn.Module, kept_heads: dict[str, int], attention: list[Attention]) -> dict[str, list[int]]:

@@ -15,6 +15,7 @@ whole: torch-pruning cannot cut those evenly per group. An attention module's he
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from collections import defaultdict
@@ -25,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
-from amc.compress.heads import Attention, find_attention, prunable_attention, why_width_is_fixed
+from amc.compress.heads import Attention, find_attention, prunable_attention, prune_heads, why_width_is_fixed
 from amc.device import model_device
 from amc.errors import AmcError, library_text
 from amc.forward import forward_with_hooks
@@ -156,6 +157,45 @@ def find_units(
             continue
         units.append(unit)
     return sorted(units, key=lambda u: u.order)
+
+
+def followable_units(model: nn.Module, input_shape: Sequence[int]) -> list[PruningUnit]:
+    """`find_units`, less the units this model's forward cannot run without: every unit is cut to half once, on
+    a copy, and units under which the forward fails (e.g. torchvision's ViT reshapes its patches to a stored
+    `hidden_dim`) are found by bisection and kept whole, with a warning naming each."""
+    units = find_units(model, input_shape)
+    failing = _failing_units(model, input_shape, units)
+    for unit, error in failing.items():
+        warnings.warn(f"unit {unit}: kept whole, the model's forward fails once it is cut ({error})", stacklevel=1)
+    kept = [u for u in units if u.name not in failing]
+    if failing and (error := _cut_fails(model, input_shape, kept)):
+        raise AmcError(f"this model's forward fails once its units are cut ({error}); please report it with the model")
+    return kept
+
+
+def _failing_units(model: nn.Module, input_shape: Sequence[int], units: list[PruningUnit]) -> dict[str, str]:
+    error = _cut_fails(model, input_shape, units)
+    if error is None:
+        return {}
+    if len(units) == 1:
+        return {units[0].name: error}
+    half = len(units) // 2
+    return _failing_units(model, input_shape, units[:half]) | _failing_units(model, input_shape, units[half:])
+
+
+def _cut_fails(model: nn.Module, input_shape: Sequence[int], units: list[PruningUnit]) -> str | None:
+    """None if a copy of the model still runs with each of these units cut to half; else the error's type."""
+    trial = copy.deepcopy(model).eval()
+    try:
+        heads = {u.name for u in units if u.kind == "heads"}
+        attention = [a for a in find_attention(trial, input_shape) if a.qkv in heads]
+        prune_heads(trial, {a.name: max(1, a.num_heads // 2) for a in attention}, attention)
+        prune_channels(trial, {u.name: 0.5 for u in units if u.kind != "heads"}, input_shape)
+        with torch.no_grad():
+            trial(torch.randn(1, *input_shape, device=model_device(trial)))
+    except Exception as exc:  # noqa: BLE001 - any failure means the forward cannot take the cut
+        return f"{type(exc).__name__}: {library_text(exc, limit=80)}"
+    return None
 
 
 def _head_unit(attention: Attention, model: nn.Module, rank: dict[str, int]) -> PruningUnit:

@@ -29,7 +29,7 @@ def layer_macs(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
             per_out = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
         else:
             per_out = module.in_features
-        macs[name] = macs.get(name, 0) + output.numel() // output.shape[0] * per_out
+        macs[name] = macs.get(name, 0) + output.numel() * per_out  # one image: wherever its batch axis is
 
     forward_with_hooks(model, input_shape, record, (nn.Conv2d, nn.Linear))
     return macs

@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from amc.compress.heads import attention_macs
 from amc.compress.policy import CompressionPolicy
-from amc.compress.pruning import PruningUnit, channel_norm_width, execution_order, find_units
+from amc.compress.pruning import PruningUnit, channel_norm_width, execution_order, followable_units
 from amc.compress.removal import removable_blocks
 from amc.cost.measured import layer_macs, layer_shapes, norm_channels, sparse_weight_bits
 from amc.errors import AmcError
@@ -80,6 +80,18 @@ class Costs:
     size_bytes: float
 
 
+def _refuse_unfollowed_attention(model: nn.Module) -> None:
+    """An `nn.MultiheadAttention` left in the model (amc.models swaps the standard ones) holds projections the
+    cost model cannot see: refuse rather than predict a wrong budget."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.MultiheadAttention):
+            raise AmcError(
+                f"attention {name}: an nn.MultiheadAttention with separate key/value widths, bias_k/bias_v or "
+                "add_zero_attn is not followed by the cost model; use self-attention with one width (amc swaps "
+                "that for its SelfAttention)"
+            )
+
+
 class CostModel:
     """Per-layer teacher costs plus which pruning units remove each layer's input and output channels.
 
@@ -95,7 +107,8 @@ class CostModel:
         removable: list[str] | None = None,
     ):
         self.latency_table = None
-        self.units = units if units is not None else find_units(model, input_shape)
+        _refuse_unfollowed_attention(model)
+        self.units = units if units is not None else followable_units(model, input_shape)
         self.removable = removable if removable is not None else removable_blocks(model, input_shape)
         self.by_name = {u.name: u for u in self.units}
         self.channels = {u.name: u.channels for u in self.units}
