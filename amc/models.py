@@ -7,10 +7,11 @@ Names:
 - `vit_tiny`, a 1.8 M-parameter ViT for 32x32 images (patch 4: 64 tokens; amc/vision_transformer.py);
 - `tv:<name>`, any torchvision classification model (`small_input=True` adapts the stem to 32x32,
   `in_channels` replaces the first conv for other than RGB inputs);
+- `timm:<name>`, any timm model, untrained (the `timm` extra);
 - `path/to/file.py:ClassName`, a user's own module, called as `ClassName(num_classes=..., in_channels=...)`
   (`in_channels` only if its `__init__` takes it).
 
-In torchvision and user models, each self-attention `nn.MultiheadAttention` is replaced by amc's equivalent
+In torchvision, timm and user models, each self-attention `nn.MultiheadAttention` is replaced by amc's equivalent
 `SelfAttention`, whose heads can be pruned (amc/attention.py).
 
 `input_kwargs` says what a model is told about its inputs.
@@ -48,11 +49,13 @@ def list_models() -> list[str]:
 
 
 def create_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
-    """Build a fresh, randomly initialised model by registry name, `tv:<name>` or `file.py:Class`."""
+    """Build a fresh, randomly initialised model by registry name, `tv:<name>`, `timm:<name>` or `file.py:Class`."""
     if name in _REGISTRY:
         return _REGISTRY[name](num_classes=num_classes, **kwargs)
     if name.startswith("tv:"):
         return _with_prunable_attention(_torchvision_model(name[3:], num_classes, **kwargs))
+    if name.startswith("timm:"):
+        return _with_prunable_attention(_timm_model(name[5:], num_classes, **kwargs))
     if ".py:" in name:
         return _with_prunable_attention(_user_model(name, num_classes, **kwargs))
     raise AmcError(f"unknown model {name!r}; choose one of {', '.join(list_models())} or path/to/file.py:ClassName")
@@ -286,6 +289,16 @@ def _torchvision_model(
     if small_input:
         _shrink_stem(model)
     return model
+
+
+def _timm_model(name: str, num_classes: int, in_channels: int = 3, **kwargs) -> nn.Module:
+    try:
+        import timm
+    except ImportError:
+        raise AmcError(f"timm:{name} needs the timm package; install it with pip install -e '.[timm]'") from None
+    if name not in timm.list_models():
+        raise AmcError(f"unknown timm model {name!r}; see timm.list_models()")
+    return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels, **kwargs)
 
 
 def _replace_first_conv(model: nn.Module, in_channels: int) -> None:

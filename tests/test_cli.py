@@ -84,6 +84,20 @@ def test_train_teacher_resumes_after_interruption(tmp_path, capsys, monkeypatch)
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
 
 
+def test_a_transformer_trains_with_adamw_label_smoothing_and_a_teacher_to_distill_from(teacher_path, tmp_path,
+                                                                                       capsys):  # fmt: skip
+    out = tmp_path / "vit.pt"
+    argv = ["train-teacher", "--model", "vit_tiny", "--dataset", "synthetic", "--epochs", "1", "--optimizer", "adamw",
+            "--lr", "0.001", "--weight-decay", "0.05", "--label-smoothing", "0.1", "--distill-from", str(teacher_path),
+            "--batch-size", "32", "--precision", "fp32", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    assert f"distilling from {teacher_path} (resnet8)" in capsys.readouterr().out
+    blob = torch.load(out, weights_only=True)
+    assert blob["arch"]["name"] == "vit_tiny" and blob["arch"]["kwargs"]["image_size"] == 16
+    assert blob["train_config"]["optimizer"] == "adamw" and blob["train_config"]["label_smoothing"] == 0.1
+    assert 0.0 <= blob["metrics"]["accuracy"] <= 1.0
+
+
 def test_json_and_resume_are_flags_of_every_command_never_config_keys(teacher_path, tmp_path, capsys):
     """--json on every command, --resume where a command can continue; a config that an earlier version resolved
     (`resume: false`, `json: false`) still reads, and one that asks for either is refused in one line."""

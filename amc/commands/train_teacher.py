@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -10,6 +11,7 @@ import torch.nn as nn
 
 from amc.checkpoint import load_checkpoint, save_checkpoint
 from amc.commands.common import data_source_record
+from amc.compress.student import model_from_checkpoint
 from amc.config import data_dir_field, device_field, doc
 from amc.data import load_dataset
 from amc.errors import AmcError
@@ -23,6 +25,7 @@ from amc.models import (
     model_spec,
     trust_named_model,
 )
+from amc.train.distill import distillation_loss
 from amc.train.distributed import finish, start
 from amc.train.loop import cross_entropy_loss, evaluate_accuracy, fit, make_optimizer, make_scheduler
 from amc.train.precision import resolve_precision
@@ -41,7 +44,11 @@ class TrainConfig:
     epochs: int = doc(40, "training epochs; 0 writes an untrained teacher, for structural checks")
     batch_size: int = doc(128, "batch size")
     lr: float = doc(0.2, "peak learning rate")
-    momentum: float = doc(0.9, "Nesterov momentum")
+    momentum: float = doc(0.9, "Nesterov momentum (sgd)")
+    optimizer: str = doc("sgd", "sgd (Nesterov momentum) or adamw (what transformers train with)")
+    label_smoothing: float = doc(0.0, "label smoothing of the cross-entropy (transformers: 0.1)")
+    distill_from: str | None = doc(None, "a trained checkpoint of the same data whose soft targets the model also "
+                                   "learns from (DeiT-style, e.g. the ResNet-20 teacher for a ViT)")  # fmt: skip
     weight_decay: float = doc(5e-4, "weight decay on conv and linear weights")
     schedule: str = doc("onecycle", "learning-rate schedule: onecycle or cosine")
     precision: str = doc("auto", "auto (bf16 where native), bf16 (autocast + channels_last) or fp32; reports are fp32")
@@ -92,7 +99,8 @@ def train_teacher(cfg: TrainConfig, resume: bool = False) -> dict | None:
     check_model_takes(model, data.input_shape, data.name)
     if cfg.precision == "bf16":
         model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
+    optimizer = make_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.optimizer)
+    loss_fn = training_loss(cfg, data.num_classes, device, say)
     steps_per_epoch = len(data.batches("train", cfg.batch_size, shard=ranks.shard))
     scheduler = make_scheduler(optimizer, cfg.schedule, cfg.lr, max(cfg.epochs, 1) * steps_per_epoch)
     if cfg.epochs == 0:
@@ -125,7 +133,7 @@ def train_teacher(cfg: TrainConfig, resume: bool = False) -> dict | None:
     history = fit(
         model,
         data,
-        cross_entropy_loss,
+        loss_fn,
         optimizer,
         scheduler,
         epochs=cfg.epochs,
@@ -156,6 +164,21 @@ def train_teacher(cfg: TrainConfig, resume: bool = False) -> dict | None:
     save_checkpoint(out, {**payload, "state_dict": _cpu_state(model), "metrics": metrics, "history": history})
     finish(ranks)
     return metrics
+
+
+def training_loss(cfg: TrainConfig, num_classes: int, device, say):
+    """Cross-entropy (with `label_smoothing`), or with `distill_from`, half of it replaced by the soft targets of
+    that checkpoint's model (knowledge distillation at temperature 4)."""
+    if cfg.distill_from is None:
+        return partial(cross_entropy_loss, label_smoothing=cfg.label_smoothing)
+    blob = load_checkpoint(cfg.distill_from)
+    guide = model_from_checkpoint(blob).to(device)
+    classes = blob.get("arch", {}).get("num_classes")
+    if classes != num_classes:
+        raise AmcError(f"--distill-from {cfg.distill_from} predicts {classes} classes, the data has {num_classes}; "
+                       "distill from a model trained on the same data")  # fmt: skip
+    say(f"distilling from {cfg.distill_from} ({blob['arch']['name']}): half of the loss is its soft targets")
+    return distillation_loss(guide, alpha=0.5, temperature=4.0)
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:

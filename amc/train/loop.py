@@ -58,8 +58,10 @@ LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """loss(logits, labels, images) -> scalar; the images let a distillation loss query its teacher."""
 
 
-def cross_entropy_loss(logits: torch.Tensor, labels: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits, labels)
+def cross_entropy_loss(
+    logits: torch.Tensor, labels: torch.Tensor, images: torch.Tensor, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
 
 
 def train_epoch(
@@ -187,12 +189,22 @@ def fit(
     return history
 
 
-def make_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
-    """SGD with Nesterov momentum; no weight decay on BatchNorm and bias parameters."""
+OPTIMIZERS = ("sgd", "adamw")
+
+
+def make_optimizer(
+    model: nn.Module, lr: float, momentum: float, weight_decay: float, kind: str = "sgd"
+) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum, or AdamW (what transformers train with; `momentum` unused); no weight decay on
+    norm, bias and other one-dimensional parameters."""
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
+    if kind == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
+    if kind == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    raise AmcError(f"unknown optimizer {kind!r}; use {' or '.join(OPTIMIZERS)}")
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, lr: float, total_steps: int):
