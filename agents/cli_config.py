@@ -32,7 +32,7 @@ BOUNDS = {
     "alpha": (0, 1, False), "gamma": (0, 1, False), "baseline_decay": (0, 1, False), "min_keep": (0, 1, True),
     "max_sparsity": (0, 1, False), "max_pruning_ratio": (0, 1, True), "flops": (0, None, True),
     "params": (0, None, True), "size": (0, None, True), "latency": (0, None, True), "noise_sigma": (0, None, False),
-    "weight_decay": (0, None, False), "mse_weight": (0, None, False), "label_smoothing": (0, 1, True),
+    "weight_decay": (0, None, False), "mse_weight": (0, None, False), "label_smoothing": (0, 1, False),
     "batch_size": (1, None, False), "episodes": (1, None, False), "eval_samples": (1, None, False),
     "latency_repeats": (1, None, False), "report_latency_repeats": (1, None, False), "report_samples": (1, None, False),
     "threads": (1, None, False), "worker_threads": (1, None, False), "workers": (1, None, False),

@@ -98,7 +98,7 @@ CASES = [
          files=corrupt_jpeg_tree()),
     Case("train: unknown schedule", [*TRAIN, "--schedule", "step"], "unknown schedule"),
     Case("train: unknown optimizer", [*TRAIN, "--optimizer", "adam"], "unknown optimizer"),
-    Case("train: label smoothing of 1", [*TRAIN, "--label-smoothing", "1"], "out of range"),
+    Case("train: label smoothing above 1", [*TRAIN, "--label-smoothing", "1.5"], "out of range"),
     Case("train: distilling from a model of other classes", ["train-teacher", "--model", "digits_cnn", "--dataset",
                                                              "digits", "--distill-from", "{teacher}", "--out",
                                                              "{tmp}/t.pt"], "predicts 4 classes"),

@@ -180,3 +180,22 @@ def test_an_unfollowed_multihead_attention_is_refused_in_one_line():
     model.append(torch.nn.MultiheadAttention(32, 4, kdim=16, vdim=16))
     with pytest.raises(AmcError, match=r"^attention 3: an nn.MultiheadAttention with separate key/value widths"):
         CostModel(model, SHAPE)
+
+
+def test_a_runtime_latency_table_times_attention_as_a_group_of_its_own(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from amc.cost.latency import load_latency_table
+    from amc.cost.runtime_latency import build_runtime_table
+    from amc.deploy.runtimes import Target
+
+    teacher = small_vit()
+    table = build_runtime_table(teacher, SHAPE, Target("onnxruntime", "fp32", batch=4), students=10, check=4,
+                                rounds=2, round_to=1)  # fmt: skip
+    qkv = table.layers["blocks.0.attn.qkv"]
+    assert qkv.attention_macs == 2 * 17 * 17 * 32 and qkv.attention_group in table.groups
+    table.save(tmp_path / "lut.json")
+    loaded = load_latency_table(tmp_path / "lut.json", "onnxruntime", "fp32")
+    full = {name: spec.channels for name, spec in loaded.layers.items()}
+    assert loaded.predict(full) == pytest.approx(table.predict(full))
+    parts = loaded.layer_ms(full)
+    assert set(parts) == set(full) and all(ms >= 0 for ms in parts.values())

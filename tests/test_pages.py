@@ -24,6 +24,7 @@ REPORTS = {
     "transfer.py": ("transfer_resnet20.json", False),
     "benchmark_precision.py": ("precision.json", False),
     "benchmark_ddp.py": ("ddp.json", False),
+    "attention_costs.py": ("attention_costs.json", False),
 }
 
 

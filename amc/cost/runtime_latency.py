@@ -12,7 +12,8 @@ precision and timed end to end, alternately with the teacher:
        latency = overhead + sum over groups g of (a_g * padded MACs of g + b_g * layers in g)
 
    where a group is the layers of one kernel size at one resolution, and padded MACs count channels rounded up to
-   the runtime's channel block (chosen by cross-validation among 1, 4, 8, 16).
+   the runtime's channel block (chosen by cross-validation among 1, 4, 8, 16). A transformer's attention matmuls
+   are a group of their own, their MACs following the heads its qkv layer keeps.
 3. More random students, timed the same way, give the table's held-out error, stored in it.
 
 Students must then be built at the table's `round_to`. `predict(shapes)` has the interface of
@@ -59,6 +60,10 @@ class LayerSpec:
     macs: int
     group: str
     depthwise: bool = False
+    attention_macs: int = 0
+    """For an attention module's qkv layer: the MACs of its two matmuls, which scale with its kept heads."""
+    attention_group: str | None = None
+    """Their group (attention at one token count)."""
 
 
 @dataclass
@@ -93,9 +98,10 @@ class RuntimeLatencyTable:
         coefficients, groups = np.asarray(self.coefficients), len(self.groups)
         parts = {}
         for name, shape in shapes.items():
-            g = index[self.layers[name].group]
-            x = self.features({name: shape})
-            parts[name] = float(x[1 + g] * coefficients[1 + g] + x[1 + groups + g] * coefficients[1 + groups + g])
+            spec, x = self.layers[name], self.features({name: shape})
+            own = [index[spec.group]] + ([index[spec.attention_group]] if spec.attention_group else [])
+            parts[name] = float(sum(x[1 + g] * coefficients[1 + g] + x[1 + groups + g] * coefficients[1 + groups + g]
+                                    for g in own))  # fmt: skip
         return parts
 
     def check_target(self, runtime: str, precision: str, where: str) -> None:
@@ -144,7 +150,8 @@ class RuntimeLatencyTable:
         require(self.activation_type in (None, "uint8", "int8"), path, "activation_type is uint8, int8 or absent")
         for name, s in self.layers.items():
             ok = (whole_list(s.channels) and len(s.channels) == 2 and whole(s.macs, 0) and s.group in self.groups
-                  and isinstance(s.depthwise, bool))  # fmt: skip
+                  and isinstance(s.depthwise, bool) and whole(s.attention_macs, 0)
+                  and (s.attention_group is None or s.attention_group in self.groups))  # fmt: skip
             require(ok, path, f"layer {name}: channels, MACs and a known group")
 
 
@@ -159,15 +166,21 @@ def _features(layers: dict[str, LayerSpec], groups: list[str], shapes: dict[str,
         spec = layers[name]
         full_in, full_out = spec.channels
         in_share = 1.0 if spec.depthwise else _padded(cin, block) / _padded(full_in, block)
+        out_share = _padded(cout, block) / _padded(full_out, block)
         g = index[spec.group]
-        macs[g] += spec.macs * in_share * _padded(cout, block) / _padded(full_out, block)
+        macs[g] += spec.macs * in_share * out_share
         count[g] += 1
+        if spec.attention_group:  # its heads' matmuls: as many as it has outputs (whole heads)
+            a = index[spec.attention_group]
+            macs[a] += spec.attention_macs * cout / full_out
+            count[a] += 1
     return np.concatenate([[1.0], macs / 1e6, count])
 
 
 def layer_specs(cost_model: CostModel, model: nn.Module) -> dict[str, LayerSpec]:
     """Each layer's teacher channels, MACs, and group (kernel size and MACs per channel pair: one resolution)."""
     modules = dict(model.named_modules())
+    attention = {f"{a.name}.qkv": a for a in cost_model.attention}
     specs = {}
     for layer in cost_model.layers:
         module = modules[layer.name]
@@ -177,6 +190,9 @@ def layer_specs(cost_model: CostModel, model: nn.Module) -> dict[str, LayerSpec]
             (layer.in_channels, layer.rows), layer.macs, f"{type(module).__name__}{kernel}@{layer.macs // pairs}",
             layer.depthwise,
         )  # fmt: skip
+        if (a := attention.get(layer.name)) is not None:
+            specs[layer.name].attention_macs = a.macs
+            specs[layer.name].attention_group = f"attention@{a.macs // layer.rows}"  # MACs per qkv output
     return specs
 
 
@@ -281,7 +297,8 @@ def build_runtime_table(
     teacher = teacher.cpu().eval()
     cost_model = CostModel(teacher, input_shape)
     specs = layer_specs(cost_model, teacher)
-    groups = sorted({s.group for s in specs.values()})
+    groups = sorted({s.group for s in specs.values()} | {s.attention_group for s in specs.values()
+                                                          if s.attention_group})  # fmt: skip
     activation_type = "uint8"
     if target.precision == "int8":
         if calibration is None:
