@@ -126,6 +126,15 @@ def test_a_vit_search_meets_its_budget_and_its_policy_reapplies_bit_for_bit(mode
     original = torch.load(run_dir / "student.pt", weights_only=True)["state_dict"]
     again = torch.load(tmp_path / "again.pt", weights_only=True)["state_dict"]
     assert original.keys() == again.keys() and all(torch.equal(original[k], again[k]) for k in original)
+    if mode != "channel":
+        return  # the rest of the chain once is enough
+    assert main(["finetune", "--student", str(tmp_path / "again.pt"), "--teacher", str(teacher), "--epochs", "1",
+                 "--batch-size", "16", "--out", str(tmp_path / "ft.pt")]) == 0  # fmt: skip
+    assert main(["export", str(tmp_path / "ft.pt"), "--format", "onnx"]) == 0
+    assert main(["policy", "predict", "--agent", str(run_dir / "agent.pt"), "--teacher", str(teacher), "--budget",
+                 "flops=0.4", "--out", str(tmp_path / "predicted.json")]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert CompressionPolicy.load(tmp_path / "predicted.json").metadata["achieved"]["flops"] <= 0.4 + 1e-9
 
 
 @pytest.mark.parametrize("batch_first", [True, False])
@@ -199,3 +208,23 @@ def test_a_runtime_latency_table_times_attention_as_a_group_of_its_own(tmp_path)
     assert loaded.predict(full) == pytest.approx(table.predict(full))
     parts = loaded.layer_ms(full)
     assert set(parts) == set(full) and all(ms >= 0 for ms in parts.values())
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_a_pruned_vit_deploys_in_each_runtime_in_fp32_and_int8(runtime, tmp_path):
+    pytest.importorskip(runtime)
+    import numpy as np
+
+    from amc.deploy.deployment import deploy
+    from amc.deploy.runtimes import Target
+
+    student = apply_policy(small_vit(), CompressionPolicy(keep_ratios={"blocks.0.attn.qkv": 0.5, "patch_embed": 0.5}),
+                           SHAPE).eval()  # fmt: skip
+    x = torch.randn(4, *SHAPE)
+    with torch.no_grad():
+        expected = student(x).numpy()
+    fp32 = deploy(student, SHAPE, Target(runtime, "fp32", 4, 1), tmp_path, name="fp32")
+    np.testing.assert_allclose(fp32.run(x.numpy()), expected, atol=1e-4)
+    calibration = np.random.default_rng(0).standard_normal((16, *SHAPE)).astype(np.float32)
+    int8 = deploy(student, SHAPE, Target(runtime, "int8", 4, 1), tmp_path, name="int8", calibration=calibration)
+    assert int8.run(x.numpy()).shape == (4, 10)
