@@ -7,7 +7,7 @@ Names:
 - `vit_tiny`, a 1.8 M-parameter ViT for 32x32 images (patch 4: 64 tokens; amc/vision_transformer.py);
 - `tv:<name>`, any torchvision classification model (`small_input=True` adapts the stem to 32x32,
   `in_channels` replaces the first conv for other than RGB inputs);
-- `timm:<name>`, any timm model, untrained (the `timm` extra);
+- `timm:<name>`, any timm model, untrained (the `timm` extra), told the image size where it takes one;
 - `path/to/file.py:ClassName`, a user's own module, called as `ClassName(num_classes=..., in_channels=...)`
   (`in_channels` only if its `__init__` takes it).
 
@@ -78,7 +78,7 @@ def input_kwargs(name: str, input_shape) -> dict:
     kwargs = {"in_channels": int(input_shape[0])}
     if name.startswith("tv:"):
         kwargs["small_input"] = min(input_shape[1:]) <= SMALL_INPUT_PIXELS
-    if name in IMAGE_SIZED:
+    if name in IMAGE_SIZED or name.startswith("timm:"):
         kwargs["image_size"] = int(input_shape[1])
     return kwargs
 
@@ -291,14 +291,23 @@ def _torchvision_model(
     return model
 
 
-def _timm_model(name: str, num_classes: int, in_channels: int = 3, **kwargs) -> nn.Module:
+def _timm_model(name: str, num_classes: int, in_channels: int = 3, image_size: int | None = None,
+                **kwargs) -> nn.Module:  # fmt: skip
+    """An untrained timm model; `image_size` reaches those that take one (ViTs: their position embedding)."""
     try:
         import timm
     except ImportError:
         raise AmcError(f"timm:{name} needs the timm package; install it with pip install -e '.[timm]'") from None
     if name not in timm.list_models():
         raise AmcError(f"unknown timm model {name!r}; see timm.list_models()")
-    return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels, **kwargs)
+    options = {"pretrained": False, "num_classes": num_classes, "in_chans": in_channels, **kwargs}
+    if image_size is not None:
+        try:
+            return timm.create_model(name, img_size=image_size, **options)
+        except TypeError as exc:
+            if "img_size" not in str(exc):
+                raise
+    return timm.create_model(name, **options)
 
 
 def _replace_first_conv(model: nn.Module, in_channels: int) -> None:

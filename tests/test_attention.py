@@ -228,3 +228,22 @@ def test_a_pruned_vit_deploys_in_each_runtime_in_fp32_and_int8(runtime, tmp_path
     calibration = np.random.default_rng(0).standard_normal((16, *SHAPE)).astype(np.float32)
     int8 = deploy(student, SHAPE, Target(runtime, "int8", 4, 1), tmp_path, name="int8", calibration=calibration)
     assert int8.run(x.numpy()).shape == (4, 10)
+
+
+def test_a_timm_vit_is_told_its_image_size_and_pruned_by_heads_exactly():
+    pytest.importorskip("timm")
+    from amc.models import input_kwargs
+
+    shape = (3, 32, 32)
+    torch.manual_seed(0)
+    model = create_model("timm:vit_tiny_patch16_224", num_classes=10,
+                         **input_kwargs("timm:vit_tiny_patch16_224", shape)).eval()  # fmt: skip
+    assert tuple(model.patch_embed.img_size) == (32, 32)
+    cost_model = CostModel(model, shape)
+    policy = CompressionPolicy(keep_ratios={u.name: 0.5 for u in cost_model.units})
+    student = apply_policy(model, policy, shape)
+    cost_model.check_student(student, policy)
+    assert student.blocks[0].attn.num_heads == 2 and student.blocks[0].attn.attn_dim == 128
+    assert cost_model.predict(policy.keep_ratios).macs == count_macs(student, shape)
+    cnn = create_model("timm:resnet18", num_classes=10, **input_kwargs("timm:resnet18", shape)).eval()
+    assert cnn(torch.randn(1, *shape)).shape == (1, 10)  # a model without an image size is built without one
