@@ -247,3 +247,22 @@ def test_a_timm_vit_is_told_its_image_size_and_pruned_by_heads_exactly():
     assert cost_model.predict(policy.keep_ratios).macs == count_macs(student, shape)
     cnn = create_model("timm:resnet18", num_classes=10, **input_kwargs("timm:resnet18", shape)).eval()
     assert cnn(torch.randn(1, *shape)).shape == (1, 10)  # a model without an image size is built without one
+
+
+@pytest.mark.parametrize("importance", ["l1", "taylor"])
+def test_global_pruning_ranks_whole_heads_and_meets_the_budget(importance):
+    from amc.cost.budget import Budget
+    from amc.data import load_dataset
+    from amc.evaluate.baselines import global_pruning
+
+    teacher = small_vit()
+    cost_model = CostModel(teacher, SHAPE)
+    data = load_dataset("synthetic", seed=0) if importance == "taylor" else None
+    if data is not None:  # synthetic data has 4 classes
+        teacher = create_model("vit_tiny", num_classes=4, **SMALL).eval()
+        cost_model = CostModel(teacher, SHAPE)
+    policy = global_pruning(teacher, SHAPE, cost_model, Budget(flops=0.5), importance=importance, data=data)
+    heads = [u for u in cost_model.units if u.kind == "heads"]
+    assert all(policy.keep_ratios[u.name] * u.channels == round(policy.keep_ratios[u.name] * u.channels) for u in heads)
+    student = apply_policy(teacher, policy, SHAPE)
+    assert count_macs(student, SHAPE) <= 0.5 * count_macs(teacher, SHAPE)

@@ -170,4 +170,9 @@ def _unit_scores(source: nn.Module, input_shape, cost_model: CostModel, scorer) 
     missing = [unit.name for unit in cost_model.units if unit.name not in scores]
     if missing:
         raise AmcError(f"the importance gives no scores for unit {missing[0]}; use another --importance")
+    for unit in cost_model.units:
+        if unit.kind == "heads":  # torch-pruning scores the qkv rows; a head is ranked by its rows' mean
+            heads = torch.tensor(list(unit.out_index[unit.root].values()))
+            rows = scores[unit.name]
+            scores[unit.name] = torch.stack([rows[heads == h].mean() for h in range(unit.channels)])
     return {unit.name: scores[unit.name] for unit in cost_model.units}  # forward order, as every policy
