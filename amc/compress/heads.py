@@ -145,10 +145,11 @@ def why_width_is_fixed(model: nn.Module, attention: Attention) -> str | None:
     return None
 
 
-def prunable_attention(model: nn.Module, input_shape: Sequence[int]) -> list[Attention]:
-    """The attention modules whose heads can go; the others are kept whole, and a warning says why."""
+def prunable_attention(model: nn.Module, found: list[Attention]) -> list[Attention]:
+    """Those of the model's attention modules (`find_attention`) whose heads can go; the others are kept whole,
+    and a warning says why."""
     prunable = []
-    for attention in find_attention(model, input_shape):
+    for attention in found:
         reason = why_heads_are_fixed(model, attention)
         if reason is None:
             prunable.append(attention)

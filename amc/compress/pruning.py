@@ -135,21 +135,14 @@ def is_grouped(module: nn.Module) -> bool:
 def find_units(
     model: nn.Module, input_shape: Sequence[int], graph: tp.DependencyGraph | None = None
 ) -> list[PruningUnit]:
-    """The model's prunable units in forward order. The classifier's outputs are left alone."""
-    graph = graph or build_graph(model, input_shape)
-    order = execution_order(model, input_shape)
-    rank = {name: i for i, name in enumerate(order)}
-    names = {id(m): n for n, m in model.named_modules()} | {id(p): n for n, p in model.named_parameters()}
-    classifier = model.get_submodule(order[-1])
+    """The model's prunable units in forward order: attention heads and torch-pruning's channel groups. The
+    classifier's outputs are left alone; trial forwards keep whole the heads, and the units feeding attention, that
+    a forward ties to a fixed width (amc/compress/heads.py), with a warning."""
     attention = find_attention(model, input_shape)
-    prunable = prunable_attention(model, input_shape)
     fixed_width = {a.qkv for a in attention if why_width_is_fixed(model, a)}
-    fused = [model.get_submodule(a.qkv) for a in attention]
-    units = [_head_unit(a, model, rank) for a in prunable]
-    for group in graph.get_all_groups(ignored_layers=[classifier, *fused], root_module_types=Layer):
-        unit = _unit_of(group, graph, model, names, rank)
-        if unit is None:
-            continue
+    rank = {name: i for i, name in enumerate(execution_order(model, input_shape))}
+    units = [_head_unit(a, model, rank) for a in prunable_attention(model, attention)]
+    for unit in channel_units(model, input_shape, graph, attention):
         if fixed := fixed_width & set(unit.in_index):
             # Such a forward ties its heads' width to its input's: the embedding cannot narrow alone either.
             warnings.warn(f"unit {unit.name}: kept whole, {min(fixed).removesuffix('.qkv')} ties its heads' width "
@@ -157,6 +150,28 @@ def find_units(
             continue
         units.append(unit)
     return sorted(units, key=lambda u: u.order)
+
+
+def channel_units(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    graph: tp.DependencyGraph | None = None,
+    attention: list[Attention] | None = None,
+) -> list[PruningUnit]:
+    """torch-pruning's channel groups as units (no trial forwards: what `prune_channels` needs on every student).
+    An attention module's fused qkv layer is never a root."""
+    graph = graph or build_graph(model, input_shape)
+    order = execution_order(model, input_shape)
+    rank = {name: i for i, name in enumerate(order)}
+    names = {id(m): n for n, m in model.named_modules()} | {id(p): n for n, p in model.named_parameters()}
+    attention = find_attention(model, input_shape) if attention is None else attention
+    ignored = [model.get_submodule(order[-1]), *(model.get_submodule(a.qkv) for a in attention)]
+    units = []
+    for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=Layer):
+        unit = _unit_of(group, graph, model, names, rank)
+        if unit is not None:
+            units.append(unit)
+    return units
 
 
 def followable_units(model: nn.Module, input_shape: Sequence[int]) -> list[PruningUnit]:
@@ -305,10 +320,10 @@ def prune_channels(
 ) -> list:
     """Physically remove channels in place; returns torch-pruning's replayable pruning history."""
     graph = build_graph(model, input_shape)
-    units = {u.name: u for u in find_units(model, input_shape, graph)}
+    units = {u.name: u for u in channel_units(model, input_shape, graph)}
     for name, ratio in keep_ratios.items():
-        if name not in units or units[name].kind == "heads":
-            continue  # a unit inside a removed block; heads go by amc.compress.heads.prune_heads
+        if name not in units:
+            continue  # a unit inside a removed block, or heads (amc.compress.heads.prune_heads)
         unit = units[name]
         kept = unit.kept_per_piece(ratio, round_to)
         if sum(kept) >= unit.channels:

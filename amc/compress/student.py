@@ -14,7 +14,7 @@ from pathlib import Path
 import torch.nn as nn
 
 from amc.checkpoint import input_shape_of, load_checkpoint, save_checkpoint
-from amc.compress.heads import prunable_attention, prune_heads, replay_heads
+from amc.compress.heads import find_attention, prune_heads, replay_heads
 from amc.compress.policy import CompressionPolicy, model_fingerprint
 from amc.compress.pruning import find_units, kept_channels, prune_channels, replay_pruning
 from amc.compress.quantization import quantize_activations, quantize_weights, sparsify
@@ -47,7 +47,7 @@ def apply_policy(
         policy.validate(teacher, units, removable_blocks(teacher, input_shape))
     student = copy.deepcopy(teacher)
     remove_blocks(student, policy.removed_blocks)
-    attention = prunable_attention(student, input_shape)
+    attention = find_attention(student, input_shape)  # the policy names only heads that can go
     kept_heads = {a.name: kept_channels(a.num_heads, policy.keep_ratios[a.qkv]) for a in attention
                   if a.qkv in policy.keep_ratios}  # fmt: skip
     removed_heads = prune_heads(student, kept_heads, attention)
