@@ -131,9 +131,10 @@ class CostModel:
             AttentionCost(name, count, f"{name}.qkv" if f"{name}.qkv" in head_units else None, block_of(name))
             for name, count in attention_macs(model, input_shape).items()
         ]
-        free = {name for name in parts["tensor"] if name in dict(model.named_parameters())}
+        parameters = dict(model.named_parameters())
+        free = {name for name in parts["tensor"] if name in parameters}  # position embeddings, class tokens
         for name in sorted(free):
-            param = model.get_parameter(name)
+            param = parameters[name]
             dim = max(d for d, size in enumerate(param.shape) if size > 1)  # torch-pruning's: the last non-singleton
             per_channel = param.numel() // param.shape[dim]
             self.tensors.append(TensorCost(name, param.shape[dim], parts["tensor"][name], block_of(name),
