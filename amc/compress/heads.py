@@ -77,7 +77,7 @@ def is_attention(module: nn.Module) -> bool:
 
 
 def find_attention(model: nn.Module, input_shape: Sequence[int]) -> list[Attention]:
-    """The model's attention modules amc follows, in forward order: those over a sequence, (batch, tokens,
+    """The model's attention modules amc follows, in module order: those over a sequence, (batch, tokens,
     width). Others (e.g. windowed attention over (batch, height, width, channels)) are left whole and uncounted."""
     inputs_of: dict[str, tuple[int, ...]] = {}
 
