@@ -39,6 +39,7 @@ from rows import (
     finetune_row,
     interval_text,
     keyed_folder,
+    mean_sd,
     merge_row,
     paired,
     parse_target,
@@ -402,7 +403,7 @@ def _headline(groups: dict[tuple, list[dict]]) -> list[str]:
                 searched.setdefault((r["method"], r["budget"]), []).append(r)
         for (method, budget), seeds in sorted(searched.items(), key=lambda kv: -kv[0][1]):
             lines.append(f"| {target} | amc {method} at {budget:g} ({_seeds(seeds)}) | "
-                         f"{_mean_sd([r['acc_test'] for r in seeds], 100)}% | "
+                         f"{mean_sd([r['acc_test'] for r in seeds], 100)}% | "
                          f"{statistics.mean(r['latency_vs_teacher'] for r in seeds):.3f} | "
                          f"{statistics.mean(r['speedup_vs_fp32_teacher'] for r in seeds):.2f}× |")  # fmt: skip
     return lines
@@ -510,14 +511,14 @@ def _targets(groups: dict[tuple, list[dict]]) -> list[str]:
             (method, budget), seeds = max(searched.items(), key=lambda kv: _mean_of(kv[1], "acc_test"))
             wanted = "–" if goal is None else f"{goal}× (missed)"
             lines.append(f"| {runtime} {precision}, batch {batch} | none within 1.0 point; the closest: {method} at "
-                         f"{budget:g} ({_seeds(seeds)}) | {_mean_sd([r['acc_test'] for r in seeds], 100)}% | "
+                         f"{budget:g} ({_seeds(seeds)}) | {mean_sd([r['acc_test'] for r in seeds], 100)}% | "
                          f"{_mean_of(seeds, 'speedup_vs_fp32_teacher'):.2f}× | {wanted} |")  # fmt: skip
             continue
         (method, budget), seeds = max(within.items(), key=lambda kv: _mean_of(kv[1], "speedup_vs_fp32_teacher"))
         speedup = _mean_of(seeds, "speedup_vs_fp32_teacher")
         met = "–" if goal is None else ("met" if speedup >= goal else "missed")
         lines.append(f"| {runtime} {precision}, batch {batch} | {method} at {budget:g} ({_seeds(seeds)}) | "
-                     f"{_mean_sd([r['acc_test'] for r in seeds], 100)}% | {speedup:.2f}× | "
+                     f"{mean_sd([r['acc_test'] for r in seeds], 100)}% | {speedup:.2f}× | "
                      f"{'–' if goal is None else f'{goal}×'} ({met}) |")  # fmt: skip
     if not lines:
         return []
@@ -582,23 +583,14 @@ def _target_table(rows: list[dict]) -> list[str]:
         vs_teacher = statistics.mean(r["latency_vs_teacher"] for r in seeds)
         shown_budget = "–" if method in ("teacher", "floor") else f"{budget:g}"
         lines.append("| " + " | ".join([
-            method, shown_budget, str(len(seeds)), _mean_sd([r["acc_test"] for r in seeds], 100),
-            _mean_sd([r["acc_test_pytorch_fp32"] for r in seeds], 100), f"{latency:.4f}",
+            method, shown_budget, str(len(seeds)), mean_sd([r["acc_test"] for r in seeds], 100),
+            mean_sd([r["acc_test_pytorch_fp32"] for r in seeds], 100), f"{latency:.4f}",
             f"{vs_teacher:.3f}",
             f"{statistics.mean(r['speedup_vs_fp32_teacher'] for r in seeds):.2f}×",
             _fmt(vs_teacher / floor["latency_vs_teacher"] if floor else None, ".2f"),  # ratios of one run each
             f"{statistics.mean(r['flops_ratio'] for r in seeds):.3f}",
         ]) + " |")  # fmt: skip
     return lines
-
-
-def _mean_sd(values: list, scale: float) -> str:
-    values = [v * scale for v in values if v is not None]
-    if not values:
-        return "–"
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
 def main(args: Args) -> None:

@@ -173,6 +173,16 @@ def paired(mine: dict[int, float], others: dict[int, float]) -> tuple[int, float
     return len(seeds), *t_interval([mine[s] - others[s] for s in seeds])
 
 
+def mean_sd(values: list, scale: float = 1.0) -> str:
+    """`mean ± sd` of the values given (None skipped), times `scale`; the value alone for one, – for none."""
+    values = [v * scale for v in values if v is not None]
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
 def interval_text(mean: float, half: float) -> str:
     """'[low, high]' in signed points, or '–' for a single pair."""
     return "–" if half != half else f"[{mean - half:+.2f}, {mean + half:+.2f}]"

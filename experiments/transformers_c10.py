@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from rows import describe, finetune_row, keyed_folder, merge_row, page_head, read_rows, search_in, write_whole
+from rows import describe, finetune_row, keyed_folder, mean_sd, merge_row, page_head, read_rows, search_in, write_whole
 from script_args import run_and_report
 
 from agents.config import load_config
@@ -142,13 +142,6 @@ def run(args: Args) -> None:
         merge_row(args.results, run_row(method, seed, args))
 
 
-def _mean_sd(values: list[float], scale: float = 1.0) -> str:
-    values = [scale * v for v in values]
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
-
-
 def report(results: Path) -> None:
     rows = read_rows(results, "transformers_c10.py run")
     lines = page_head(
@@ -170,8 +163,8 @@ def report(results: Path) -> None:
         if not group:
             continue
         lines.append(
-            f"| {method} | {len(group)} | {_mean_sd([r['acc_test_before_finetune'] for r in group], 100)} "
-            f"| {_mean_sd([r['acc_test'] for r in group], 100)} "
+            f"| {method} | {len(group)} | {mean_sd([r['acc_test_before_finetune'] for r in group], 100)} "
+            f"| {mean_sd([r['acc_test'] for r in group], 100)} "
             f"| {statistics.mean(r['params_ratio'] for r in group):.3f} "
             f"| {statistics.mean(r['flops_ratio'] for r in group):.3f} "
             f"| {statistics.mean(r['latency_vs_teacher'] for r in group):.3f} ({group[0]['runtime']}) |"
