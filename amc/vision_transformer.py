@@ -1,30 +1,14 @@
-"""A small Vision Transformer for 32x32 images (the registry's `vit_tiny`), written the way timm writes ViTs
-(a fused `qkv` linear, `num_heads`, `proj`), except that attention's output keeps whatever width its heads
-have, so that amc can remove heads (amc/compress/heads.py). The attention matmuls are written out, so that
-torch.utils.flop_counter counts them as amc does (it does not see inside a CPU scaled_dot_product_attention)."""
+"""A small Vision Transformer for 32x32 images (the registry's `vit_tiny`), written the way timm writes ViTs,
+with amc's `SelfAttention` (a fused `qkv` linear, `num_heads`, `proj`, whose output keeps whatever width its
+heads have), so that amc can remove heads (amc/compress/heads.py)."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
+from amc.attention import SelfAttention
 from amc.errors import AmcError
-
-
-class Attention(nn.Module):
-    def __init__(self, dim: int, num_heads: int):
-        super().__init__()
-        if num_heads < 1 or dim % num_heads:
-            raise AmcError(f"vit: {num_heads} heads do not divide the width {dim}; choose a head count that divides it")
-        self.num_heads, self.head_dim = num_heads, dim // num_heads
-        self.scale = self.head_dim**-0.5
-        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, _ = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        weights = ((q * self.scale) @ k.transpose(-2, -1)).softmax(-1)
-        return self.proj((weights @ v).transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim))
 
 
 class Block(nn.Module):
@@ -32,12 +16,12 @@ class Block(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, hidden: int):
         super().__init__()
-        self.norm1, self.attn = nn.LayerNorm(dim), Attention(dim, num_heads)
+        self.norm1, self.attn = nn.LayerNorm(dim), SelfAttention(dim, num_heads, batch_first=True)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
+        x = x + self.attn(self.norm1(x), need_weights=False)[0]
         return x + self.mlp(self.norm2(x))
 
 
@@ -57,6 +41,8 @@ class VisionTransformer(nn.Module):
         in_channels: int = 3,
     ):
         super().__init__()
+        if num_heads < 1 or dim % num_heads:
+            raise AmcError(f"vit: {num_heads} heads do not divide the width {dim}; choose a head count that divides it")
         tokens = (image_size // patch_size) ** 2
         self.patch_embed = nn.Conv2d(in_channels, dim, patch_size, patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
