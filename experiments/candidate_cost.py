@@ -164,6 +164,9 @@ def measure_reward(teacher, policy, data: DataSplits, settings: EvaluationSettin
         "floor_seconds": sum(floors.values()),
         "parts": {name: {"seconds": seconds[name], "floor_seconds": parts[name][1]} for name in seconds},
         "student_flops_ratio": student_macs / teacher_macs,
+        "teacher_scoring": {"seconds": timed(lambda: accuracy_on(teacher, val, precision=precision, device=CPU),
+                                             repeats),
+                            "floor_seconds": teacher_macs * settings.eval_samples / rates["forward"]},
     }  # fmt: skip
 
 
@@ -222,6 +225,10 @@ def report(args: Args) -> None:
                   f"- the candidate: **{r['candidate_seconds']:.2f} s** now, {r['candidate_seconds_before']:.2f} s "
                   f"before; floor {r['floor_seconds']:.2f} s ({r['candidate_seconds'] / r['floor_seconds']:.2f}× it)",
                   ]  # fmt: skip
+        reference = r.get("teacher_scoring")
+        if reference:
+            lines.append(f"- for reference, the unpruned teacher scoring the same images: {reference['seconds']:.3f} s, "
+                         f"{reference['seconds'] / reference['floor_seconds']:.2f}× its floor")  # fmt: skip
         steps = r["parts"].get("student_plain_steps")
         if steps:
             lines.append(f"- against the plain training steps it contains: "

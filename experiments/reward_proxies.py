@@ -246,6 +246,13 @@ def report(results: Path) -> None:
               "", "Seconds per candidate: one thread, measured while one or two other jobs shared the 2-core",
               "machine (the 30-step search at 30% FLOPs ran at 10.4 s per episode beside one other job); the",
               "400-episode column is that cost alone, without the agent's time (about 3%)."]  # fmt: skip
+    cpus = {}
+    for r in rows.values():
+        for proxy, score in r["proxies"].items():
+            if score.get("cpu"):
+                cpus.setdefault(score["cpu"], set()).add(proxy)
+    lines += [f"Timed on {cpu}: {', '.join(sorted(proxies))}; the others before CPUs were recorded."
+              for cpu, proxies in sorted(cpus.items())]  # fmt: skip
     lines += ["", "| policy | test acc. after FT | " + " | ".join(proxy_names) + " |",
               "|---|---|" + "---|" * len(proxy_names)]  # fmt: skip
     for name, r in sorted(rows.items(), key=lambda kv: -kv[1]["truth"]):
