@@ -1,6 +1,7 @@
 """What one search candidate costs, part by part, against its arithmetic floor (issue 29).
 
     python experiments/candidate_cost.py run [--cases resnet20:uniform30 resnet20:ddpg50 densenet121:uniform30]
+    python experiments/candidate_cost.py search [--search-rewards kd30 kd20-bn5]  # 400 episodes, 2 workers
     python experiments/candidate_cost.py report
 
 One thread, the search's precision (`auto`: bf16 where the CPU runs it natively). For each case and reward
@@ -12,6 +13,9 @@ One thread, the search's precision (`auto`: bf16 where the CPU runs it natively)
   30 training steps (forward + backward + SGD), scoring on 1,000 validation images;
 - each part's floor: its MACs (forward; a backward counts twice) over the rate this core reaches on a dense,
   well-shaped convolution (64 -> 64 channels, 3x3, 16x16, batch 128) in the same precision.
+`search` runs the shipped 30%-FLOPs search (DDPG, seed 0, 400 episodes, 2 workers of one thread each) with a
+reward of `SEARCH_REWARDS`, resumably, records its episodes per minute, then gives its student the benchmark's
+15-epoch KD fine-tune (one thread) so a cheaper reward is judged by what it finds.
 Rows merge into experiments/results/candidate_cost.json; `report` writes the .md.
 """
 
@@ -25,9 +29,10 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from rows import describe, merge_row, page_head, read_rows, write_whole
+from rows import describe, finetune_row, keyed_folder, merge_row, page_head, read_rows, search_in, search_settings, write_whole
 from script_args import run_script
 
+from agents.config import load_config
 from amc.checkpoint import load_checkpoint
 from amc.commands.common import load_data_for
 from amc.compress.policy import CompressionPolicy
@@ -47,6 +52,10 @@ from amc.train.precision import autocast, resolve_precision
 CPU = torch.device("cpu")
 REWARDS = {"default": 0, "kd30": 30}
 CASES = ("resnet20:uniform30", "resnet20:ddpg50", "densenet121:uniform30")
+SEARCH_REWARDS = {  # evaluation overrides of the shipped 30%-FLOPs config
+    "kd30": ["evaluation.finetune_steps=30", "evaluation.recalibrate_batches=20"],  # the comparison's reward
+    "kd20-bn5": ["evaluation.finetune_steps=20", "evaluation.recalibrate_batches=5"],
+}
 SEARCHED_POLICY = "experiments/results/proxy_policies/ddpg-s0.json"  # DDPG's 50%-FLOPs ResNet-20 policy
 
 
@@ -57,6 +66,11 @@ class Args:
     teacher: str = "experiments/teachers/resnet20_cifar10.pt"
     data_dir: str = "../shared/datasets/cifar10-jpeg.tar.gz"
     repeats: int = 3
+    search_rewards: list[str] = field(default_factory=lambda: list(SEARCH_REWARDS))
+    config: str = "experiments/configs/resnet20_c10_flops30.yaml"
+    finetune_epochs: int = 15
+    """The searched student's KD fine-tune after `search` (0: none)."""
+    out_dir: str = "runs/candidate_cost"
     results: str = "experiments/results/candidate_cost.json"
 
 
@@ -207,6 +221,29 @@ def run(args: Args) -> None:
             merge_row(args.results, row)
 
 
+def search(args: Args) -> None:
+    for reward in args.search_rewards:  # checked before any work
+        if reward not in SEARCH_REWARDS:
+            raise AmcError(f"unknown search reward {reward!r}; choose from {', '.join(SEARCH_REWARDS)}")
+    for reward in args.search_rewards:
+        cfg = load_config(args.config, ["episodes=400", "workers=2", "agent=ddpg", "seed=0", *SEARCH_REWARDS[reward]])
+        folder = keyed_folder(args.out_dir, f"search-{reward}", search_settings(cfg))
+        results = search_in(folder, cfg)
+        row = {"folder": f"search-{reward}", "kind": "search", "reward": reward, "config": args.config,
+               "overrides": SEARCH_REWARDS[reward], "workers": results["workers"], "episodes": results["episodes"],
+               **{k: results[k] for k in ("episodes_per_minute", "search_minutes", "seconds_per_candidate",
+                                          "evaluations", "best_reward", "agent_overhead", "precision")},
+               "acc_test_noft": results["student"]["accuracy"], "flops": results["flops_ratio"],
+               **describe(), "measured_at": time.strftime("%Y-%m-%d %H:%M")}  # fmt: skip
+        if args.finetune_epochs:
+            student = Path(results["run_dir"]) / "student.pt"
+            row["acc_test_ft"] = finetune_row(folder, student, args.teacher, epochs=args.finetune_epochs,
+                                              threads=1)["accuracy"]  # fmt: skip
+        merge_row(args.results, row)
+        print(json.dumps({k: row.get(k) for k in ("reward", "episodes_per_minute", "search_minutes",
+                                                  "best_reward", "acc_test_ft")}), flush=True)  # fmt: skip
+
+
 def report(args: Args) -> None:
     path = Path(args.results)
     rows = read_rows(path, "candidate_cost.py run")
@@ -243,8 +280,8 @@ def report(args: Args) -> None:
 
 
 def main(args: Args) -> None:
-    {"run": run, "report": report}[args.command](args)
+    {"run": run, "search": search, "report": report}[args.command](args)
 
 
 if __name__ == "__main__":
-    run_script(main, Args, __doc__, ["run", "report"])
+    run_script(main, Args, __doc__, ["run", "search", "report"])
