@@ -29,7 +29,17 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from rows import describe, finetune_row, keyed_folder, merge_row, page_head, read_rows, search_in, search_settings, write_whole
+from rows import (
+    describe,
+    finetune_row,
+    keyed_folder,
+    merge_row,
+    page_head,
+    read_rows,
+    search_in,
+    search_settings,
+    write_whole,
+)
 from script_args import run_script
 
 from agents.config import load_config
@@ -264,7 +274,7 @@ def report(args: Args) -> None:
                   ]  # fmt: skip
         reference = r.get("teacher_scoring")
         if reference:
-            lines.append(f"- for reference, the unpruned teacher scoring the same images: {reference['seconds']:.3f} s, "
+            lines.append(f"- for reference, the unpruned teacher scoring them: {reference['seconds']:.3f} s, "
                          f"{reference['seconds'] / reference['floor_seconds']:.2f}× its floor")  # fmt: skip
         steps = r["parts"].get("student_plain_steps")
         if steps:
