@@ -79,18 +79,20 @@ class CompressionEnv(gym.Env):
     | 1 | type: conv 1, attention heads 0.75, depthwise conv 0.5, block 0.25, linear 0 | as is |
     | 2 | input channels | / max over steps |
     | 3 | output channels | / max over steps |
-    | 4 | stride | / max over steps |
-    | 5 | kernel size | / max over steps |
+    | 4 | stride (a head unit: its heads) | / max over steps |
+    | 5 | kernel size (a unit of linear layers: its tokens) | / max over steps |
     | 6 | FLOPs of the unit | / max over steps |
     | 7 | FLOPs reduced so far | / teacher FLOPs |
     | 8 | FLOPs of the steps still to come | / teacher FLOPs |
     | 9 | previous action | (a + 1) / 2 |
     | 10 | stage: removal 0, channel or sparsity 0.5, quantize 1 | as is |
 
-    For a transformer, a head unit's output channels are its heads' width (heads x head dim: the keep ratio
-    removes whole heads), its input channels the embedding width, and its FLOPs those of its fused qkv layer;
-    an MLP unit is a linear one (input: embedding width, output: hidden width), its FLOPs counted over every
-    token. Stride and kernel are 1 for both.
+    For a transformer, a head unit (type 0.75) has as output channels its heads' width (heads x head dim: the
+    keep ratio removes whole heads), as input channels the embedding width, as *stride* its number of heads, as
+    *kernel* its tokens, and as FLOPs those of its fused qkv layer. An MLP unit is a linear one (type 0; input:
+    embedding width, output: hidden width) whose *kernel* is its tokens (1 for a classifier after pooling), its
+    FLOPs counted over every token. A convolution's features are unchanged by this: an agent trained on CNNs
+    reads CNNs as before.
 
     ## Rewards
     Zero on every step but the last; the last step returns the named reward from `amc.evaluate.rewards`:
@@ -207,6 +209,8 @@ class CompressionEnv(gym.Env):
             "channel+quantize": ["channel", "quantize"],
         }[self.mode]
         layer_flops = {layer.name: layer.macs for layer in self.cost_model.layers}
+        positions = {layer.name: layer.macs // max(layer.rows * layer.in_channels, 1)  # tokens, for a linear layer
+                     for layer in self.cost_model.layers}  # fmt: skip
         modules = dict(self.teacher.named_modules())
         steps: list[Step] = []
         for stage in stages:
@@ -215,7 +219,9 @@ class CompressionEnv(gym.Env):
                     flops = sum(layer_flops.get(n, 0) for n in u.out_layers)
                     type_code = UNIT_TYPE["depthwise" if u.depthwise_layers else u.kind]
                     width = len(u.out_index[u.name]) // 3 if u.kind == "heads" else u.channels  # q, k, v rows
-                    steps.append(Step(stage, u.name, type_code, u.in_channels, width, u.stride, u.kernel, flops))
+                    stride = u.channels if u.kind == "heads" else u.stride  # a head unit: its heads
+                    kernel = u.kernel if u.kind == "conv" else positions.get(u.name, 1)  # linear layers: tokens
+                    steps.append(Step(stage, u.name, type_code, u.in_channels, width, stride, kernel, flops))
             elif stage == "removal":
                 for block in self.cost_model.removable:
                     inside = [layer for layer in self.cost_model.layers if layer.block == block]

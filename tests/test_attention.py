@@ -13,6 +13,7 @@ from amc.compress.student import apply_policy, load_student, save_student
 from amc.cost.measured import count_macs, flop_counter_macs
 from amc.cost.predicted import CostModel
 from amc.errors import AmcError
+from amc.evaluate.evaluator import EvaluationSettings
 from amc.models import create_model, model_spec
 
 SHAPE = (3, 16, 16)
@@ -266,3 +267,19 @@ def test_global_pruning_ranks_whole_heads_and_meets_the_budget(importance):
     assert all(policy.keep_ratios[u.name] * u.channels == round(policy.keep_ratios[u.name] * u.channels) for u in heads)
     student = apply_policy(teacher, policy, SHAPE)
     assert count_macs(student, SHAPE) <= 0.5 * count_macs(teacher, SHAPE)
+
+
+def test_the_envs_observation_gives_head_units_their_heads_and_tokens_and_leaves_convolutions_alone():
+    from amc.data import load_synthetic
+    from envs.compression import OBSERVATION_FEATURES, CompressionEnv
+
+    data = load_synthetic(image_size=16)
+    env = CompressionEnv(small_vit(), data, {"flops": 0.5}, evaluation=EvaluationSettings(eval_samples=8))
+    steps = {s.name: s for s in env.steps}
+    tokens = 1 + (16 // 4) ** 2  # the class token and 4 x 4 patches
+    heads, mlp = steps["blocks.0.attn.qkv"], steps["blocks.0.mlp.0"]
+    assert (heads.type_code, heads.stride, heads.kernel, heads.out_channels) == (0.75, 4, tokens, 32)
+    assert (mlp.type_code, mlp.stride, mlp.kernel, mlp.out_channels) == (0.0, 1, tokens, 64)
+    assert steps["patch_embed"].kernel == 4 and steps["patch_embed"].stride == 4  # a convolution, as before
+    observation, _ = env.reset()
+    assert observation.shape == (len(OBSERVATION_FEATURES),)  # the same features: saved agents still fit

@@ -27,7 +27,7 @@ from amc.deploy.deployment import ACCURACY_BATCH, calibration_images, deploy, ru
 from amc.deploy.runtimes import Target
 from amc.train.distill import kd_steps, kd_stream, recalibrate_bn_on, recalibration_batches
 from amc.train.loop import accuracy_on
-from amc.train.precision import resolve_precision
+from amc.train.precision import channels_last, resolve_precision
 from amc.train.settings import FinetuneSettings
 
 KD_CACHE_LIMIT_BYTES = 1 << 30
@@ -95,19 +95,28 @@ class CandidateEvaluator:
         self.settings = settings
         self.precision = resolve_precision(settings.precision, self.device)
         self.input_shape = tuple(input_shape or data.input_shape)
-        channels_last = self.precision == "bf16"
+        self.channels_last = channels_last(self.precision, self.device)
         self._val = [
             (x.to(self.device), y)
             for x, y in data.batches("val", settings.eval_batch_size, limit=settings.eval_samples,
-                                     channels_last=channels_last)
+                                     channels_last=self.channels_last)
         ]  # fmt: skip
-        self._bn_images = recalibration_batches(data, settings.recalibrate_batches, seed=settings.seed)
+        self._bn_images = [
+            x.contiguous(memory_format=self.memory_format)
+            for x in recalibration_batches(data, settings.recalibrate_batches, seed=settings.seed)
+        ]
         self.cost_model = cost_model or CostModel(teacher, self.input_shape)  # checks every student it builds
         self._teacher_accuracy: float | None = None
         self._calibration = None
         self._kd_batches: list | None = None
         """The reward's KD batches and the teacher's logits on them, made at the first fine-tune (all candidates
         share them); None while not made, or when larger than `KD_CACHE_LIMIT_BYTES` (then drawn per candidate)."""
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """Of the images, and of the students built here (a convolution is slower when weights and images
+        differ)."""
+        return torch.channels_last if self.channels_last else torch.contiguous_format
 
     @property
     def teacher_accuracy(self) -> float:
@@ -139,6 +148,7 @@ class CandidateEvaluator:
         student = apply_policy(self.teacher, policy, self.input_shape, validate=False,
                                reconstruction_data=reconstruction)  # fmt: skip
         self.cost_model.check_student(student, policy)
+        student.to(memory_format=self.memory_format)
         if self.settings.recalibrate_batches:
             recalibrate_bn_on(student, self._bn_images, precision=self.precision)
         if short_finetune:

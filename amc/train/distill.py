@@ -16,7 +16,7 @@ from amc.device import resolve_device
 from amc.errors import AmcError
 from amc.train.distributed import ONE_PROCESS, Ranks
 from amc.train.loop import LossFn, fit, make_optimizer
-from amc.train.precision import autocast, resolve_precision
+from amc.train.precision import autocast, channels_last, resolve_precision
 from amc.train.settings import FinetuneSettings
 
 
@@ -66,7 +66,7 @@ def kd_stream(
     left = settings.steps
     while left > 0:  # one loader per epoch, as `fit` makes them, sharing the generator
         loader = data.batches("train", settings.batch_size, train=True, generator=generator,
-                              channels_last=precision == "bf16")  # fmt: skip
+                              channels_last=channels_last(precision, device))  # fmt: skip
         for x, y in itertools.islice(loader, min(left, len(loader))):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with torch.no_grad(), autocast(precision, device):

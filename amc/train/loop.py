@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from amc.data import DataSplits
 from amc.errors import AmcError
 from amc.train.distributed import ONE_PROCESS, Ranks, barrier, summed, wrap
-from amc.train.precision import autocast, resolve_precision
+from amc.train.precision import autocast, channels_last, resolve_precision
 
 
 @torch.no_grad()
@@ -48,7 +48,7 @@ def evaluate_accuracy(
     """Top-1 accuracy (a fraction) on one split, in eval mode, with a progress bar."""
     device = device or next(model.parameters()).device
     precision = resolve_precision(precision, device)
-    batches = data.batches(split, batch_size, limit=limit, channels_last=precision == "bf16")
+    batches = data.batches(split, batch_size, limit=limit, channels_last=channels_last(precision, device))
     return accuracy_on(model, batches, precision=precision, device=device, desc=f"{split} accuracy")
 
 
@@ -84,7 +84,8 @@ def train_epoch(
     ranks when distributed: each rank takes its share of every global batch of `batch_size`)."""
     precision = resolve_precision(precision, device)
     model.train()
-    loader = data.batches("train", batch_size, train=True, generator=generator, channels_last=precision == "bf16",
+    loader = data.batches("train", batch_size, train=True, generator=generator,
+                          channels_last=channels_last(precision, device),
                           shard=ranks.shard)  # fmt: skip
     total = min(len(loader), max_steps) if max_steps else len(loader)
     loss_sum = correct = seen = 0.0

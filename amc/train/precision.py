@@ -31,6 +31,13 @@ def native_bf16(device: torch.device) -> bool:
     return any(flag in cpu_flags() for flag in _CPU_BF16_FLAGS)
 
 
+def channels_last(precision: str, device: torch.device) -> bool:
+    """Whether images (and the models the reward builds) run in channels_last: on a CPU always, since oneDNN's
+    convolutions are faster in it in fp32 as in bf16 (experiments/results/candidate_cost.md); elsewhere with
+    bf16."""
+    return device.type == "cpu" or resolve_precision(precision, device) == "bf16"
+
+
 def resolve_precision(precision: str, device: torch.device, announce: bool = False) -> str:
     """`bf16` or `fp32`; `auto` becomes bf16 only where `native_bf16(device)`. `announce` prints the choice."""
     if precision not in PRECISIONS:
