@@ -386,7 +386,8 @@ def case_lines(r: dict) -> list[str]:
              f"before; floor {r['floor_seconds']:.2f} s ({r['candidate_seconds'] / r['floor_seconds']:.2f}× it)",
              ]  # fmt: skip
     if "reward_now" in r:
-        same = "the same" if r["reward_now"] == r["reward_before"] else "**not the same**"
+        apart = round(abs(r["reward_now"] - r["reward_before"]) * 1000)  # the rewards score 1,000 images
+        same = "the same" if not apart else f"{apart} of 1,000 images apart: the numerics of the layout change"
         lines.append(
             f"- the policy's reward now and before: {r['reward_now']:.4f} and {r['reward_before']:.4f} ({same})"
         )
