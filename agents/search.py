@@ -43,7 +43,7 @@ from amc.deploy.runtimes import Target
 from amc.device import resolve_device
 from amc.errors import AmcError
 from amc.evaluate.baselines import check_global_settings, global_pruning, random_policy, uniform
-from amc.evaluate.evaluator import CachedEvaluator, CandidateEvaluator, EvaluationSettings
+from amc.evaluate.evaluator import KD_CACHE_LIMIT_BYTES, CachedEvaluator, CandidateEvaluator, EvaluationSettings
 from amc.input_check import check_model_takes
 from amc.train.distill import finetune
 from amc.train.loop import evaluate_accuracy
@@ -122,6 +122,10 @@ def start_evaluator(cfg: SearchConfig, backend: str, teacher_blob: dict, teacher
         backend_impl = start_workers(backend, spec, cfg.run.workers, cfg.run.ray_address)
     print(f"search: backend {backend}, {cfg.run.workers} worker(s) x {threads} thread(s), "
           f"precision {cfg.evaluation.precision}", flush=True)  # fmt: skip
+    if settings.finetune_steps and not settings.cache_bytes(data.input_shape, data.num_classes)["kd_batches"]:
+        print(f"search: the reward's {settings.finetune_steps} KD batches and teacher logits exceed "
+              f"{KD_CACHE_LIMIT_BYTES >> 20} MiB a worker, so they are drawn again (the teacher run) for each "
+              "candidate", flush=True)  # fmt: skip
     return CachedEvaluator(backend_impl, cost_model.pieces)
 
 

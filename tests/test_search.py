@@ -200,6 +200,21 @@ def test_reward_finetune_is_reported_apart_from_the_recalibrated_student(teacher
     assert kept["kd_batches"] >= 10 * 128 * 3 * 16 * 16 * 4 and kept["validation"] > 0
 
 
+def test_kd_batches_too_large_to_keep_are_drawn_per_candidate_and_the_search_says_so(teacher_path, tmp_path, capsys,
+                                                                                     monkeypatch):  # fmt: skip
+    import agents.search
+    import amc.evaluate.evaluator
+
+    for module in (amc.evaluate.evaluator, agents.search):  # a model whose batches would not fit
+        monkeypatch.setattr(module, "KD_CACHE_LIMIT_BYTES", 1024)
+    argv = ["search", "--set", f"teacher={teacher_path}", "--set", f"out_dir={tmp_path}", "--set", "agent=uniform",
+            "--set", "finetune_steps=2", *SEARCH, "--json"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "KD batches and teacher logits exceed" in out
+    assert json.loads(out.strip().splitlines()[-1])["worker_cache_bytes"]["kd_batches"] == 0
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_a_background_search_with_its_state_saved(teacher_path, tmp_path, capsys, monkeypatch, signum):
     real = agents.callbacks.EpisodeRecorder.on_episode
