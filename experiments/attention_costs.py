@@ -3,15 +3,17 @@ policies under a FLOPs budget are built for real, and the predicted MACs, parame
 the built student's. MACs are also checked against torch.utils.flop_counter (timm's fused attention is turned off
 so that it sees the attention matmuls).
 
-    python experiments/attention_costs.py run [--models timm:vit_tiny_patch16_224 tv:vit_b_16 tv:swin_t]
+    python experiments/attention_costs.py run [--models timm:vit_tiny_patch16_224 tv:vit_b_16 tv:swin_t] [--minutes 15]
     python experiments/attention_costs.py report
 
-Rows merge into experiments/results/attention_costs.json (one per model; a measured model is skipped).
+Rows merge into experiments/results/attention_costs.json (one per model; a measured model is skipped). Each model
+is measured in a child process given `--minutes`; one that takes longer is recorded as not measured in that time.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -40,6 +42,8 @@ class Args:
     """The FLOPs budget the random policies meet (a ratio of the teacher's)."""
     image_size: int = 224
     threads: int = 1
+    minutes: float = 15.0
+    """The time a model is given (its cost model and policies)."""
     results: str = "experiments/results/attention_costs.json"
 
 
@@ -48,6 +52,7 @@ def relative_error(predicted: float, measured: float) -> float:
 
 
 def measure(name: str, args: Args) -> dict:
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     shape = (3, args.image_size, args.image_size)
     teacher = create_model(name, num_classes=10).eval()
@@ -81,13 +86,23 @@ def measure(name: str, args: Args) -> dict:
     }  # fmt: skip
 
 
+def measure_within(name: str, args: Args) -> dict:
+    """`measure` in a child process, given `args.minutes`; a model that takes longer gets a row saying so."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:  # leaving the block stops an unfinished child
+        pending = pool.apply_async(measure, (name, args))
+        try:
+            return pending.get(timeout=args.minutes * 60)
+        except multiprocessing.TimeoutError:
+            return {"model": name, "image_size": args.image_size, "unfinished_minutes": args.minutes,
+                    "threads": args.threads, **describe(), "measured_at": time.strftime("%Y-%m-%d %H:%M")}  # fmt: skip
+
+
 def run(args: Args) -> None:
-    torch.set_num_threads(args.threads)
     path = Path(args.results)
     done = {r["model"] for r in json.loads(path.read_text())} if path.exists() else set()
     for name in args.models:
         if name not in done:
-            merge_row(path, measure(name, args), key="model")
+            merge_row(path, measure_within(name, args), key="model")
 
 
 def largest_errors(row: dict) -> dict[str, float]:
@@ -110,6 +125,8 @@ def report(results: Path) -> None:
     )  # fmt: skip
     lines += ["| model | input | units | policies | MACs | params | bytes | flop_counter | cost model built in |",
               "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    unfinished = [row for row in rows if "unfinished_minutes" in row]
+    rows = [row for row in rows if "unfinished_minutes" not in row]
     for row in rows:
         e = largest_errors(row)
         units = ", ".join(f"{n} {kind}" for kind, n in row["units"].items())
@@ -120,7 +137,10 @@ def report(results: Path) -> None:
     for row in rows:
         for message in row["kept_whole"]:
             lines.append(f"- {row['model']}: {message}")
-    cpus = sorted({row["cpu"] for row in rows})
+    for row in unfinished:
+        lines.append(f"- {row['model']} ({row['image_size']}²): not measured within {row['unfinished_minutes']:g} "
+                     f"minutes on {row['threads']} thread(s)")  # fmt: skip
+    cpus = sorted({row["cpu"] for row in rows + unfinished})
     lines += ["", f"Measured on: {'; '.join(cpus)}."]
     write_whole(results.with_suffix(".md"), "\n".join(lines) + "\n")
     print(f"wrote {results.with_suffix('.md')}")
