@@ -320,12 +320,12 @@ def target_lines(cases: list[dict], searches: list[dict]) -> list[str]:
         steps = r["parts"].get("student_plain_steps")
         if steps:  # a reward with KD steps
             add(f"candidate ≤ {TARGETS['kd_over_plain_steps']}× the plain training steps it contains",
-                f"{r['case']}, {r['reward']}", r["candidate_seconds"] / steps["seconds"],
+                f"{r['case']}, {r['reward']} ({r['precision']})", r["candidate_seconds"] / steps["seconds"],
                 TARGETS["kd_over_plain_steps"], "×")  # fmt: skip
         if r["reward"] == "default":
             add(
                 f"default-reward candidate ≤ {TARGETS['default_over_floor']}× its floor",
-                r["case"],
+                f"{r['case']} ({r['precision']})",
                 r["candidate_seconds"] / r["floor_seconds"],
                 TARGETS["default_over_floor"],
                 "×",

@@ -15,6 +15,7 @@ whole: torch-pruning cannot cut those evenly per group. An attention module's he
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import warnings
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 import torch_pruning as tp
+from torch_pruning.dependency import index_mapping
 
 from amc.compress.heads import Attention, find_attention, prunable_attention, prune_heads, why_width_is_fixed
 from amc.device import model_device
@@ -167,11 +169,26 @@ def channel_units(
     attention = find_attention(model, input_shape) if attention is None else attention
     ignored = [model.get_submodule(order[-1]), *(model.get_submodule(a.qkv) for a in attention)]
     units = []
-    for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=Layer):
-        unit = _unit_of(group, graph, model, names, rank)
-        if unit is not None:
-            units.append(unit)
+    with index_mappings_unchanged(graph):
+        for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=Layer):
+            unit = _unit_of(group, graph, model, names, rank)
+            if unit is not None:
+                units.append(unit)
     return units
+
+
+@contextlib.contextmanager
+def index_mappings_unchanged(graph: tp.DependencyGraph):
+    """Groups taken while `graph` does not change, from index mappings brought up to date once. torch-pruning
+    recomputes every concat's and split's mapping for each group it makes: on a DenseNet most of a student's build
+    (experiments/results/candidate_cost.md). Nothing may prune inside the block."""
+    index_mapping.update_index_mapping(graph)
+    update = index_mapping.update_index_mapping
+    index_mapping.update_index_mapping = lambda graph: None
+    try:
+        yield
+    finally:
+        index_mapping.update_index_mapping = update
 
 
 def followable_units(model: nn.Module, input_shape: Sequence[int]) -> list[PruningUnit]:
@@ -330,13 +347,15 @@ def prune_channels(
             continue
         root = model.get_submodule(unit.root)
         prune_out = graph.get_pruner_of_module(root).prune_out_channels
-        scores = channel_scores(graph.get_pruning_group(root, prune_out, list(range(unit.channels))), importance)
-        pruned = []
-        for piece, keep in zip(unit.pieces, kept, strict=True):
-            # Stable ranking: ties broken by channel index, so the same policy always removes the same channels.
-            ranked = sorted(piece, key=lambda c: (float(scores[c]), c))
-            pruned += ranked[: len(piece) - keep]
-        graph.get_pruning_group(root, prune_out, sorted(pruned)).prune()
+        with index_mappings_unchanged(graph):  # both groups from one mapping: the graph changes at prune()
+            scores = channel_scores(graph.get_pruning_group(root, prune_out, list(range(unit.channels))), importance)
+            pruned = []
+            for piece, keep in zip(unit.pieces, kept, strict=True):
+                # Stable ranking: ties broken by channel index, so the same policy always removes the same channels.
+                ranked = sorted(piece, key=lambda c: (float(scores[c]), c))
+                pruned += ranked[: len(piece) - keep]
+            group = graph.get_pruning_group(root, prune_out, sorted(pruned))
+        group.prune()
     return [list(entry) for entry in graph.pruning_history()]
 
 

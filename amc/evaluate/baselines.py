@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import torch_pruning as tp
 
 from amc.compress.policy import CompressionPolicy
-from amc.compress.pruning import Layer, build_graph, execution_order
+from amc.compress.pruning import Layer, build_graph, execution_order, index_mappings_unchanged
 from amc.cost.budget import Budget
 from amc.cost.latency import require_latency_table
 from amc.cost.predicted import CostModel
@@ -161,12 +161,13 @@ def _unit_scores(source: nn.Module, input_shape, cost_model: CostModel, scorer) 
     classifier = source.get_submodule(execution_order(source, input_shape)[-1])  # its outputs are the classes
     unit_of_root = {unit.root: unit.name for unit in cost_model.units}
     scores = {}
-    for group in graph.get_all_groups(ignored_layers=[classifier], root_module_types=Layer):
-        name = unit_of_root.get(names.get(group[0].dep.target.module))
-        if name is not None:
-            score = scorer(group)
-            if score is not None:
-                scores[name] = score.detach().float().cpu()
+    with index_mappings_unchanged(graph):
+        for group in graph.get_all_groups(ignored_layers=[classifier], root_module_types=Layer):
+            name = unit_of_root.get(names.get(group[0].dep.target.module))
+            if name is not None:
+                score = scorer(group)
+                if score is not None:
+                    scores[name] = score.detach().float().cpu()
     missing = [unit.name for unit in cost_model.units if unit.name not in scores]
     if missing:
         raise AmcError(f"the importance gives no scores for unit {missing[0]}; use another --importance")

@@ -27,7 +27,7 @@ from amc.deploy.deployment import ACCURACY_BATCH, calibration_images, deploy, ru
 from amc.deploy.runtimes import Target
 from amc.train.distill import kd_steps, kd_stream, recalibrate_bn_on, recalibration_batches
 from amc.train.loop import accuracy_on
-from amc.train.precision import channels_last, resolve_precision
+from amc.train.precision import channels_last, memory_format, resolve_precision
 from amc.train.settings import FinetuneSettings
 
 KD_CACHE_LIMIT_BYTES = 1 << 30
@@ -96,6 +96,7 @@ class CandidateEvaluator:
         self.precision = resolve_precision(settings.precision, self.device)
         self.input_shape = tuple(input_shape or data.input_shape)
         self.channels_last = channels_last(self.precision, self.device)
+        self.memory_format = memory_format(self.precision, self.device)
         self._val = [
             (x.to(self.device), y)
             for x, y in data.batches("val", settings.eval_batch_size, limit=settings.eval_samples,
@@ -111,12 +112,6 @@ class CandidateEvaluator:
         self._kd_batches: list | None = None
         """The reward's KD batches and the teacher's logits on them, made at the first fine-tune (all candidates
         share them); None while not made, or when larger than `KD_CACHE_LIMIT_BYTES` (then drawn per candidate)."""
-
-    @property
-    def memory_format(self) -> torch.memory_format:
-        """Of the images, and of the students built here (a convolution is slower when weights and images
-        differ)."""
-        return torch.channels_last if self.channels_last else torch.contiguous_format
 
     @property
     def teacher_accuracy(self) -> float:

@@ -12,11 +12,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from amc.data import DataSplits
-from amc.device import resolve_device
+from amc.device import model_device, resolve_device
 from amc.errors import AmcError
 from amc.train.distributed import ONE_PROCESS, Ranks
 from amc.train.loop import LossFn, fit, make_optimizer
-from amc.train.precision import autocast, channels_last, resolve_precision
+from amc.train.precision import autocast, channels_last, memory_format, resolve_precision
 from amc.train.settings import FinetuneSettings
 
 
@@ -113,8 +113,11 @@ def recalibration_batches(data: DataSplits, batches: int = 20, batch_size: int =
 def recalibrate_bn(
     model: nn.Module, data: DataSplits, batches: int = 20, batch_size: int = 128, seed: int = 0, precision: str = "fp32"
 ) -> nn.Module:
-    """Re-estimate BatchNorm running statistics from `batches` training batches (no augmentation)."""
-    return recalibrate_bn_on(model, recalibration_batches(data, batches, batch_size, seed), precision)
+    """Re-estimate BatchNorm running statistics from `batches` training batches (no augmentation), images and model
+    in the layout the search's evaluator uses, so that the same policy gives the same statistics."""
+    layout = memory_format(precision, model_device(model))
+    images = [x.contiguous(memory_format=layout) for x in recalibration_batches(data, batches, batch_size, seed)]
+    return recalibrate_bn_on(model.to(memory_format=layout), images, precision)
 
 
 @torch.no_grad()

@@ -38,6 +38,12 @@ def channels_last(precision: str, device: torch.device) -> bool:
     return device.type == "cpu" or resolve_precision(precision, device) == "bf16"
 
 
+def memory_format(precision: str, device: torch.device) -> torch.memory_format:
+    """The layout of images, and of the models they meet, as `channels_last` decides (a convolution is slower when
+    its weights and its input differ)."""
+    return torch.channels_last if channels_last(precision, device) else torch.contiguous_format
+
+
 def resolve_precision(precision: str, device: torch.device, announce: bool = False) -> str:
     """`bf16` or `fp32`; `auto` becomes bf16 only where `native_bf16(device)`. `announce` prints the choice."""
     if precision not in PRECISIONS:
