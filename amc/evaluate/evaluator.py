@@ -27,7 +27,7 @@ from amc.deploy.deployment import ACCURACY_BATCH, calibration_images, deploy, ru
 from amc.deploy.runtimes import Target
 from amc.train.distill import kd_steps, kd_stream, recalibrate_bn_on, recalibration_batches
 from amc.train.loop import accuracy_on
-from amc.train.precision import channels_last, memory_format, resolve_precision
+from amc.train.precision import memory_format, resolve_precision
 from amc.train.settings import FinetuneSettings
 
 KD_CACHE_LIMIT_BYTES = 1 << 30
@@ -95,12 +95,11 @@ class CandidateEvaluator:
         self.settings = settings
         self.precision = resolve_precision(settings.precision, self.device)
         self.input_shape = tuple(input_shape or data.input_shape)
-        self.channels_last = channels_last(self.precision, self.device)
         self.memory_format = memory_format(self.precision, self.device)
         self._val = [
             (x.to(self.device), y)
             for x, y in data.batches("val", settings.eval_batch_size, limit=settings.eval_samples,
-                                     channels_last=self.channels_last)
+                                     channels_last=self.memory_format == torch.channels_last)
         ]  # fmt: skip
         self._bn_images = [
             x.contiguous(memory_format=self.memory_format)

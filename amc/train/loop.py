@@ -26,7 +26,7 @@ def accuracy_on(
     was_training = model.training
     model.eval()
     correct = total = 0
-    with torch.no_grad(), autocast(precision, device):
+    with autocast(precision, device):
         for x, y in tqdm(batches, desc=desc, disable=desc is None, leave=False, dynamic_ncols=True):
             logits = model(x.to(device))
             correct += (logits.argmax(1).cpu() == y.cpu()).sum().item()
