@@ -48,7 +48,7 @@ from amc.input_check import check_model_takes
 from amc.train.distill import finetune
 from amc.train.loop import evaluate_accuracy
 from amc.train.precision import resolve_precision
-from amc.train.settings import FinetuneSettings
+from amc.train.settings import FinetuneSettings, teacher_optimizer
 from envs.compression import CompressionEnv
 
 ONE_SHOT = ("uniform", "global")
@@ -383,7 +383,7 @@ def _final_student(cfg, evaluator: CandidateEvaluator, teacher_blob: dict, run_d
     if cfg.run.final_finetune_epochs:
         settings = FinetuneSettings(
             epochs=cfg.run.final_finetune_epochs, precision=cfg.evaluation.precision, seed=cfg.agent.seed
-        )
+        ).resolved(teacher_optimizer(teacher_blob))
         finetune(student, teacher, data, settings, device=evaluator.device)
         after = evaluate_report(student, data, **options)
     teacher_report = evaluate_report(teacher, data, **options)

@@ -12,7 +12,8 @@ Names:
   (`in_channels` only if its `__init__` takes it).
 
 In torchvision, timm and user models, each self-attention `nn.MultiheadAttention` is replaced by amc's equivalent
-`SelfAttention`, whose heads can be pruned (amc/attention.py).
+`SelfAttention` (amc/attention.py), and torchvision's Swin attention by `WindowAttention` (amc/window_attention.py),
+whose heads can be pruned.
 
 `input_kwargs` says what a model is told about its inputs.
 """
@@ -31,6 +32,7 @@ import torch.nn as nn
 from amc.attention import replace_multihead_attention
 from amc.errors import AmcError, library_text
 from amc.vision_transformer import VisionTransformer
+from amc.window_attention import replace_window_attention
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -66,9 +68,10 @@ SMALL_INPUT_PIXELS = 64
 
 
 def _with_prunable_attention(model: nn.Module) -> nn.Module:
-    """Each standard self-attention `nn.MultiheadAttention` becomes amc's equivalent `SelfAttention`, whose
-    heads can be pruned (amc/attention.py)."""
+    """Each standard self-attention `nn.MultiheadAttention` becomes amc's equivalent `SelfAttention`, and each
+    torchvision `ShiftedWindowAttention` amc's `WindowAttention`, whose heads can be pruned."""
     replace_multihead_attention(model)
+    replace_window_attention(model)
     return model
 
 

@@ -7,7 +7,8 @@ so that it sees the attention matmuls).
     python experiments/attention_costs.py report
 
 Rows merge into experiments/results/attention_costs.json (one per model; a measured model is skipped). Each model
-is measured in a child process given `--minutes`; one that takes longer is recorded as not measured in that time.
+is measured in a child process given `--minutes`; one that takes longer is recorded as not measured in that time
+(and tried again by the next run).
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ def measure_within(name: str, args: Args) -> dict:
 
 def run(args: Args) -> None:
     path = Path(args.results)
-    done = {r["model"] for r in json.loads(path.read_text())} if path.exists() else set()
+    rows = json.loads(path.read_text()) if path.exists() else []
+    done = {r["model"] for r in rows if "unfinished_minutes" not in r}  # an unfinished model is tried again
     for name in args.models:
         if name not in done:
             merge_row(path, measure_within(name, args), key="model")

@@ -183,6 +183,9 @@ CASES = [
     Case("finetune: resume asked in a config file", ["finetune", "--student", "{student}", "--teacher", "{teacher}",
                                                      "--config", "{tmp}/c.yaml", "--out", "{tmp}/s.pt"],
          "pass --resume instead", files={"c.yaml": "epochs: 1\nresume: true\n"}),
+    Case("finetune: unknown optimizer", ["finetune", "--student", "{student}", "--teacher", "{teacher}",
+                                         "--optimizer", "adam", "--out", "{tmp}/s.pt"],
+         "unknown optimizer 'adam'; use auto, sgd or adamw"),
     Case("finetune: zero epochs", ["finetune", "--student", "{student}", "--teacher", "{teacher}", "--epochs", "0",
                                    "--out", "{tmp}/s.pt"], "no steps"),
     # search

@@ -283,3 +283,54 @@ def test_the_envs_observation_gives_head_units_their_heads_and_tokens_and_leaves
     assert steps["patch_embed"].kernel == 4 and steps["patch_embed"].stride == 4  # a convolution, as before
     observation, _ = env.reset()
     assert observation.shape == (len(OBSERVATION_FEATURES),)  # the same features: saved agents still fit
+
+
+@pytest.mark.parametrize("size", [(14, 14), (10, 13), (7, 7)])
+@pytest.mark.parametrize("shift", [[0, 0], [3, 3]])
+def test_window_attention_computes_what_torchvisions_swin_attention_does(size, shift):
+    from torchvision.models.swin_transformer import ShiftedWindowAttention
+
+    from amc.window_attention import WindowAttention
+
+    torch.manual_seed(0)
+    theirs = ShiftedWindowAttention(32, [7, 7], shift, num_heads=4).eval()
+    ours = WindowAttention(ShiftedWindowAttention(32, [7, 7], shift, num_heads=4)).eval()
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(2, *size, 32)
+    torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=0)
+
+
+def test_a_swin_loses_heads_stage_widths_and_mlp_widths_exactly(tmp_path):
+    from pathlib import Path
+
+    pytest.importorskip("onnx")
+    from amc.compress.export import export_onnx
+
+    torch.manual_seed(0)
+    model = create_model(f"{Path(__file__).parent / 'topologies.py'}:TorchvisionSwin", num_classes=10).eval()
+    cost_model = CostModel(model, SHAPE)
+    kinds = [u.kind for u in cost_model.units]
+    assert kinds.count("heads") == 4 and "features.0.0" in cost_model.by_name  # the first stage's width too
+    policy = CompressionPolicy(keep_ratios={u.name: 0.5 for u in cost_model.units})
+    student = apply_policy(model, policy, SHAPE)
+    cost_model.check_student(student, policy)
+    attention = student.features[3][0].attn
+    assert attention.num_heads == 2 and attention.relative_position_bias_table.shape == (25, 2)
+    assert student.features[2].reduction.in_features == 4 * 8  # patch merging: each kept channel four times
+    predicted = cost_model.predict(policy.keep_ratios)
+    assert predicted.macs == count_macs(student, SHAPE) == flop_counter_macs(student, SHAPE)
+    assert predicted.params == sum(p.numel() for p in student.parameters())
+    assert export_onnx(student, SHAPE, tmp_path / "student.onnx") < 1e-4
+
+
+def test_swin_v2_attention_is_refused_in_one_line():
+    from functools import partial
+
+    import torchvision
+    from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformerBlockV2
+
+    model = torchvision.models.SwinTransformer(patch_size=[2, 2], embed_dim=16, depths=[2], num_heads=[2],
+                                               window_size=[4, 4], block=SwinTransformerBlockV2,
+                                               downsample_layer=partial(PatchMergingV2)).eval()  # fmt: skip
+    with pytest.raises(AmcError, match=r"^attention features\.1\.0\.attn \(ShiftedWindowAttentionV2\): the cost "):
+        CostModel(model, SHAPE)

@@ -102,3 +102,27 @@ def test_the_rewards_kd_steps_on_cached_batches_train_as_finetune_does(synthetic
         for a, b in zip(reference.state_dict().values(), student.state_dict().values(), strict=True):
             assert torch.allclose(a.float(), b.float(), atol=1e-6)
     assert capsys.readouterr().err == ""  # no progress bar, no validation pass
+
+
+def test_the_fine_tune_optimizer_follows_the_teacher_unless_chosen():
+    from amc.train.settings import teacher_optimizer
+
+    vit_teacher = {"train_config": {"optimizer": "adamw", "lr": 1e-3}}
+    auto = FinetuneSettings().resolved(teacher_optimizer(vit_teacher))
+    assert (auto.optimizer, auto.lr, auto.weight_decay) == ("adamw", 5e-4, 0.05)
+    cnn = FinetuneSettings().resolved(teacher_optimizer({"train_config": {"optimizer": "sgd"}}))
+    assert (cnn.optimizer, cnn.lr, cnn.weight_decay) == ("sgd", 0.05, 5e-4)
+    assert FinetuneSettings().resolved(teacher_optimizer({})).optimizer == "sgd"  # a checkpoint that does not say
+    chosen = FinetuneSettings(optimizer="sgd", lr=0.1).resolved("adamw")
+    assert (chosen.optimizer, chosen.lr, chosen.weight_decay) == ("sgd", 0.1, 5e-4)
+
+
+def test_a_vit_student_fine_tunes_with_adamw(synthetic):
+    torch.manual_seed(0)
+    teacher = create_model("vit_tiny", num_classes=4, image_size=16, dim=32, depth=2, num_heads=4).eval()
+    student = apply_policy(teacher, CompressionPolicy(keep_ratios={"blocks.0.attn.qkv": 0.5}), (3, 16, 16))
+    settings = FinetuneSettings(steps=4, batch_size=16, optimizer="adamw", precision="fp32")
+    before = [p.detach().clone() for p in student.parameters()]
+    finetune(student, teacher, synthetic, settings, show_progress=False)
+    assert all(torch.isfinite(p).all() for p in student.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters(), strict=True))

@@ -237,6 +237,15 @@ class TorchvisionViT(torchvision.models.VisionTransformer):
                          num_classes=num_classes)  # fmt: skip
 
 
+class TorchvisionSwin(torchvision.models.SwinTransformer):
+    """torchvision's Swin, small: shifted windows of 3 x 3 over maps of 8 x 8 and 4 x 4 (both padded), patch
+    merging between its two stages."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__(patch_size=[2, 2], embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=[3, 3],
+                         num_classes=num_classes)  # fmt: skip
+
+
 ZOO = {cls.__name__: cls for cls in (TwoBranchConcat, DenseConcat, InceptionBranches, SplitBranches, GroupedConv,
                                      SqueezeExcite, DepthwiseSeparable, MixedBlock, LayerNormed, TinyViT,
-                                     FixedWidthViT, MultiheadViT, TorchvisionViT)}  # fmt: skip
+                                     FixedWidthViT, MultiheadViT, TorchvisionViT, TorchvisionSwin)}  # fmt: skip

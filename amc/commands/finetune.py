@@ -15,7 +15,7 @@ from amc.input_check import check_model_takes
 from amc.train.distill import finetune
 from amc.train.distributed import finish, start
 from amc.train.loop import evaluate_accuracy
-from amc.train.settings import FinetuneSettings
+from amc.train.settings import FinetuneSettings, teacher_optimizer
 
 
 @dataclass
@@ -52,7 +52,9 @@ def finetune_command(cfg: FinetuneConfig, resume: bool = False) -> dict | None:
         raise AmcError(f"{cfg.out} holds a finished fine-tune; run again without --resume")
     data = load_data_for(teacher_blob, None, cfg.data_dir, None, checkpoint=cfg.teacher)
     check_model_takes(student, data.input_shape, data.name)
-    settings = FinetuneSettings(**{k: getattr(cfg, k) for k in FinetuneSettings.__dataclass_fields__})
+    settings = FinetuneSettings(**{k: getattr(cfg, k) for k in FinetuneSettings.__dataclass_fields__}).resolved(
+        teacher_optimizer(teacher_blob)
+    )
     before = student_blob["metrics"].get("accuracy_before_finetune")
     if before is None and ranks.is_main:
         before = evaluate_accuracy(student, data, "test")

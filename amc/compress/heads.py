@@ -2,9 +2,11 @@
 
 amc follows an attention module with a fused `qkv` linear (rows: q, then k, then v, each `num_heads` x
 `head_dim`), an output projection `proj` and an integer `num_heads`: the form of timm's ViT and DeiT, and of
-amc's `SelfAttention` (which replaces nn.MultiheadAttention). Its unit's channels are its heads: removing one
-removes 3 x head_dim rows of qkv and head_dim columns of proj, and `num_heads` (and timm's `attn_dim`) drop
-accordingly. torch-pruning's graph follows q and k only as far as the reshape, so the unit is made here rather
+amc's `SelfAttention` (which replaces nn.MultiheadAttention) over a sequence, (batch, tokens, width), and of amc's
+`WindowAttention` (which replaces torchvision's Swin attention) over a (batch, height, width, channels) map. Its
+unit's channels are its heads: removing one removes 3 x head_dim rows of qkv, head_dim columns of proj and a
+windowed attention's column of relative position bias; `num_heads` (and timm's `attn_dim`) drop accordingly.
+torch-pruning's graph follows q and k only as far as the reshape, so the unit is made here rather
 than from its groups; the embedding width (qkv's inputs, proj's outputs) stays torch-pruning's.
 
 A module whose forward assumes the original width (older timm's `reshape(B, N, C)`) can lose neither heads
@@ -26,6 +28,7 @@ import torch_pruning as tp
 
 from amc.errors import AmcError
 from amc.forward import forward_with_hooks
+from amc.window_attention import WindowAttention
 
 
 @dataclass(frozen=True)
@@ -36,13 +39,20 @@ class Attention:
     num_heads: int
     head_dim: int
     input_shape: tuple[int, ...]
-    """One image's input: (tokens, width)."""
+    """One image's input: (tokens, width), or (height, width, channels) for windowed attention."""
     sequence_first: bool = False
     """The module takes (tokens, batch, width), as nn.MultiheadAttention does unless batch_first."""
+    window: tuple[int, int] | None = None
+    """Windowed attention: the window's (height, width); each token attends only to its window."""
+    padded_tokens: int | None = None
+    """Windowed attention: tokens once the map is padded to whole windows."""
 
     def example(self, device) -> torch.Tensor:
         x = torch.randn(1, *self.input_shape, device=device)
         return x.transpose(0, 1) if self.sequence_first else x
+
+    def with_input_width(self, width: int) -> Attention:
+        return dataclasses.replace(self, input_shape=(*self.input_shape[:-1], width))
 
     @property
     def qkv(self) -> str:
@@ -54,7 +64,13 @@ class Attention:
 
     @property
     def tokens(self) -> int:
-        return self.input_shape[0]
+        """Queries: the sequence's tokens, or a windowed map's padded positions."""
+        return self.padded_tokens if self.window else self.input_shape[0]
+
+    @property
+    def keys(self) -> int:
+        """The tokens each query attends to: all of them, or its window's."""
+        return self.window[0] * self.window[1] if self.window else self.tokens
 
     @property
     def width(self) -> int:
@@ -78,14 +94,16 @@ def is_attention(module: nn.Module) -> bool:
 
 def find_attention(model: nn.Module, input_shape: Sequence[int]) -> list[Attention]:
     """The model's attention modules amc follows, in module order: those over a sequence, (batch, tokens,
-    width). Others (e.g. windowed attention over (batch, height, width, channels)) are left whole and uncounted."""
+    width), and amc's `WindowAttention`. Others are not found (the cost model refuses a model holding them)."""
     inputs_of: dict[str, tuple[int, ...]] = {}
 
     def record(name: str, module: nn.Module, inputs, output) -> None:
         x = inputs[0] if inputs else None
-        if isinstance(x, torch.Tensor) and x.dim() == 3:
+        if isinstance(x, torch.Tensor) and x.dim() == 3 and not isinstance(module, WindowAttention):
             tokens = x.shape[0] if _sequence_first(module) else x.shape[1]
             inputs_of.setdefault(name, (tokens, x.shape[2]))
+        elif isinstance(x, torch.Tensor) and x.dim() == 4 and isinstance(module, WindowAttention):
+            inputs_of.setdefault(name, tuple(x.shape[1:]))
 
     attention_types = tuple({type(m) for m in model.modules() if is_attention(m)})
     if attention_types:
@@ -100,7 +118,13 @@ def find_attention(model: nn.Module, input_shape: Sequence[int]) -> list[Attenti
                 f"attention {name}: {heads} heads do not divide its width (qkv has {module.qkv.out_features} "
                 f"outputs, proj {module.proj.in_features} inputs); give it a head count that divides the width"
             )
-        found.append(Attention(name, heads, width // heads, inputs_of[name], _sequence_first(module)))
+        if isinstance(module, WindowAttention):
+            height, width_, _ = inputs_of[name]
+            padded = module.padded_size(height, width_)
+            found.append(Attention(name, heads, width // heads, inputs_of[name], window=tuple(module.window_size),
+                                   padded_tokens=padded[0] * padded[1]))  # fmt: skip
+        else:
+            found.append(Attention(name, heads, width // heads, inputs_of[name], _sequence_first(module)))
     return found
 
 
@@ -110,7 +134,7 @@ def _sequence_first(module: nn.Module) -> bool:
 
 def attention_macs(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
     """Multiply-accumulates of each attention module's two matmuls (q k^T and the weights times v), one image."""
-    return {a.name: 2 * a.tokens * a.tokens * a.width for a in find_attention(model, input_shape)}
+    return {a.name: 2 * a.tokens * a.keys * a.width for a in find_attention(model, input_shape)}
 
 
 def _runs(module: nn.Module, attention: Attention) -> str | None:
@@ -139,8 +163,7 @@ def why_width_is_fixed(model: nn.Module, attention: Attention) -> str | None:
     module = copy.deepcopy(model.get_submodule(attention.name)).eval()
     tp.prune_linear_in_channels(module.qkv, [0])
     tp.prune_linear_out_channels(module.proj, [0])
-    tokens, width = attention.input_shape
-    if error := _runs(module, dataclasses.replace(attention, input_shape=(tokens, width - 1))):
+    if error := _runs(module, attention.with_input_width(attention.input_shape[-1] - 1)):
         return f"its forward fails with a narrower input ({error}): it ties its heads' width to its input's"
     return None
 
@@ -173,6 +196,10 @@ def _remove_heads(module: nn.Module, heads: list[int], attention: Attention) -> 
     columns = sorted(c for h in heads for c in attention.proj_columns(h))
     tp.prune_linear_out_channels(module.qkv, rows)
     tp.prune_linear_in_channels(module.proj, columns)
+    table = getattr(module, "relative_position_bias_table", None)
+    if isinstance(table, nn.Parameter):  # (relative positions, heads)
+        kept = [h for h in range(attention.num_heads) if h not in set(heads)]
+        module.relative_position_bias_table = nn.Parameter(table.detach()[:, kept].clone(), table.requires_grad)
     module.num_heads = attention.num_heads - len(heads)
     if getattr(module, "attn_dim", None) == attention.width:  # timm >= 1.0.20 reshapes to it
         module.attn_dim = module.num_heads * attention.head_dim

@@ -29,6 +29,7 @@ import torch_pruning as tp
 from torch_pruning.dependency import index_mapping
 
 from amc.compress.heads import Attention, find_attention, prunable_attention, prune_heads, why_width_is_fixed
+from amc.compress.leaf_layers import LEAF_PRUNERS, leaf_channels, leaf_parts, opaque_leaves
 from amc.device import model_device
 from amc.errors import AmcError, library_text
 from amc.forward import forward_with_hooks
@@ -110,11 +111,13 @@ def build_graph(model: nn.Module, input_shape: Sequence[int]) -> tp.DependencyGr
     was_training = model.training
     model.eval()
     try:
-        with torch.enable_grad(), warnings.catch_warnings():  # torch-pruning traces through autograd
+        with torch.enable_grad(), warnings.catch_warnings(), opaque_leaves(model):  # it traces through autograd
             # Free parameters (position embeddings) are followed on purpose: amc.cost.predicted counts them.
             warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
             graph = tp.DependencyGraph().build_dependency(
-                model, example_inputs=torch.randn(1, *input_shape, device=model_device(model))
+                model,
+                example_inputs=torch.randn(1, *input_shape, device=model_device(model)),
+                customized_pruners=LEAF_PRUNERS,
             )
     except (ArithmeticError, IndexError, KeyError, ValueError) as exc:  # its tracer's own failures
         raise AmcError(
@@ -232,6 +235,9 @@ def _cut_fails(model: nn.Module, input_shape: Sequence[int], units: list[Pruning
 
 def _head_unit(attention: Attention, model: nn.Module, rank: dict[str, int]) -> PruningUnit:
     heads = range(attention.num_heads)
+    table = f"{attention.name}.relative_position_bias_table"  # windowed attention: a column per head
+    has_table = isinstance(getattr(model.get_submodule(attention.name), "relative_position_bias_table", None),
+                           nn.Parameter)  # fmt: skip
     return PruningUnit(
         name=attention.qkv,
         root=attention.qkv,
@@ -239,7 +245,7 @@ def _head_unit(attention: Attention, model: nn.Module, rank: dict[str, int]) -> 
         pieces=[list(heads)],
         out_index={attention.qkv: {r: h for h in heads for r in attention.qkv_rows(h)}},
         in_index={attention.proj: {c: h for h in heads for c in attention.proj_columns(h)}},
-        tensor_index={},
+        tensor_index={table: {h: h for h in heads}} if has_table else {},
         kind="heads",
         in_channels=model.get_submodule(attention.qkv).in_features,
         kernel=1,
@@ -257,15 +263,22 @@ def _unit_of(group, graph, model, names, rank) -> PruningUnit | None:
             continue
         if is_grouped(module):
             return None
+        layer, out = names[id(module)], graph.is_out_channel_pruning_fn(handler)
+        pairs = [(int(i), int(r)) for i, r in zip(item.idxs, item.root_idxs, strict=True)]
+        if (parts := leaf_parts(module, out)) is not None:
+            channels = leaf_channels(module, out)
+            for part in parts:
+                index[part.role][f"{layer}.{part.layer}"].update(
+                    (i + k * channels, r) for i, r in pairs for k in range(part.copies)
+                )
+            continue
         if isinstance(module, nn.Parameter) or channel_norm_width(module) is not None:
             role = "tensor"
         elif isinstance(module, Layer):
-            role = "out" if graph.is_out_channel_pruning_fn(handler) else "in"
+            role = "out" if out else "in"
         else:
             continue
-        index[role][names[id(module)]].update(
-            zip((int(i) for i in item.idxs), (int(r) for r in item.root_idxs), strict=True)
-        )
+        index[role][layer].update(pairs)
     if not index["out"]:
         return None
     root = names[id(group[0].dep.target.module)]

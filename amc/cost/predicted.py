@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
-from amc.compress.heads import attention_macs
+from amc.compress.heads import attention_macs, find_attention, is_attention
 from amc.compress.policy import CompressionPolicy
 from amc.compress.pruning import PruningUnit, channel_norm_width, execution_order, followable_units
 from amc.compress.removal import removable_blocks
@@ -80,15 +80,25 @@ class Costs:
     size_bytes: float
 
 
-def _refuse_unfollowed_attention(model: nn.Module) -> None:
-    """An `nn.MultiheadAttention` left in the model (amc.models swaps the standard ones) holds projections the
-    cost model cannot see: refuse rather than predict a wrong budget."""
+def _refuse_unfollowed_attention(model: nn.Module, input_shape: Sequence[int]) -> None:
+    """Attention whose matmuls the cost model cannot count: an `nn.MultiheadAttention` left in the model (amc.models
+    swaps the standard ones), or a qkv/proj/num_heads module amc does not follow (e.g. Swin V2's cosine attention).
+    Refuse rather than predict a wrong budget."""
     for name, module in model.named_modules():
         if isinstance(module, nn.MultiheadAttention):
             raise AmcError(
                 f"attention {name}: an nn.MultiheadAttention with separate key/value widths, bias_k/bias_v or "
                 "add_zero_attn is not followed by the cost model; use self-attention with one width (amc swaps "
                 "that for its SelfAttention)"
+            )
+    attention = [name for name, module in model.named_modules() if is_attention(module)]
+    if attention:
+        followed = {a.name for a in find_attention(model, input_shape)}
+        if unfollowed := [name for name in attention if name not in followed]:
+            kind = type(model.get_submodule(unfollowed[0])).__name__
+            raise AmcError(
+                f"attention {unfollowed[0]} ({kind}): the cost model does not follow this form of attention (it "
+                "follows self-attention over a sequence and Swin's windowed attention); please report it with the model"
             )
 
 
@@ -107,7 +117,7 @@ class CostModel:
         removable: list[str] | None = None,
     ):
         self.latency_table = None
-        _refuse_unfollowed_attention(model)
+        _refuse_unfollowed_attention(model, input_shape)
         self.units = units if units is not None else followable_units(model, input_shape)
         self.removable = removable if removable is not None else removable_blocks(model, input_shape)
         self.by_name = {u.name: u for u in self.units}

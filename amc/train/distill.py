@@ -83,10 +83,11 @@ def kd_steps(
 ) -> None:
     """`finetune`'s optimisation, in place, on ready (images, labels, teacher logits) batches and nothing else:
     no validation pass, no progress bar, no TensorBoard (the reward's brief fine-tune)."""
+    settings = settings.resolved()  # the caller's choice of optimizer, else sgd
     precision = resolve_precision(settings.precision, device)
     total_steps = settings.steps
     student.to(device).train()
-    optimizer = make_optimizer(student, settings.lr, settings.momentum, settings.weight_decay)
+    optimizer = make_optimizer(student, settings.lr, settings.momentum, settings.weight_decay, settings.optimizer)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
     )
@@ -164,7 +165,7 @@ def finetune(
     """KD fine-tune `student` in place. `on_epoch_end(epoch, state)` gets a resumable state every epoch. Under
     torchrun (`ranks`), every rank trains its share of each batch and only rank 0 evaluates; pass `writer` and
     `on_epoch_end` on rank 0 only."""
-    settings.check()
+    settings = settings.resolved()  # the caller's choice of optimizer, else sgd
     device = device or resolve_device()
     settings.precision = resolve_precision(settings.precision, device)
     student.to(device)
@@ -173,7 +174,7 @@ def finetune(
     steps_per_epoch = len(data.batches("train", settings.batch_size, shard=ranks.shard))
     total_steps = settings.steps or settings.epochs * steps_per_epoch
     epochs = math.ceil(total_steps / steps_per_epoch)
-    optimizer = make_optimizer(student, settings.lr, settings.momentum, settings.weight_decay)
+    optimizer = make_optimizer(student, settings.lr, settings.momentum, settings.weight_decay, settings.optimizer)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
     )
