@@ -291,3 +291,23 @@ def test_a_script_reads_its_flags_with_the_checks_of_amc_config_keys(monkeypatch
         args_from(_ScriptArgs, parser.parse_args(["run", "--threads", "0"]))
     with pytest.raises(AmcError, match="--seeds 1 x is not a valid int"):
         args_from(_ScriptArgs, parser.parse_args(["run", "--seeds", "1", "x"]))
+
+
+def test_a_teacher_stored_in_fp16_is_measured_again_and_nothing_is_overwritten(teacher_path, tmp_path):
+    import torch
+
+    from amc.checkpoint import load_checkpoint
+    from amc.compress.student import model_from_checkpoint
+
+    out = tmp_path / "half.pt"
+    script = [sys.executable, str(EXPERIMENTS / "teacher_half_weights.py"), "--source", str(teacher_path)]
+    done = subprocess.run([*script, "--out", str(out)], capture_output=True, text=True, timeout=HANG_GUARD_SECONDS)
+    assert done.returncode == 0, done.stderr[-1500:]
+    blob = load_checkpoint(out)
+    assert {v.dtype for v in blob["state_dict"].values() if v.is_floating_point()} == {torch.float16}
+    assert blob["metrics"]["weights"] == "fp16" and 0.0 <= blob["metrics"]["accuracy"] <= 1.0
+    assert blob["metrics"]["fp32_accuracy"] == load_checkpoint(teacher_path)["metrics"]["accuracy"]
+    assert model_from_checkpoint(blob).conv1.weight.dtype == torch.float32  # loaded into the fp32 model
+    written = out.read_bytes()
+    again = subprocess.run([*script, "--out", str(out)], capture_output=True, text=True, timeout=HANG_GUARD_SECONDS)
+    assert again.returncode == 2 and "exists; choose a new --out" in again.stderr and out.read_bytes() == written
