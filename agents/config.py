@@ -29,6 +29,7 @@ class EnvConfig:
     )
     runtime: str = doc("eager", "where latency is measured: eager, onnxruntime or openvino (the table must match)")
     runtime_precision: str = doc("fp32", "the deployed precision: fp32 or int8 (the table must match)")
+    embedding: bool = doc(False, "transformers: search the embedding width (the residual stream) too")
 
 
 @dataclass

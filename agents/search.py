@@ -94,6 +94,7 @@ def make_env(cfg: SearchConfig, teacher: torch.nn.Module, data: DataSplits,
         teacher, data, Budget.parse(env.budget), mode=env.mode, reward=env.reward, evaluation=evaluation_settings(cfg),
         latency_table=table, min_keep=env.min_keep, max_sparsity=env.max_sparsity, min_bits=env.min_bits,
         max_bits=env.max_bits, round_to=resolve_round_to(env.round_to, table), evaluator=evaluator,
+        embedding=env.embedding,
     )  # fmt: skip
 
 

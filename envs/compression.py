@@ -91,8 +91,9 @@ class CompressionEnv(gym.Env):
     keep ratio removes whole heads), as input channels the embedding width, as *stride* its number of heads, as
     *kernel* its tokens, and as FLOPs those of its fused qkv layer. An MLP unit is a linear one (type 0; input:
     embedding width, output: hidden width) whose *kernel* is its tokens (1 for a classifier after pooling), its
-    FLOPs counted over every token. A convolution's features are unchanged by this: an agent trained on CNNs
-    reads CNNs as before.
+    FLOPs counted over every token. The embedding width (the residual stream, one unit feeding every block's
+    attention) is a step only with `embedding=True`. A convolution's features are unchanged by this: an agent
+    trained on CNNs reads CNNs as before.
 
     ## Rewards
     Zero on every step but the last; the last step returns the named reward from `amc.evaluate.rewards`:
@@ -127,12 +128,14 @@ class CompressionEnv(gym.Env):
       `amc.cost.runtime_latency.RuntimeLatencyTable` (measured in ONNX Runtime or OpenVINO), required for a
       latency budget; both predict from layer shapes.
     - `min_keep`, `max_sparsity`, `min_bits`, `max_bits`, `removal_threshold`, `round_to`: action ranges.
+    - `embedding`: a transformer's embedding width is a unit too (off: kept whole, the heads and MLP widths
+      searched).
 
     ## Version History
     - v1: the evaluation settings are one `evaluation` argument; v0's `eval_samples`, `eval_batch_size`,
       `recalibrate_batches`, `finetune_steps`, `precision`, `reconstruct` and `evaluation_seed` are its fields.
     - v0: initial version. Added later, backward compatible: the `evaluator` argument, `values` in the
-      final `info`, `precision` defaulting to `auto`.
+      final `info`, `precision` defaulting to `auto`, `embedding` (CNNs have none).
     """
 
     metadata = {"render_modes": []}
@@ -155,6 +158,7 @@ class CompressionEnv(gym.Env):
         removal_threshold: float = 0.0,
         round_to: int = 1,
         evaluator: CachedEvaluator | None = None,
+        embedding: bool = False,
     ):
         super().__init__()
         if mode not in MODES:
@@ -171,7 +175,7 @@ class CompressionEnv(gym.Env):
         self.removal_threshold, self.round_to = removal_threshold, round_to
         require_latency_table(self.budget, latency_table)
 
-        self.cost_model = CostModel(teacher, self.input_shape)
+        self.cost_model = CostModel(teacher, self.input_shape, embedding=embedding)
         if latency_table is not None:
             self.cost_model.with_latency(latency_table)
         self.steps = self._plan_steps()

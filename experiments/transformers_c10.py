@@ -80,7 +80,8 @@ def one_shot_student(method: str, seed: int, args: Args, folder: Path) -> Path:
         teacher = model_from_checkpoint(blob)
         data = load_data_for(blob, None, None, None, checkpoint=args.teacher)
         shape, budget = data.input_shape, Budget(flops=args.flops)
-        cost_model = CostModel(teacher, shape)
+        # the searcher's units: with the config's `embedding` (off: heads and MLP widths), as the DDPG rows
+        cost_model = CostModel(teacher, shape, embedding=load_config(args.config, args.set).env.embedding)
         if method == "uniform":
             policy = uniform(cost_model, budget)
         else:

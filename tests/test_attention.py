@@ -274,7 +274,8 @@ def test_the_envs_observation_gives_head_units_their_heads_and_tokens_and_leaves
     from envs.compression import OBSERVATION_FEATURES, CompressionEnv
 
     data = load_synthetic(image_size=16)
-    env = CompressionEnv(small_vit(), data, {"flops": 0.5}, evaluation=EvaluationSettings(eval_samples=8))
+    env = CompressionEnv(small_vit(), data, {"flops": 0.5}, evaluation=EvaluationSettings(eval_samples=8),
+                         embedding=True)  # fmt: skip
     steps = {s.name: s for s in env.steps}
     tokens = 1 + (16 // 4) ** 2  # the class token and 4 x 4 patches
     heads, mlp = steps["blocks.0.attn.qkv"], steps["blocks.0.mlp.0"]
@@ -334,3 +335,27 @@ def test_swin_v2_attention_is_refused_in_one_line():
                                                downsample_layer=partial(PatchMergingV2)).eval()  # fmt: skip
     with pytest.raises(AmcError, match=r"^attention features\.1\.0\.attn \(ShiftedWindowAttentionV2\): the cost "):
         CostModel(model, SHAPE)
+
+
+def test_the_embedding_width_is_searched_only_where_the_user_allows_it():
+    from amc.data import load_synthetic
+    from envs.compression import CompressionEnv
+
+    teacher, data = small_vit(), load_synthetic(num_classes=10, image_size=16, per_class=4)
+    settings = EvaluationSettings(eval_samples=8, recalibrate_batches=0)
+    names = {}
+    for embedding in (False, True):
+        env = CompressionEnv(teacher, data, {"flops": 0.6}, evaluation=settings, embedding=embedding)
+        names[embedding] = [u.name for u in env.cost_model.units]
+        env.reset()
+        terminated = False
+        while not terminated:
+            _, _, terminated, _, info = env.step([-1.0])
+        assert ("patch_embed" in CompressionPolicy.from_dict(info["policy"]).keep_ratios) == embedding
+    assert "patch_embed" in names[True] and "patch_embed" not in names[False]
+    assert set(names[True]) - set(names[False]) == {"patch_embed"}
+    cost_model = CostModel(teacher, SHAPE, embedding=False)  # still exact: the embedding kept whole
+    policy = CompressionPolicy(keep_ratios={u.name: 0.5 for u in cost_model.units})
+    student = apply_policy(teacher, policy, SHAPE)
+    assert cost_model.predict(policy.keep_ratios).macs == count_macs(student, SHAPE)
+    assert student.patch_embed.out_channels == teacher.patch_embed.out_channels

@@ -37,6 +37,7 @@ class BaselineConfig:
     runtime_precision: str = doc("fp32", "the precision the latency table must be measured at: fp32 or int8")
     round_to: str = doc("auto", "round kept channels to a multiple of this; auto: the latency table's fastest, else 1")
     seed: int = doc(0, "seed of the random policy")
+    embedding: bool = doc(False, "transformers: prune the embedding width (the residual stream) too")
     global_importance: str = doc("taylor", "global: channel importance, l1, l1-normalized, lamp or taylor (needs data)")
     max_pruning_ratio: float = doc(0.8, "global: the most of any one layer's channels that may be removed")
     data_dir: str | None = data_dir_field("global with taylor: data folder or .tar.gz (default: the teacher's)")
@@ -65,7 +66,7 @@ def baseline_command(cfg: BaselineConfig) -> dict:
     budget = budget_of(cfg)
     table = load_latency_table(cfg.latency_table, cfg.runtime, cfg.runtime_precision) if cfg.latency_table else None
     round_to = resolve_round_to(cfg.round_to, table)
-    cost_model = CostModel(teacher, input_shape_of(blob))
+    cost_model = CostModel(teacher, input_shape_of(blob), embedding=cfg.embedding)
     if table is not None:
         cost_model.with_latency(table)
     if cfg.method == "uniform":

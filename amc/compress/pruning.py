@@ -194,11 +194,15 @@ def index_mappings_unchanged(graph: tp.DependencyGraph):
         index_mapping.update_index_mapping = update
 
 
-def followable_units(model: nn.Module, input_shape: Sequence[int]) -> list[PruningUnit]:
+def followable_units(model: nn.Module, input_shape: Sequence[int], embedding: bool = True) -> list[PruningUnit]:
     """`find_units`, less the units this model's forward cannot run without: every unit is cut to half once, on
     a copy, and units under which the forward fails (e.g. torchvision's ViT reshapes its patches to a stored
-    `hidden_dim`) are found by bisection and kept whole, with a warning naming each."""
+    `hidden_dim`) are found by bisection and kept whole, with a warning naming each. `embedding=False` leaves
+    out a transformer's embedding width too (`is_embedding`)."""
     units = find_units(model, input_shape)
+    if not embedding:
+        qkv = {a.qkv for a in find_attention(model, input_shape)}
+        units = [u for u in units if not is_embedding(u, qkv)]
     failing = _failing_units(model, input_shape, units)
     for unit, error in failing.items():
         warnings.warn(f"unit {unit}: kept whole, the model's forward fails once it is cut ({error})", stacklevel=1)
@@ -206,6 +210,12 @@ def followable_units(model: nn.Module, input_shape: Sequence[int]) -> list[Pruni
     if failing and (error := _cut_fails(model, input_shape, kept)):
         raise AmcError(f"this model's forward fails once its units are cut ({error}); please report it with the model")
     return kept
+
+
+def is_embedding(unit: PruningUnit, qkv_layers: set[str]) -> bool:
+    """A transformer's embedding width (its residual stream): channels that feed attention's qkv layers. One
+    unit, since the residual adds couple every block of a stage."""
+    return unit.kind != "heads" and not qkv_layers.isdisjoint(unit.in_index)
 
 
 def _failing_units(model: nn.Module, input_shape: Sequence[int], units: list[PruningUnit]) -> dict[str, str]:

@@ -107,6 +107,8 @@ class CostModel:
 
     A layer's kept channels are its channels less what each unit removes from it; a unit removes the same
     share of every piece (amc/compress/pruning.py), so the prediction is exact for any topology torch-pruning prunes.
+    Units left out (`embedding=False`: a transformer's embedding width) are kept whole, and the prediction stays
+    exact.
     """
 
     def __init__(
@@ -115,10 +117,11 @@ class CostModel:
         input_shape: Sequence[int],
         units: list[PruningUnit] | None = None,
         removable: list[str] | None = None,
+        embedding: bool = True,
     ):
         self.latency_table = None
         _refuse_unfollowed_attention(model, input_shape)
-        self.units = units if units is not None else followable_units(model, input_shape)
+        self.units = units if units is not None else followable_units(model, input_shape, embedding)
         self.removable = removable if removable is not None else removable_blocks(model, input_shape)
         self.by_name = {u.name: u for u in self.units}
         self.channels = {u.name: u.channels for u in self.units}
