@@ -147,6 +147,8 @@ CASES = [
     policy_case("apply: bits out of range", "use 2-8 or 32", {"bits": {"conv1": 9}}),
     policy_case("apply: sparsity of 1", "must lie in [0, 1)", {"sparsity": {"conv1": 1.0}}),
     policy_case("apply: block that cannot be removed", "not a removable block", {"removed_blocks": ["conv1"]}),
+    policy_case("apply: a ViT's policy on a CNN", "policy is for vit_tiny, the teacher is resnet8",
+                {"architecture": "vit_tiny", "keep_ratios": {"blocks.0.attn.qkv": 0.5}}),
     Case("apply: policy for another architecture", ["apply", "--teacher", "{other}", "--policy", "{policy}",
                                                     "--out", "{tmp}/s.pt"], "policy is for"),
     Case("apply: fingerprint removed, other architecture", ["apply", "--teacher", "{other}", "--policy",

@@ -359,3 +359,19 @@ def test_the_embedding_width_is_searched_only_where_the_user_allows_it():
     student = apply_policy(teacher, policy, SHAPE)
     assert cost_model.predict(policy.keep_ratios).macs == count_macs(student, SHAPE)
     assert student.patch_embed.out_channels == teacher.patch_embed.out_channels
+
+
+def test_a_cnns_policy_on_a_vit_is_refused_in_one_line(tmp_path, capsys):
+    from agents.cli import main
+
+    teacher = tmp_path / "vit.pt"
+    assert main(["train-teacher", "--model", "vit_tiny", "--dataset", "synthetic", "--epochs", "0", "--out",
+                 str(teacher)]) == 0  # fmt: skip
+    policy = tmp_path / "policy.json"
+    CompressionPolicy(keep_ratios={"conv1": 0.5}, architecture="resnet8").save(policy)
+    capsys.readouterr()
+    argv = ["apply", "--teacher", str(teacher), "--policy", str(policy), "--out", str(tmp_path / "s.pt")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "policy is for resnet8, the teacher is vit_tiny" in err
+    assert not (tmp_path / "s.pt").exists()
