@@ -251,17 +251,22 @@ def test_a_timm_vit_is_told_its_image_size_and_pruned_by_heads_exactly():
 
 
 @pytest.mark.parametrize("importance", ["l1", "taylor"])
-def test_global_pruning_ranks_whole_heads_and_meets_the_budget(importance):
+@pytest.mark.parametrize("model", ["vit", "swin"])
+def test_global_pruning_ranks_whole_heads_and_meets_the_budget(importance, model):
+    from pathlib import Path
+
     from amc.cost.budget import Budget
     from amc.data import load_dataset
     from amc.evaluate.baselines import global_pruning
 
-    teacher = small_vit()
-    cost_model = CostModel(teacher, SHAPE)
+    torch.manual_seed(0)
     data = load_dataset("synthetic", seed=0) if importance == "taylor" else None
-    if data is not None:  # synthetic data has 4 classes
-        teacher = create_model("vit_tiny", num_classes=4, **SMALL).eval()
-        cost_model = CostModel(teacher, SHAPE)
+    classes = 4 if data is not None else 10  # synthetic data has 4 classes
+    if model == "vit":
+        teacher = create_model("vit_tiny", num_classes=classes, **SMALL).eval()
+    else:  # its heads sit inside a module torch-pruning takes whole
+        teacher = create_model(f"{Path(__file__).parent / 'topologies.py'}:TorchvisionSwin", num_classes=classes)
+    cost_model = CostModel(teacher.eval(), SHAPE)
     policy = global_pruning(teacher, SHAPE, cost_model, Budget(flops=0.5), importance=importance, data=data)
     heads = [u for u in cost_model.units if u.kind == "heads"]
     assert all(policy.keep_ratios[u.name] * u.channels == round(policy.keep_ratios[u.name] * u.channels) for u in heads)

@@ -168,6 +168,11 @@ def _unit_scores(source: nn.Module, input_shape, cost_model: CostModel, scorer) 
                 score = scorer(group)
                 if score is not None:
                     scores[name] = score.detach().float().cpu()
+    for unit in cost_model.units:  # heads inside a module torch-pruning takes whole (Swin's): their qkv alone
+        if unit.kind == "heads" and unit.name not in scores:
+            score = scorer(_lone_layer_group(source.get_submodule(unit.root)))
+            if score is not None:
+                scores[unit.name] = score.detach().float().cpu()
     missing = [unit.name for unit in cost_model.units if unit.name not in scores]
     if missing:
         raise AmcError(f"the importance gives no scores for unit {missing[0]}; use another --importance")
@@ -177,3 +182,10 @@ def _unit_scores(source: nn.Module, input_shape, cost_model: CostModel, scorer) 
             rows = scores[unit.name]
             scores[unit.name] = torch.stack([rows[heads == h].mean() for h in range(unit.channels)])
     return {unit.name: scores[unit.name] for unit in cost_model.units}  # forward order, as every policy
+
+
+def _lone_layer_group(layer: nn.Linear):
+    """torch-pruning's group of one linear layer's output rows, traced on the layer alone (its weights, and their
+    gradients for Taylor, are the model's own)."""
+    graph = build_graph(layer, (layer.in_features,))
+    return graph.get_pruning_group(layer, tp.prune_linear_out_channels, list(range(layer.out_features)))
