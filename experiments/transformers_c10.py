@@ -73,9 +73,11 @@ def search_config(method: str, seed: int, args: Args):
 
 
 def one_shot_student(method: str, seed: int, args: Args, folder: Path) -> Path:
-    """The uniform or global-Taylor student, built once (its fine-tune seed is the row's)."""
+    """The uniform or global-Taylor student, built once (its fine-tune seed is the row's), with the seconds its
+    policy and build took."""
     path = folder / "student.pt"
     if not path.exists():
+        started = time.perf_counter()
         blob = load_checkpoint(args.teacher)
         teacher = model_from_checkpoint(blob)
         data = load_data_for(blob, None, None, None, checkpoint=args.teacher)
@@ -86,8 +88,9 @@ def one_shot_student(method: str, seed: int, args: Args, folder: Path) -> Path:
             policy = uniform(cost_model, budget)
         else:
             policy = global_pruning(teacher, shape, cost_model, budget, importance="taylor", data=data)
+        student = apply_policy(teacher, policy, shape)
         folder.mkdir(parents=True, exist_ok=True)
-        save_student(path, apply_policy(teacher, policy, shape), blob, policy)
+        save_student(path, student, blob, policy, metrics={"seconds": time.perf_counter() - started})
     return path
 
 
@@ -111,12 +114,12 @@ def run_row(method: str, seed: int, args: Args) -> dict:
         settings["config"] = json.loads(json.dumps(search_config(method, seed, args), default=str))
     folder = keyed_folder(args.out_dir, f"{method}-s{seed}", settings)
     folder.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
     if method in ONE_SHOT:
         student = one_shot_student(method, seed, args, folder)
+        search_seconds = load_checkpoint(student)["metrics"]["seconds"]
     else:
-        student = Path(search_in(folder, search_config(method, seed, args))["run_dir"]) / "student.pt"
-    search_seconds = time.perf_counter() - started
+        searched = search_in(folder, search_config(method, seed, args))
+        student, search_seconds = Path(searched["run_dir"]) / "student.pt", 60 * searched["search_minutes"]
     tuned = finetune_row(folder, student, args.teacher, epochs=args.finetune_epochs, seed=seed,
                          threads=args.finetune_threads)  # fmt: skip
     blob = load_checkpoint(args.teacher)
@@ -124,7 +127,7 @@ def run_row(method: str, seed: int, args: Args) -> dict:
     teacher, final = model_from_checkpoint(blob), model_from_checkpoint(load_checkpoint(folder / "student_ft.pt"))
     return {
         "folder": str(folder), "method": method, "seed": seed, "budget": args.flops,
-        "finetune_epochs": args.finetune_epochs,
+        "finetune_epochs": args.finetune_epochs, "finetune_settings": tuned.get("settings"),
         "acc_test_before_finetune": tuned["accuracy_before_finetune"], "acc_test": tuned["accuracy"],
         "teacher_acc_test": blob.get("metrics", {}).get("accuracy"),
         "params": count_params(final), "params_ratio": count_params(final) / count_params(teacher),
@@ -152,13 +155,15 @@ def report(results: Path) -> None:
         "alternately. Methods with several seeds: mean ± sd.",
     )  # fmt: skip
     teacher_acc = next((r["teacher_acc_test"] for r in rows if r.get("teacher_acc_test") is not None), None)
-    epochs = sorted({r["finetune_epochs"] for r in rows})
-    lines += [f"Fine-tune: {', '.join(map(str, epochs))} epoch(s) of KD."]
+    recipes = sorted({f"{r['finetune_epochs']} epochs of KD" + ("" if not r.get("finetune_settings") else
+                      f" ({r['finetune_settings']['optimizer']}, lr {r['finetune_settings']['lr']:g} cosine)")
+                      for r in rows})  # fmt: skip
+    lines += [f"Fine-tune: {'; '.join(recipes)}."]
     if teacher_acc is not None:
         lines += [f"The teacher: {100 * teacher_acc:.2f}% test."]
     lines += [""]
-    lines += ["| method | seeds | before fine-tune | after | params | FLOPs | latency vs teacher |",
-              "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines += ["| method | seeds | before fine-tune | after | params | FLOPs | latency vs teacher | search |",
+              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for method in METHODS:
         group = [r for r in rows if r["method"] == method]
         if not group:
@@ -168,7 +173,8 @@ def report(results: Path) -> None:
             f"| {mean_sd([r['acc_test'] for r in group], 100)} "
             f"| {statistics.mean(r['params_ratio'] for r in group):.3f} "
             f"| {statistics.mean(r['flops_ratio'] for r in group):.3f} "
-            f"| {statistics.mean(r['latency_vs_teacher'] for r in group):.3f} ({group[0]['runtime']}) |"
+            f"| {statistics.mean(r['latency_vs_teacher'] for r in group):.3f} ({group[0]['runtime']}) "
+            f"| {statistics.mean(r['search_seconds'] for r in group) / 60:.1f} min |"
         )
     lines += ["", f"Measured on: {'; '.join(sorted({r['cpu'] for r in rows}))}."]
     write_whole(results.with_suffix(".md"), "\n".join(lines) + "\n")

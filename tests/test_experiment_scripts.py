@@ -311,3 +311,27 @@ def test_a_teacher_stored_in_fp16_is_measured_again_and_nothing_is_overwritten(t
     written = out.read_bytes()
     again = subprocess.run([*script, "--out", str(out)], capture_output=True, text=True, timeout=HANG_GUARD_SECONDS)
     assert again.returncode == 2 and "exists; choose a new --out" in again.stderr and out.read_bytes() == written
+
+
+def test_the_transformer_rows_run_end_to_end_and_resume_as_finished(tmp_path):
+    pytest.importorskip("openvino")
+    from agents.cli import main
+
+    teacher, results = tmp_path / "vit.pt", tmp_path / "transformers.json"
+    assert main(["train-teacher", "--model", "vit_tiny", "--dataset", "synthetic", "--epochs", "1", "--optimizer",
+                 "adamw", "--lr", "0.001", "--out", str(teacher)]) == 0  # fmt: skip
+    argv = [sys.executable, str(EXPERIMENTS / "transformers_c10.py"), "run", "--rows", "uniform:0", "ddpg-channel:0",
+            "--teacher", str(teacher), "--config", str(EXPERIMENTS / "configs" / "vit_tiny_c10_flops50.yaml"),
+            "--finetune-epochs", "1", "--out-dir", str(tmp_path / "runs"), "--results",
+            str(results), "--set", "episodes=3", "warmup_episodes=2", "eval_samples=32", "report_samples=32",
+            "report_latency_repeats=2", "data_dir=null"]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=HANG_GUARD_SECONDS)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {r["method"]: r for r in json.loads(results.read_text())}
+    assert set(rows) == {"uniform", "ddpg-channel"}
+    for row in rows.values():
+        assert row["flops_ratio"] <= 0.5 + 1e-9 and row["finetune_settings"]["optimizer"] == "adamw"
+        assert 0.0 <= row["acc_test"] <= 1.0 and row["latency_ms"] > 0
+    assert "| uniform | 1 |" in (tmp_path / "transformers.md").read_text()
+    again = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=HANG_GUARD_SECONDS)
+    assert again.returncode == 0 and "epoch 1/1" not in again.stderr  # finished rows are read, not run again
