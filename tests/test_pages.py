@@ -25,6 +25,7 @@ REPORTS = {
     "benchmark_precision.py": ("precision.json", False),
     "benchmark_ddp.py": ("ddp.json", False),
     "attention_costs.py": ("attention_costs.json", False),
+    "transformers_c10.py": ("transformers.json", False),
 }
 
 
