@@ -60,8 +60,8 @@ class EvaluationSettings:
 
     def reward_finetune(self, precision: str) -> FinetuneSettings:
         """The reward's KD fine-tune: `finetune_steps` batches of 128, lr 0.01 cosine-annealed."""
-        return FinetuneSettings(steps=self.finetune_steps, optimizer="sgd", lr=0.01, weight_decay=5e-4,
-                                precision=precision, seed=self.seed)  # fmt: skip
+        return FinetuneSettings(steps=self.finetune_steps, optimizer="sgd", lr=0.01, precision=precision,
+                                seed=self.seed).resolved()  # fmt: skip
 
     def cache_bytes(self, input_shape: Sequence[int], num_classes: int) -> dict[str, int]:
         """What one evaluator keeps in memory, at most: the validation subset, the BN images, and the reward's KD
