@@ -126,3 +126,11 @@ def test_a_vit_student_fine_tunes_with_adamw(synthetic):
     finetune(student, teacher, synthetic, settings, show_progress=False)
     assert all(torch.isfinite(p).all() for p in student.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters(), strict=True))
+
+
+def test_a_fine_tune_reports_the_settings_it_ran_with(synthetic):
+    teacher = create_model("resnet8", num_classes=4).eval()
+    student = apply_policy(teacher, CompressionPolicy(keep_ratios={"conv1": 0.5}), (3, 16, 16))
+    ran = finetune(student, teacher, synthetic, FinetuneSettings(steps=1, batch_size=16), show_progress=False)
+    assert ran["settings"]["optimizer"] == "sgd" and ran["settings"]["lr"] == 0.05
+    assert ran["settings"]["precision"] in ("bf16", "fp32")  # "auto" resolved for this machine

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from amc.checkpoint import load_checkpoint
 from amc.commands.common import load_data_for
@@ -85,7 +85,7 @@ def finetune_command(cfg: FinetuneConfig, resume: bool = False) -> dict | None:
         "teacher_accuracy": teacher_blob.get("metrics", {}).get("accuracy"),
         "finetune_seconds": stats["seconds"],
         "world_size": ranks.world_size,
-        "settings": asdict(settings),
+        "settings": stats["settings"],  # as run: precision resolved
     }
     save_student(cfg.out, student, teacher_blob, policy, metrics=result)
     finish(ranks)

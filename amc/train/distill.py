@@ -202,4 +202,5 @@ def finetune(
         progress=show_progress,
         ranks=ranks,
     )
-    return {"val_accuracy": history[-1]["val_accuracy"], "epochs": epochs, "seconds": history[-1]["seconds"]}
+    return {"val_accuracy": history[-1]["val_accuracy"], "epochs": epochs, "seconds": history[-1]["seconds"],
+            "settings": asdict(settings)}  # fmt: skip
