@@ -52,6 +52,15 @@ def test_fp32_deployment_gives_pytorchs_outputs(runtime, teacher, tmp_path):
     assert relative_difference(at_batch(deployed, 2).run(x[:2]), reference[:2]) < 1e-4
 
 
+def test_openvino_leaves_its_threads_unpinned_so_parallel_timers_use_different_cores(teacher, tmp_path):
+    from amc.deploy.runtimes import openvino_compiled
+
+    deployed = deploy(teacher, SHAPE, Target("onnxruntime", "fp32", batch=2), tmp_path)
+    compiled = openvino_compiled(deployed.onnx_path, Target("openvino", "fp32", batch=2, threads=1))
+    assert compiled.get_property("ENABLE_CPU_PINNING") is False  # OpenVINO's default on Linux is True
+    assert compiled.get_property("INFERENCE_NUM_THREADS") == 1
+
+
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
 def test_int8_file_stays_close_to_fp32_and_both_runtimes_run_it_alike(runtime, teacher, data, tmp_path):
     calibration = calibration_images(data, 64)

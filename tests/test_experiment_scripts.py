@@ -335,3 +335,16 @@ def test_the_transformer_rows_run_end_to_end_and_resume_as_finished(tmp_path):
     assert "| uniform | 1 |" in (tmp_path / "transformers.md").read_text()
     again = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=HANG_GUARD_SECONDS)
     assert again.returncode == 0 and "epoch 1/1" not in again.stderr  # finished rows are read, not run again
+
+
+def test_the_pinning_benchmark_times_one_and_two_processes_pinned_and_not(teacher_path, tmp_path):
+    pytest.importorskip("openvino")
+    results = tmp_path / "pinning.json"
+    argv = [sys.executable, str(EXPERIMENTS / "benchmark_pinning.py"), "run", "--teachers", str(teacher_path),
+            "--runs", "3", "--results", str(results)]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=HANG_GUARD_SECONDS)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (row,) = json.loads(results.read_text())
+    assert [len(row[k]) for k in ("pinned_1", "unpinned_1", "pinned_2", "unpinned_2")] == [1, 1, 2, 2]
+    assert all(ms > 0 for k in ("pinned_1", "unpinned_1", "pinned_2", "unpinned_2") for ms in row[k])
+    assert "| teacher.pt |" in (tmp_path / "pinning.md").read_text()

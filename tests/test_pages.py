@@ -23,6 +23,7 @@ REPORTS = {
     "reward_proxies.py": ("reward_proxies.json", False),
     "transfer.py": ("transfer_resnet20.json", False),
     "benchmark_precision.py": ("precision.json", False),
+    "benchmark_pinning.py": ("pinning.json", False),
     "benchmark_ddp.py": ("ddp.json", False),
     "attention_costs.py": ("attention_costs.json", False),
     "transformers_c10.py": ("transformers.json", False),

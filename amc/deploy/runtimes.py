@@ -2,8 +2,8 @@
 size and a thread count, and the one function that turns an exported ONNX file into something to time and score.
 
 Every runtime is held to one thread setting: torch's `set_num_threads`, ONNX Runtime's intra-op threads (inter-op
-1, sequential), OpenVINO's `INFERENCE_NUM_THREADS` with the latency hint and fp32 inference precision (OpenVINO
-would otherwise run bf16 on CPUs that have it, which is not the fp32 the user asked for).
+1, sequential), OpenVINO's `INFERENCE_NUM_THREADS` with the latency hint, fp32 inference precision (OpenVINO
+would otherwise run bf16 on CPUs that have it, which is not the fp32 the user asked for) and no pinning to cores.
 """
 
 from __future__ import annotations
@@ -114,6 +114,21 @@ def eager_runner(model: nn.Module, threads: int) -> Runner:
     return run
 
 
+def openvino_compiled(onnx_path: str | Path, target: Target, *, pinned: bool = False):
+    """The ONNX file compiled by OpenVINO for the CPU, at the target's batch and threads. Unpinned by default:
+    OpenVINO's own default pins its threads to cores, and two processes timing at once (parallel workers, two row
+    jobs) then share one core (experiments/results/pinning.md)."""
+    ov = require("openvino")
+    core = ov.Core()
+    model = core.read_model(str(onnx_path))
+    dims = model.input(0).get_partial_shape()  # the exported batch axis is dynamic: fix it for the kernels
+    model.reshape([target.batch, *(dims[i].get_length() for i in range(1, dims.rank.get_length()))])
+    return core.compile_model(model, "CPU", {
+        "INFERENCE_NUM_THREADS": target.threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
+        "NUM_STREAMS": 1, "ENABLE_CPU_PINNING": pinned,
+    })  # fmt: skip
+
+
 def onnx_runner(onnx_path: str | Path, target: Target) -> Runner:
     """Compile an ONNX file in the target's runtime with its thread setting."""
     if target.runtime == "onnxruntime":
@@ -126,16 +141,7 @@ def onnx_runner(onnx_path: str | Path, target: Target) -> Runner:
         name = session.get_inputs()[0].name
         return lambda x: session.run(None, {name: x})[0]
     if target.runtime == "openvino":
-        ov = require("openvino")
-        core = ov.Core()
-        model = core.read_model(str(onnx_path))
-        dims = model.input(0).get_partial_shape()  # the exported batch axis is dynamic: fix it for the kernels
-        model.reshape([target.batch, *(dims[i].get_length() for i in range(1, dims.rank.get_length()))])
-        compiled = core.compile_model(model, "CPU", {
-            "INFERENCE_NUM_THREADS": target.threads, "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": 1,
-        })  # fmt: skip
-        request = compiled.create_infer_request()
+        request = openvino_compiled(onnx_path, target).create_infer_request()
 
         def run(x: np.ndarray) -> np.ndarray:
             if x.shape[0] != target.batch:
