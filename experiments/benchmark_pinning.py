@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from rows import describe, merge_row, page_head, read_rows, write_whole
 from script_args import run_and_report
 
@@ -44,7 +43,6 @@ class Args:
 
 def median_ms(onnx_path: str, shape: tuple, pinned: bool, runs: int, start, out) -> None:
     """One timing process: compile, wait for the others (`start`), then the median of `runs` inferences."""
-    torch.set_num_threads(1)
     request = openvino_compiled(onnx_path, TARGET, pinned=pinned).create_infer_request()
     x = example_batch(shape, 1)
     for _ in range(30):
