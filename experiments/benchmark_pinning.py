@@ -78,8 +78,9 @@ def run(args: Args) -> None:
             onnx_path = str(deploy(model_from_checkpoint(blob), shape, TARGET, folder).onnx_path)
             timings = {f"{'pinned' if pin else 'unpinned'}_{n}": timed_at_once(onnx_path, shape, pin, n, args.runs)
                        for n in (1, 2) for pin in (True, False)}  # fmt: skip
-        row = {"key": f"{describe()['cpu']} {Path(teacher).name}", "teacher": Path(teacher).name, "runs": args.runs,
-               **timings, "machine": describe(), "measured_at": time.strftime("%Y-%m-%d %H:%M")}  # fmt: skip
+        machine = describe()
+        row = {"key": f"{machine['cpu']} {Path(teacher).name}", "teacher": Path(teacher).name, "runs": args.runs,
+               **timings, "machine": machine, "measured_at": time.strftime("%Y-%m-%d %H:%M")}  # fmt: skip
         merge_row(args.results, row, key="key")
         print(row)
 
